@@ -1,0 +1,45 @@
+# autoheal — the commands users and CI rely on (see README.md).
+SHELL := /bin/bash
+CARGO ?= cargo
+LOCAL := $(CURDIR)/.local
+export KUBECONFIG := $(LOCAL)/kubeconfig
+
+.PHONY: all build test crds crds-check cluster-up cluster-down demo k8s-bins bench-probe fmt lint clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace
+
+## k8s-bins: build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl
+k8s-bins:
+	@hack/build-k8s.sh >/dev/null
+
+## crds: regenerate crds/ from the Rust types
+crds:
+	$(CARGO) run -q --bin autoheal -- crds --output-dir crds
+
+## test: everything CI runs
+test: k8s-bins
+	$(CARGO) build --workspace --all-targets
+	$(CARGO) test --workspace --no-fail-fast -- --nocapture
+
+cluster-up: k8s-bins
+	$(CARGO) run -q -p testkit --bin cluster -- up --dir $(LOCAL)
+
+cluster-down:
+	$(CARGO) run -q -p testkit --bin cluster -- down --dir $(LOCAL)
+
+## demo: local control plane + CRDs + podsim + operator + deploy/examples/web.yaml
+demo: k8s-bins
+	hack/demo.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,47 @@
+//! The user-facing API: the `ScalingGroup` and `Instance` custom resources, their labels and
+//! annotations, and helpers shared by every part of the operator.
+
+pub mod annotations;
+pub mod conditions;
+pub mod instance;
+pub mod scaling_group;
+
+pub use instance::*;
+pub use scaling_group::*;
+
+use kube::CustomResourceExt;
+
+/// The API group of both kinds.
+pub const GROUP: &str = "autoheal.dev";
+
+/// Label on Instances and Pods naming their ScalingGroup.
+pub const LABEL_GROUP: &str = "autoheal.dev/group";
+/// Label on Instances and Pods naming their Instance.
+pub const LABEL_INSTANCE: &str = "autoheal.dev/instance";
+/// Label on Pods of Instances that are in service (point Services at it).
+pub const LABEL_IN_SERVICE: &str = "autoheal.dev/in-service";
+
+/// The label selector of a group's Instances and Pods.
+pub fn group_selector(group: &str) -> String {
+    format!("{LABEL_GROUP}={group}")
+}
+
+/// Each CRD as `(file name, YAML)`: what `make crds` writes to `crds/`.
+pub fn crd_files() -> anyhow::Result<Vec<(&'static str, String)>> {
+    Ok(vec![
+        (
+            "scalinggroups.yaml",
+            serde_yaml::to_string(&ScalingGroup::crd())?,
+        ),
+        ("instances.yaml", serde_yaml::to_string(&Instance::crd())?),
+    ])
+}
+
+/// Both CRDs as a multi-document YAML stream (what `autoheal crds` prints).
+pub fn crds_yaml() -> anyhow::Result<String> {
+    Ok(crd_files()?
+        .into_iter()
+        .map(|(_, yaml)| yaml)
+        .collect::<Vec<_>>()
+        .join("---\n"))
+}

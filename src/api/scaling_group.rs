@@ -1,0 +1,559 @@
+//! The `ScalingGroup` custom resource: N Instances kept healthy.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::instance::{HealthDetail, HealthStatus, LifecycleState, PodTemplate};
+
+/// A group of Instances (each backed by a Pod) that autoheal keeps at `desiredCapacity`,
+/// health-checks, and repairs.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "autoheal.dev",
+    version = "v1alpha1",
+    kind = "ScalingGroup",
+    plural = "scalinggroups",
+    shortname = "sg",
+    category = "autoheal",
+    namespaced,
+    status = "ScalingGroupStatus",
+    doc = "A ScalingGroup keeps desiredCapacity Instances (each backed by a Pod), merges their health signals, and replaces unhealthy ones within its safety limits.",
+    scale(
+        spec_replicas_path = ".spec.desiredCapacity",
+        status_replicas_path = ".status.currentCapacity",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.desiredCapacity",
+        description = "Instances the group aims to keep"
+    ),
+    printcolumn(
+        name = "Current",
+        type_ = "integer",
+        json_path = ".status.currentCapacity",
+        description = "Instances that count toward capacity"
+    ),
+    printcolumn(
+        name = "InService",
+        type_ = "integer",
+        json_path = ".status.inServiceInstances",
+        description = "Instances in service"
+    ),
+    printcolumn(
+        name = "Healthy",
+        type_ = "integer",
+        json_path = ".status.healthyInstances",
+        description = "Instances whose health status is Healthy"
+    ),
+    printcolumn(
+        name = "Unhealthy",
+        type_ = "integer",
+        json_path = ".status.unhealthyInstances",
+        description = "Instances whose health status is Unhealthy"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minSize <= self.maxSize").message("minSize must be <= maxSize"))]
+#[x_kube(validation = Rule::new("!has(self.desiredCapacity) || self.desiredCapacity >= self.minSize").message("desiredCapacity must be >= minSize"))]
+#[x_kube(validation = Rule::new("!has(self.desiredCapacity) || self.desiredCapacity <= self.maxSize").message("desiredCapacity must be <= maxSize"))]
+pub struct ScalingGroupSpec {
+    /// The fewest Instances the group may have. Scaling and `kubectl scale` are clamped to it.
+    #[schemars(range(min = 0, max = 10000))]
+    pub min_size: i32,
+    /// The most Instances the group may have (a LaunchBeforeTerminate replacement may add one
+    /// surge Instance on top, within maxInFlight).
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_size: i32,
+    /// How many Instances the group keeps; `kubectl scale sg/NAME --replicas=N` sets it.
+    /// Must lie within [minSize, maxSize]. Defaults to minSize when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub desired_capacity: Option<i32>,
+    /// The template each new Instance is created from. A change affects only Instances
+    /// launched afterwards.
+    pub template: InstanceTemplate,
+    /// How Instance health is determined: grace periods, the active probe, and condition rules.
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    /// The safety limits for replacing unhealthy Instances.
+    #[serde(default)]
+    pub replacement: Replacement,
+    /// Hooks that hold an Instance in Pending:Wait or Terminating:Wait until completed with the
+    /// annotation `hooks.autoheal.dev/<name>=Continue|Abandon` or until their heartbeat timeout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(h, self.exists_one(g, g.name == h.name))").message("lifecycle hook names must be unique"))]
+    pub lifecycle_hooks: Vec<LifecycleHook>,
+    /// Which Instances are terminated first when the group scales in.
+    #[serde(default)]
+    pub scale_in: ScaleIn,
+    /// Processes that are suspended (AWS suspend/resume): Launch, Terminate, HealthCheck,
+    /// ReplaceUnhealthy, AddToService.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q == p))").message("suspendedProcesses must not repeat a process"))]
+    pub suspended_processes: Vec<Process>,
+}
+
+impl ScalingGroupSpec {
+    /// The capacity the group aims for: `desiredCapacity`, or `minSize` when unset,
+    /// clamped to `[minSize, maxSize]`.
+    pub fn effective_desired(&self) -> i32 {
+        self.desired_capacity
+            .unwrap_or(self.min_size)
+            .clamp(self.min_size, self.max_size.max(self.min_size))
+    }
+
+    /// Whether `process` is listed in `suspendedProcesses`.
+    pub fn is_suspended(&self, process: Process) -> bool {
+        self.suspended_processes.contains(&process)
+    }
+}
+
+/// The template each Instance is created from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceTemplate {
+    /// Labels and annotations copied onto every new Instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<TemplateMetadata>,
+    /// The Instance spec: its Pod template.
+    pub spec: InstanceTemplateSpec,
+}
+
+/// Labels and annotations for new Instances.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateMetadata {
+    /// Labels added to each new Instance and its Pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to each new Instance.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// What each new Instance runs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceTemplateSpec {
+    /// The PodTemplateSpec (metadata and spec) of the Pod backing each Instance.
+    pub pod_template: PodTemplate,
+}
+
+/// How the health of each Instance is determined.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// Seconds after an Instance enters InService during which no health verdict replaces it
+    /// (a manual Unhealthy with `autoheal.dev/respect-grace-period=false` still acts).
+    #[serde(default = "default_grace_period_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub grace_period_seconds: i32,
+    /// Seconds an Instance may stay Pending (image pull failure, unschedulable) before it is
+    /// Impaired.
+    #[serde(default = "default_startup_timeout_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub startup_timeout_seconds: i32,
+    /// The active check autoheal runs against each Instance's address: exactly one of `http`
+    /// or `tcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Probe>,
+    /// Conditions on the Pod or the Instance that make it Impaired once they have held for
+    /// `forSeconds` (as Cluster API's MachineHealthCheck).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub unhealthy_conditions: Vec<UnhealthyCondition>,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            grace_period_seconds: default_grace_period_seconds(),
+            startup_timeout_seconds: default_startup_timeout_seconds(),
+            probe: None,
+            unhealthy_conditions: Vec::new(),
+        }
+    }
+}
+
+fn default_grace_period_seconds() -> i32 {
+    300
+}
+fn default_startup_timeout_seconds() -> i32 {
+    600
+}
+
+/// An active health check run by autoheal against `status.address:port`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.http) != has(self.tcp)").message("exactly one of probe.http or probe.tcp must be set"))]
+#[x_kube(validation = Rule::new("self.timeoutSeconds <= self.intervalSeconds").message("probe timeoutSeconds must be <= intervalSeconds"))]
+pub struct Probe {
+    /// An HTTP GET check: healthy when the response status is in `expectedStatuses`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpProbe>,
+    /// A TCP check: healthy when a connection can be opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpProbe>,
+    /// Seconds between two probes of one Instance (1-300).
+    #[serde(default = "default_interval_seconds")]
+    #[schemars(range(min = 1, max = 300))]
+    pub interval_seconds: i32,
+    /// Seconds to wait for an answer before the probe counts as failed (1-120).
+    #[serde(default = "default_timeout_seconds")]
+    #[schemars(range(min = 1, max = 120))]
+    pub timeout_seconds: i32,
+    /// Consecutive successes that make an Instance's probe verdict healthy (1-10).
+    #[serde(default = "default_healthy_threshold")]
+    #[schemars(range(min = 1, max = 10))]
+    pub healthy_threshold: i32,
+    /// Consecutive failures that make an Instance's probe verdict unhealthy (1-10).
+    #[serde(default = "default_unhealthy_threshold")]
+    #[schemars(range(min = 1, max = 10))]
+    pub unhealthy_threshold: i32,
+}
+
+fn default_interval_seconds() -> i32 {
+    10
+}
+fn default_timeout_seconds() -> i32 {
+    2
+}
+fn default_healthy_threshold() -> i32 {
+    2
+}
+fn default_unhealthy_threshold() -> i32 {
+    3
+}
+
+/// An HTTP GET health check.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpProbe {
+    /// The port on the Instance's address (1-65535).
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// The request path; must start with "/".
+    #[serde(default = "default_path")]
+    #[schemars(length(min = 1, max = 1024), pattern(r"^/"))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("probe.http.path must start with \"/\""))]
+    pub path: String,
+    /// HTTP or HTTPS (certificates are not verified).
+    #[serde(default)]
+    pub scheme: Scheme,
+    /// Status codes that count as healthy: a comma-separated list of codes and ranges, such as
+    /// "200-399" or "200,204,300-308".
+    #[serde(default = "default_expected_statuses")]
+    #[schemars(length(min = 3, max = 128))]
+    #[x_kube(validation = Rule::new("self.matches('^[1-5][0-9][0-9](-[1-5][0-9][0-9])?(,[1-5][0-9][0-9](-[1-5][0-9][0-9])?)*$')").message("probe.http.expectedStatuses must be status codes or ranges such as \"200-399\" or \"200,204\""))]
+    pub expected_statuses: String,
+}
+
+fn default_path() -> String {
+    "/".into()
+}
+fn default_expected_statuses() -> String {
+    "200-399".into()
+}
+
+/// The scheme of an HTTP probe.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Scheme {
+    /// Plain HTTP.
+    #[default]
+    #[serde(rename = "HTTP")]
+    Http,
+    /// HTTP over TLS, certificate not verified.
+    #[serde(rename = "HTTPS")]
+    Https,
+}
+
+/// A TCP connect health check.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpProbe {
+    /// The port on the Instance's address (1-65535).
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+/// A condition that, once it has held long enough, makes an Instance Impaired.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnhealthyCondition {
+    /// The condition type, matched on the Pod's and the Instance's conditions (e.g. "Ready").
+    #[serde(rename = "type")]
+    #[schemars(length(min = 1, max = 316))]
+    pub type_: String,
+    /// The condition status that counts as unhealthy: True, False or Unknown.
+    pub status: ConditionStatus,
+    /// Seconds the condition must have held (since its lastTransitionTime) before it counts.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 86400))]
+    pub for_seconds: i32,
+}
+
+/// A Kubernetes condition status.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// The condition does not hold.
+    False,
+    /// It is not known whether the condition holds.
+    Unknown,
+}
+
+impl ConditionStatus {
+    /// The status as written in a condition (`"True"`, `"False"`, `"Unknown"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+/// The safety limits for replacing unhealthy Instances.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Replacement {
+    /// When more Instances than this are Unhealthy, nothing is replaced (circuit breaker).
+    /// An integer or a percentage of desiredCapacity such as "40%".
+    #[serde(default = "default_max_unhealthy")]
+    #[x_kube(validation = Rule::new(INT_OR_PERCENT_RULE).message("maxUnhealthy must be a non-negative integer or a percentage from 0% to 100%"))]
+    pub max_unhealthy: IntOrString,
+    /// How many Instances may be replaced at once: an integer or a percentage of
+    /// desiredCapacity (rounded up, at least 1).
+    #[serde(default = "default_max_in_flight")]
+    #[x_kube(validation = Rule::new(INT_OR_PERCENT_RULE).message("maxInFlight must be a non-negative integer or a percentage from 0% to 100%"))]
+    pub max_in_flight: IntOrString,
+    /// TerminateThenLaunch (the replacement is launched when the old Instance starts
+    /// Terminating) or LaunchBeforeTerminate (the replacement is InService before the old one
+    /// leaves service).
+    #[serde(default)]
+    pub strategy: ReplacementStrategy,
+    /// Replacement never takes InService+Healthy Instances below this percentage of
+    /// desiredCapacity (0-100).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_healthy_percentage: i32,
+    /// Seconds between an Instance leaving service (its Pod loses the
+    /// `autoheal.dev/in-service` label) and its termination, as ELB connection draining.
+    #[serde(default = "default_deregistration_delay_seconds")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub deregistration_delay_seconds: i32,
+    /// Replacements in a row that are still Unhealthy when their grace period ends before
+    /// replacement stops with ReplacementsKeepFailing (with exponential backoff before that).
+    #[serde(default = "default_max_consecutive_failures")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_consecutive_failures: i32,
+}
+
+/// CEL rule shared by the int-or-percent fields.
+const INT_OR_PERCENT_RULE: &str =
+    "type(self) == int ? self >= 0 : self.matches('^(100|[1-9]?[0-9])%$')";
+
+impl Default for Replacement {
+    fn default() -> Self {
+        Self {
+            max_unhealthy: default_max_unhealthy(),
+            max_in_flight: default_max_in_flight(),
+            strategy: ReplacementStrategy::default(),
+            min_healthy_percentage: 0,
+            deregistration_delay_seconds: default_deregistration_delay_seconds(),
+            max_consecutive_failures: default_max_consecutive_failures(),
+        }
+    }
+}
+
+fn default_max_unhealthy() -> IntOrString {
+    IntOrString::String("100%".into())
+}
+fn default_max_in_flight() -> IntOrString {
+    IntOrString::Int(1)
+}
+fn default_deregistration_delay_seconds() -> i32 {
+    30
+}
+fn default_max_consecutive_failures() -> i32 {
+    3
+}
+
+/// How an unhealthy Instance is replaced.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ReplacementStrategy {
+    /// The old Instance starts Terminating and its replacement is launched at once.
+    #[default]
+    TerminateThenLaunch,
+    /// The replacement is launched first and is InService before the old one leaves service.
+    LaunchBeforeTerminate,
+}
+
+/// A lifecycle hook: holds Instances at a transition until completed or timed out.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleHook {
+    /// The hook name, used in the annotation `hooks.autoheal.dev/<name>`.
+    #[schemars(length(min = 1, max = 53))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')").message("lifecycle hook name must be alphanumeric, '-', '_' or '.', starting and ending with an alphanumeric character"))]
+    pub name: String,
+    /// Launch (Pending:Wait) or Terminate (Terminating:Wait).
+    pub transition: HookTransition,
+    /// Seconds without completion or heartbeat after which `defaultResult` applies (30-7200).
+    #[serde(default = "default_heartbeat_timeout_seconds")]
+    #[schemars(range(min = 30, max = 7200))]
+    pub heartbeat_timeout_seconds: i32,
+    /// What happens on timeout: Continue, or Abandon (a Launch hook then terminates and
+    /// relaunches the Instance).
+    #[serde(default)]
+    pub default_result: HookResult,
+}
+
+fn default_heartbeat_timeout_seconds() -> i32 {
+    3600
+}
+
+/// The transition a lifecycle hook holds.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+pub enum HookTransition {
+    /// Holds new Instances in Pending:Wait.
+    Launch,
+    /// Holds leaving Instances in Terminating:Wait.
+    Terminate,
+}
+
+/// The outcome of a lifecycle hook.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HookResult {
+    /// Proceed with the transition.
+    Continue,
+    /// For Launch: terminate the Instance (and relaunch). For Terminate: proceed, as Continue.
+    #[default]
+    Abandon,
+}
+
+/// How Instances are chosen on scale-in.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleIn {
+    /// OldestInstance, NewestInstance, or Default (unhealthy first, then oldest).
+    /// Instances protected from scale-in are never chosen.
+    #[serde(default)]
+    pub policy: ScaleInPolicy,
+}
+
+/// Which Instance goes first on scale-in.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ScaleInPolicy {
+    /// Unhealthy first, then the oldest.
+    #[default]
+    Default,
+    /// The oldest first.
+    OldestInstance,
+    /// The newest first.
+    NewestInstance,
+}
+
+/// A process of the group that can be suspended.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub enum Process {
+    /// Launching new Instances (scale-out and replacements).
+    Launch,
+    /// Terminating Instances (scale-in and replacements).
+    Terminate,
+    /// Acting on health verdicts (verdicts are still computed and shown, as NotApplicable).
+    HealthCheck,
+    /// Replacing Unhealthy Instances.
+    ReplaceUnhealthy,
+    /// Adding Instances to service (the `autoheal.dev/in-service` Pod label).
+    AddToService,
+}
+
+/// The observed state of a ScalingGroup.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingGroupStatus {
+    /// The spec generation this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The label selector of the group's Pods and Instances (scale subresource, HPA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// The capacity the group aims for (desiredCapacity, or minSize when unset).
+    #[serde(default)]
+    pub desired_capacity: i32,
+    /// Instances that count toward capacity: every state before Terminating, Standby included.
+    #[serde(default)]
+    pub current_capacity: i32,
+    /// Instances in the InService state.
+    #[serde(default)]
+    pub in_service_instances: i32,
+    /// Instances whose healthStatus is Healthy.
+    #[serde(default)]
+    pub healthy_instances: i32,
+    /// Instances whose healthStatus is Unhealthy.
+    #[serde(default)]
+    pub unhealthy_instances: i32,
+    /// The group's Instances (all of them up to 256; beyond that only those not
+    /// InService+Healthy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceSummary>,
+    /// How many Instances were left out of `instances` (only when there are more than 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omitted_instances: Option<i32>,
+    /// Replacements in a row that were Unhealthy when their grace period ended.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_replacement_failures: i32,
+    /// When the last replacement was launched (the base of the exponential backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_replacement_time: Option<Time>,
+    /// The template hash that the failure count applies to; a template change resets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_template_hash: Option<String>,
+    /// Ready (kstatus), ReplacementAllowed and ScalingLimited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+/// One Instance as summarised in the group's status.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceSummary {
+    /// The Instance name.
+    pub name: String,
+    /// Its lifecycle state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_state: Option<LifecycleState>,
+    /// Healthy or Unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<HealthStatus>,
+    /// The detailed health code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_detail: Option<HealthDetail>,
+    /// Whether scale-in skips this Instance.
+    #[serde(default)]
+    pub protected_from_scale_in: bool,
+}

@@ -1,0 +1,8 @@
+//! Health: the pure evaluator that merges signals into a verdict, and the probe engine that
+//! produces the probe signal.
+
+pub mod evaluate;
+pub mod probe;
+
+pub use evaluate::{HealthInputs, Verdict, assess};
+pub use probe::{ProbeEngine, ProbeTarget, ProbeVerdict};

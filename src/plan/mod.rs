@@ -1,0 +1,89 @@
+//! Pure planning: the lifecycle state machine of one Instance and the capacity and
+//! replacement planner of a ScalingGroup. No I/O; time is an input.
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{HealthDetail, HealthStatus, Instance, LifecycleState, annotations};
+
+/// Annotation on a replacement Instance naming the Instance it replaces.
+pub const ANNOTATION_REPLACES: &str = "autoheal.dev/replaces";
+/// Annotation on an Instance recording the hash of the group template it was launched from.
+pub const ANNOTATION_TEMPLATE_HASH: &str = "autoheal.dev/template-hash";
+
+/// What the planners need to know of one Instance: a pure snapshot built from the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceView {
+    /// The Instance name.
+    pub name: String,
+    /// When the Instance was created.
+    pub created_at: Timestamp,
+    /// Its lifecycle state (`Pending` until the Instance controller first records one).
+    pub state: LifecycleState,
+    /// Its health status, once evaluated.
+    pub health: Option<HealthStatus>,
+    /// Its health detail, once evaluated.
+    pub detail: Option<HealthDetail>,
+    /// `spec.protectedFromScaleIn`.
+    pub protected: bool,
+    /// When it last entered InService.
+    pub in_service_since: Option<Timestamp>,
+    /// The Instance this one was launched to replace, if any.
+    pub replaces: Option<String>,
+    /// The template hash it was launched from.
+    pub template_hash: Option<String>,
+    /// Whether its deletion was requested (deletionTimestamp set).
+    pub being_deleted: bool,
+}
+
+impl InstanceView {
+    /// Builds the view of an Instance object.
+    pub fn from_instance(instance: &Instance) -> Self {
+        let meta = &instance.metadata;
+        let annotations = meta.annotations.clone().unwrap_or_default();
+        let status = instance.status.clone().unwrap_or_default();
+        Self {
+            name: meta.name.clone().unwrap_or_default(),
+            created_at: meta
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or(Timestamp::UNIX_EPOCH),
+            state: status.lifecycle_state.unwrap_or(LifecycleState::Pending),
+            health: status.health_status,
+            detail: status.health_detail,
+            protected: instance.spec.protected_from_scale_in,
+            in_service_since: status.entered(LifecycleState::InService).map(|t| t.0),
+            replaces: annotations.get(ANNOTATION_REPLACES).cloned(),
+            template_hash: annotations.get(ANNOTATION_TEMPLATE_HASH).cloned(),
+            being_deleted: meta.deletion_timestamp.is_some(),
+        }
+    }
+
+    /// Whether the Instance counts toward capacity: not being deleted and in a state before
+    /// Terminating.
+    pub fn counts_toward_capacity(&self) -> bool {
+        !self.being_deleted && self.state.counts_toward_capacity()
+    }
+
+    /// Whether the Instance is Unhealthy.
+    pub fn is_unhealthy(&self) -> bool {
+        self.health == Some(HealthStatus::Unhealthy)
+    }
+
+    /// Whether it is InService and Healthy.
+    pub fn is_in_service_and_healthy(&self) -> bool {
+        self.state == LifecycleState::InService && self.health == Some(HealthStatus::Healthy)
+    }
+}
+
+/// Whether maintenance or standby annotations exclude an Instance from replacement.
+pub fn excluded_from_replacement(instance: &Instance) -> bool {
+    let parsed = annotations::HealthAnnotations::parse(
+        instance
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap_or(&Default::default()),
+    );
+    parsed.maintenance || parsed.standby
+}
