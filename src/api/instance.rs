@@ -91,13 +91,35 @@ impl JsonSchema for PodTemplate {
         schemars::json_schema!({
             "description": "A PodTemplateSpec: `metadata` (labels, annotations) and `spec` (a PodSpec, see `kubectl explain pod.spec`) of the Pod backing each Instance. The Pod spec is checked by the API server when the Pod is created.",
             "type": "object",
-            "x-kubernetes-preserve-unknown-fields": true,
-            "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.spec) && has(self.spec.containers) && size(self.spec.containers) > 0",
-                    "message": "podTemplate.spec.containers must list at least one container"
+            "required": ["spec"],
+            "properties": {
+                "metadata": {
+                    "description": "Labels and annotations of the Pod (see `kubectl explain pod.metadata`).",
+                    "type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true
+                },
+                "spec": {
+                    "description": "The PodSpec of the Pod (see `kubectl explain pod.spec`).",
+                    "type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true,
+                    "properties": {
+                        "containers": {
+                            "description": "The Pod's containers (at least one).",
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": true
+                            }
+                        }
+                    },
+                    "x-kubernetes-validations": [
+                        {
+                            "rule": "has(self.containers) && size(self.containers) > 0",
+                            "message": "podTemplate.spec.containers must list at least one container"
+                        }
+                    ]
                 }
-            ]
+            }
         })
     }
 }

@@ -1,0 +1,988 @@
+//! podsim — a kubelet stand-in for Kubernetes clusters without nodes.
+//!
+//! podsim registers simulated Nodes, binds every unscheduled Pod it is responsible for
+//! to one of them, and "runs" the Pod: it gives the Pod a unique IP in 127.0.0.0/8
+//! (never 127.0.0.1), serves every declared TCP container port on that IP (HTTP/1.1,
+//! 200 on every path) and reports a Running status like a kubelet would. The Pod
+//! annotation [`BEHAVIOR_ANNOTATION`] makes a Pod misbehave (see [`Behavior`]); the
+//! same annotation with the value [`NODE_NOT_READY`] on a simulated Node makes the
+//! Node stop its heartbeats and report `Ready=False`.
+//!
+//! Notes on fidelity:
+//! - `Ready` stays True for `fail`, `hang` and `refuse`: podsim runs no readiness probes
+//!   (a real kubelet's verdict would depend on the Pod's readinessProbe).
+//! - `crash` is terminal (phase `Failed`), as for a Pod whose containers exited.
+//! - Pods are not bound to Nodes annotated not-ready (as kube-scheduler avoids the
+//!   not-ready taint); Pods already on such a Node keep being served, but podsim does
+//!   not write their status (the dead "kubelet" is silent, and the node lifecycle
+//!   controller marks them not ready). Deletions are still carried out.
+//! - A not-ready Node gets `Ready=False` once; if the node lifecycle controller later
+//!   marks it `Unknown` (no heartbeats), podsim leaves that alone.
+
+#![warn(missing_docs)]
+
+mod behavior;
+mod ip;
+mod server;
+mod status;
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+pub use behavior::{Behavior, UnknownBehavior};
+
+use ip::IpAllocator;
+use server::{Mode, PodServer};
+use status::{Phase, PodView, desired_status, needs_update};
+
+/// Annotation read on Pods (values: see [`Behavior`]) and on simulated Nodes
+/// (value [`NODE_NOT_READY`]).
+pub const BEHAVIOR_ANNOTATION: &str = "podsim.autoheal.dev/behavior";
+
+/// Value of [`BEHAVIOR_ANNOTATION`] on a simulated Node that makes it stop heartbeating
+/// and report `Ready=False` (reason [`NOT_READY_REASON`]) until the annotation is removed.
+pub const NODE_NOT_READY: &str = "notready";
+
+/// Reason of the `Ready=False` condition of a Node annotated [`NODE_NOT_READY`].
+pub const NOT_READY_REASON: &str = "PodsimNotReady";
+
+/// Label (value `"true"`) on every Node podsim simulates.
+pub const SIMULATED_LABEL: &str = "podsim.autoheal.dev/simulated";
+
+/// Namespace of the Node heartbeat Leases.
+const LEASE_NAMESPACE: &str = "kube-node-lease";
+/// How often Node status and Lease are renewed.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+/// `leaseDurationSeconds` of the Node Leases (the kubelet's default).
+const LEASE_DURATION_SECONDS: i32 = 40;
+/// How often every Pod is re-evaluated (time-driven transitions, retries).
+const RESYNC_INTERVAL: Duration = Duration::from_millis(500);
+/// Upper bound for one API call.
+const API_TIMEOUT: Duration = Duration::from_secs(15);
+/// Retry backoff for failed API writes, per Pod.
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Field manager of podsim's writes.
+const FIELD_MANAGER: &str = "podsim";
+
+/// What podsim simulates and which Pods it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Only run Pods in this namespace (`None`: all namespaces).
+    pub namespace: Option<String>,
+    /// Only run Pods matching this label selector (e.g. `app=web`).
+    pub selector: Option<String>,
+    /// Number of simulated Nodes (at least 1; default 1). Pods are spread over them.
+    pub nodes: usize,
+    /// Node names are `<node_prefix>-<i>` for `i` in `0..nodes` (default `"podsim"`).
+    pub node_prefix: String,
+    /// First two octets of the Pod IPs: `Some([127, 42])` gives `127.42.x.y`. The first
+    /// octet must be 127. `None` picks `127.<random 10..=250>`.
+    pub ip_prefix: Option<[u8; 2]>,
+}
+
+impl Default for Config {
+    /// All namespaces, no selector, one Node named `podsim-0`, a random IP prefix.
+    fn default() -> Self {
+        Config {
+            namespace: None,
+            selector: None,
+            nodes: 1,
+            node_prefix: "podsim".to_string(),
+            ip_prefix: None,
+        }
+    }
+}
+
+/// Parses an IP prefix such as `127.42` into `[127, 42]` (for `--ip-prefix`).
+pub fn parse_ip_prefix(s: &str) -> Result<[u8; 2], String> {
+    let err = || format!("invalid IP prefix {s:?}: expected two octets like 127.42");
+    let (a, b) = s.trim().split_once('.').ok_or_else(err)?;
+    let a: u8 = a.parse().map_err(|_| err())?;
+    let b: u8 = b.parse().map_err(|_| err())?;
+    if a != 127 {
+        return Err(format!(
+            "invalid IP prefix {s:?}: Pod IPs must be in 127.0.0.0/8"
+        ));
+    }
+    Ok([a, b])
+}
+
+/// Runs podsim until the future is dropped (dropping it stops every simulated Pod's
+/// listeners). Returns early only on an invalid [`Config`]; API errors are logged and
+/// retried with backoff.
+pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
+    ensure!(config.nodes >= 1, "podsim needs at least one node");
+    let ip_prefix = match config.ip_prefix {
+        Some(p) => {
+            ensure!(
+                p[0] == 127,
+                "IP prefix must be 127.x, got {}.{}",
+                p[0],
+                p[1]
+            );
+            p
+        }
+        None => [127, rand::random_range(10..=250u8)],
+    };
+    let pods: Api<Pod> = match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let mut pod_watch = watcher::Config::default();
+    if let Some(selector) = &config.selector {
+        pod_watch = pod_watch.labels(selector);
+    }
+    let node_watch = watcher::Config::default().labels(&format!("{SIMULATED_LABEL}=true"));
+    let pod_events = watcher(pods, pod_watch).default_backoff();
+    let node_events = watcher(Api::<Node>::all(client.clone()), node_watch).default_backoff();
+    futures::pin_mut!(pod_events, node_events);
+
+    let mut sim = Sim::new(client, &config, ip_prefix);
+    info!(
+        namespace = config.namespace.as_deref().unwrap_or("<all>"),
+        selector = config.selector.as_deref().unwrap_or(""),
+        nodes = ?sim.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
+        ip_prefix = %format!("{}.{}", ip_prefix[0], ip_prefix[1]),
+        "podsim starting"
+    );
+
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut resync = tokio::time::interval(RESYNC_INTERVAL);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = pod_events.next() => match event {
+                Some(Ok(event)) => sim.on_pod_event(event).await,
+                Some(Err(e)) => warn!("Pod watch failed (retrying): {e}"),
+                None => bail!("Pod watch ended"),
+            },
+            event = node_events.next() => match event {
+                Some(Ok(event)) => sim.on_node_event(event).await,
+                Some(Err(e)) => warn!("Node watch failed (retrying): {e}"),
+                None => bail!("Node watch ended"),
+            },
+            _ = heartbeat.tick() => sim.heartbeat_all().await,
+            _ = resync.tick() => sim.reconcile_all(false).await,
+        }
+    }
+}
+
+/// One simulated Node.
+struct SimNode {
+    name: String,
+    /// Annotated not-ready: no heartbeats, `Ready=False`, no new Pods.
+    not_ready: bool,
+    /// The Node as last seen from the API (`None`: unknown or deleted).
+    observed: Option<Node>,
+    /// Last unknown annotation value warned about.
+    warned: Option<String>,
+}
+
+/// A Pod this podsim runs.
+struct PodRuntime {
+    uid: String,
+    first_seen: Instant,
+    start_time: Timestamp,
+    ip: Option<Ipv4Addr>,
+    /// When the containers started (phase Running).
+    running_since: Option<Timestamp>,
+    /// When the containers crashed (phase Failed; terminal).
+    crashed_at: Option<Timestamp>,
+    /// The listeners, while the containers run.
+    server: Option<PodServer>,
+    /// When podsim first saw the deletion.
+    deletion_seen: Option<Instant>,
+    /// The final delete (grace period 0) was issued.
+    finished: bool,
+    /// Last behavior annotation value acted on (to log changes once).
+    annotation: Option<String>,
+}
+
+/// Retry state of a Pod whose last reconcile failed.
+struct Retry {
+    at: Instant,
+    delay: Duration,
+}
+
+/// The simulator's state; driven by [`run`]'s event loop.
+struct Sim {
+    client: Client,
+    nodes: Vec<SimNode>,
+    /// Pods seen by the watch, keyed `namespace/name`.
+    cache: HashMap<String, Pod>,
+    /// Pods listed since the watch (re)started, until the list is complete.
+    relist: Option<HashMap<String, Pod>>,
+    runtimes: HashMap<String, PodRuntime>,
+    retries: HashMap<String, Retry>,
+    ips: IpAllocator,
+    round_robin: usize,
+}
+
+fn key_of(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// Runs one API call with a timeout.
+async fn call<T>(fut: impl Future<Output = kube::Result<T>>) -> anyhow::Result<T> {
+    match tokio::time::timeout(API_TIMEOUT, fut).await {
+        Ok(result) => Ok(result?),
+        Err(_) => bail!("API call timed out after {API_TIMEOUT:?}"),
+    }
+}
+
+/// The HTTP status code of a failed API call.
+fn code(e: &anyhow::Error) -> Option<u16> {
+    match e.downcast_ref::<kube::Error>() {
+        Some(kube::Error::Api(status)) => Some(status.code),
+        _ => None,
+    }
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Failed" | "Succeeded")
+    )
+}
+
+/// Whether `new` is at least as recent as `old` (resource versions compared as numbers
+/// when they are numbers, as they are with etcd).
+fn not_older(new: &Pod, old: &Pod) -> bool {
+    let rv = |p: &Pod| p.resource_version().and_then(|v| v.parse::<u64>().ok());
+    match (rv(new), rv(old)) {
+        (Some(n), Some(o)) => n >= o,
+        _ => true,
+    }
+}
+
+/// The distinct TCP container ports of a Pod.
+fn tcp_ports(pod: &Pod) -> Vec<u16> {
+    let mut ports: Vec<u16> = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
+        .filter_map(|p| u16::try_from(p.container_port).ok())
+        .filter(|&p| p != 0)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+fn ready_condition_status(node: &Node) -> Option<&str> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.as_str())
+}
+
+/// `lastTransitionTime` for a Node condition: kept while the status does not change.
+fn node_transition(node: Option<&Node>, type_: &str, status: &str, now: Timestamp) -> Time {
+    node.and_then(|n| n.status.as_ref()?.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == status))
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now))
+}
+
+/// The status podsim reports for a healthy Node (strategic-merge patch body).
+fn node_status(name: &str, observed: Option<&Node>, now: Timestamp) -> serde_json::Value {
+    let cond = |type_: &str, status: &str, reason: &str, message: &str| {
+        json!({
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": Time(now),
+            "lastTransitionTime": node_transition(observed, type_, status, now),
+        })
+    };
+    let resources = json!({
+        "cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi",
+    });
+    json!({
+        "conditions": [
+            cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            cond("Ready", "True", "KubeletReady", "podsim is posting ready status"),
+        ],
+        "addresses": [
+            {"type": "InternalIP", "address": status::HOST_IP},
+            {"type": "Hostname", "address": name},
+        ],
+        "capacity": resources,
+        "allocatable": resources,
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "nodeInfo": {
+            "machineID": name, "systemUUID": name, "bootID": name,
+            "kernelVersion": "podsim", "osImage": "podsim",
+            "containerRuntimeVersion": "podsim://0.1.0",
+            "kubeletVersion": "v1.36.0-podsim", "kubeProxyVersion": "",
+            "operatingSystem": "linux", "architecture": "amd64",
+        },
+    })
+}
+
+impl Sim {
+    fn new(client: Client, config: &Config, ip_prefix: [u8; 2]) -> Sim {
+        Sim {
+            client,
+            nodes: (0..config.nodes)
+                .map(|i| SimNode {
+                    name: format!("{}-{i}", config.node_prefix),
+                    not_ready: false,
+                    observed: None,
+                    warned: None,
+                })
+                .collect(),
+            cache: HashMap::new(),
+            relist: None,
+            runtimes: HashMap::new(),
+            retries: HashMap::new(),
+            ips: IpAllocator::new(ip_prefix),
+            round_robin: 0,
+        }
+    }
+
+    fn node_index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    // ----- Nodes -------------------------------------------------------------------
+
+    async fn on_node_event(&mut self, event: watcher::Event<Node>) {
+        match event {
+            watcher::Event::Apply(node) | watcher::Event::InitApply(node) => {
+                let Some(i) = self.node_index(&node.name_any()) else {
+                    return;
+                };
+                self.absorb_node(i, node);
+                let ready = self.nodes[i]
+                    .observed
+                    .as_ref()
+                    .and_then(ready_condition_status)
+                    .map(str::to_string);
+                let result = match (self.nodes[i].not_ready, ready.as_deref()) {
+                    (true, Some("True")) => self.mark_not_ready(i).await,
+                    (false, r) if r != Some("True") => self.heartbeat(i).await,
+                    _ => Ok(()),
+                };
+                if let Err(e) = result {
+                    warn!(node = self.nodes[i].name, "updating Node failed: {e:#}");
+                }
+            }
+            watcher::Event::Delete(node) => {
+                if let Some(i) = self.node_index(&node.name_any()) {
+                    warn!(
+                        node = self.nodes[i].name,
+                        "simulated Node deleted; recreating it"
+                    );
+                    self.nodes[i].observed = None;
+                    if let Err(e) = self.heartbeat(i).await {
+                        warn!(node = self.nodes[i].name, "recreating Node failed: {e:#}");
+                    }
+                }
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+
+    /// Records a Node seen from the API and its annotation.
+    fn absorb_node(&mut self, i: usize, node: Node) {
+        let value = node.annotations().get(BEHAVIOR_ANNOTATION).cloned();
+        let n = &mut self.nodes[i];
+        let not_ready = value.as_deref() == Some(NODE_NOT_READY);
+        if let Some(v) = value.as_deref()
+            && !not_ready
+            && !matches!(v, "" | "ready" | "healthy")
+            && n.warned.as_deref() != Some(v)
+        {
+            warn!(
+                node = n.name,
+                "unknown Node behavior {v:?} (expected {NODE_NOT_READY:?}); treating the Node as ready"
+            );
+            n.warned = Some(v.to_string());
+        }
+        if not_ready != n.not_ready {
+            info!(node = n.name, not_ready, "Node behavior changed");
+        }
+        n.not_ready = not_ready;
+        n.observed = Some(node);
+    }
+
+    async fn heartbeat_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            if let Err(e) = self.heartbeat(i).await {
+                warn!(node = self.nodes[i].name, "Node heartbeat failed: {e:#}");
+            }
+        }
+    }
+
+    /// Makes sure the Node exists; unless it is not-ready, posts a Ready status with a
+    /// fresh heartbeat and renews its Lease.
+    async fn heartbeat(&mut self, i: usize) -> anyhow::Result<()> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let name = self.nodes[i].name.clone();
+        if self.nodes[i].observed.is_none() {
+            match call(api.get_opt(&name)).await? {
+                Some(node) => self.absorb_node(i, node),
+                None => {
+                    let node = Node {
+                        metadata: ObjectMeta {
+                            name: Some(name.clone()),
+                            labels: Some(
+                                [
+                                    (SIMULATED_LABEL, "true"),
+                                    ("kubernetes.io/hostname", name.as_str()),
+                                    ("kubernetes.io/os", "linux"),
+                                    ("kubernetes.io/arch", "amd64"),
+                                ]
+                                .into_iter()
+                                .map(|(k, v)| (k.to_string(), v.to_string()))
+                                .collect(),
+                            ),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    };
+                    let node = match call(api.create(&PostParams::default(), &node)).await {
+                        Ok(node) => node,
+                        Err(e) if code(&e) == Some(409) => call(api.get(&name)).await?,
+                        Err(e) => return Err(e.context("creating Node")),
+                    };
+                    info!(node = name, "created simulated Node");
+                    self.absorb_node(i, node);
+                }
+            }
+        }
+        if self.nodes[i].not_ready {
+            let ready = self.nodes[i]
+                .observed
+                .as_ref()
+                .and_then(ready_condition_status);
+            if ready == Some("True") {
+                self.mark_not_ready(i).await?;
+            }
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let patch = json!({ "status": node_status(&name, self.nodes[i].observed.as_ref(), now) });
+        let node = call(api.patch_status(&name, &patch_params(), &Patch::Strategic(patch)))
+            .await
+            .context("posting Node status")?;
+        let uid = node.uid();
+        self.nodes[i].observed = Some(node);
+        self.renew_lease(&name, uid, now)
+            .await
+            .context("renewing Node Lease")
+    }
+
+    async fn renew_lease(
+        &self,
+        name: &str,
+        node_uid: Option<String>,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
+        let spec = json!({
+            "holderIdentity": name,
+            "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+            "renewTime": MicroTime(now),
+        });
+        let patch = Patch::Merge(json!({ "spec": spec }));
+        match call(api.patch(name, &patch_params(), &patch)).await {
+            Err(e) if code(&e) == Some(404) => {
+                let mut lease: Lease = serde_json::from_value(json!({
+                    "metadata": {"name": name, "namespace": LEASE_NAMESPACE},
+                    "spec": spec,
+                }))?;
+                if let Some(uid) = node_uid {
+                    lease.metadata.owner_references = Some(vec![serde_json::from_value(json!({
+                        "apiVersion": "v1", "kind": "Node", "name": name, "uid": uid,
+                    }))?]);
+                }
+                call(api.create(&PostParams::default(), &lease)).await?;
+                Ok(())
+            }
+            result => result.map(drop),
+        }
+    }
+
+    /// Reports `Ready=False` (the heartbeat time is left as it was).
+    async fn mark_not_ready(&mut self, i: usize) -> anyhow::Result<()> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let name = self.nodes[i].name.clone();
+        let patch = json!({"status": {"conditions": [{
+            "type": "Ready",
+            "status": "False",
+            "reason": NOT_READY_REASON,
+            "message": format!("node annotated {BEHAVIOR_ANNOTATION}={NODE_NOT_READY}: podsim stopped its heartbeats"),
+            "lastTransitionTime": Time(Timestamp::now()),
+        }]}});
+        let node = call(api.patch_status(&name, &patch_params(), &Patch::Strategic(patch))).await?;
+        info!(node = name, "Node reports Ready=False");
+        self.nodes[i].observed = Some(node);
+        Ok(())
+    }
+
+    // ----- Pods --------------------------------------------------------------------
+
+    async fn on_pod_event(&mut self, event: watcher::Event<Pod>) {
+        match event {
+            watcher::Event::Apply(pod) => {
+                let key = self.store(pod);
+                self.reconcile(&key, true).await;
+            }
+            watcher::Event::Delete(pod) => {
+                let key = key_of(&pod);
+                self.cache.remove(&key);
+                self.forget(&key);
+            }
+            watcher::Event::Init => self.relist = Some(HashMap::new()),
+            watcher::Event::InitApply(pod) => match &mut self.relist {
+                Some(relist) => {
+                    relist.insert(key_of(&pod), pod);
+                }
+                None => {
+                    let key = self.store(pod);
+                    self.reconcile(&key, true).await;
+                }
+            },
+            watcher::Event::InitDone => {
+                let listed = self.relist.take().unwrap_or_default();
+                let gone: Vec<String> = self
+                    .cache
+                    .keys()
+                    .filter(|k| !listed.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    self.cache.remove(&key);
+                    self.forget(&key);
+                }
+                for pod in listed.into_values() {
+                    self.store(pod);
+                }
+                self.reconcile_all(true).await;
+            }
+        }
+    }
+
+    /// Caches a Pod unless the cache already holds a newer version of it.
+    fn store(&mut self, pod: Pod) -> String {
+        let key = key_of(&pod);
+        match self.cache.get(&key) {
+            Some(cached) if !not_older(&pod, cached) => {}
+            _ => {
+                self.cache.insert(key.clone(), pod);
+            }
+        }
+        key
+    }
+
+    /// Stops running a Pod and frees its IP.
+    fn forget(&mut self, key: &str) {
+        if let Some(rt) = self.runtimes.remove(key) {
+            if let Some(ip) = rt.ip {
+                self.ips.release(ip);
+            }
+            debug!(pod = key, "stopped tracking Pod");
+        }
+        self.retries.remove(key);
+    }
+
+    async fn reconcile_all(&mut self, force: bool) {
+        let keys: Vec<String> = self
+            .cache
+            .iter()
+            .filter(
+                |(_, p)| match p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+                    None => true,
+                    Some(node) => self.node_index(node).is_some(),
+                },
+            )
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.reconcile(&key, force).await;
+        }
+    }
+
+    /// Reconciles one Pod, with backoff after failures (`force` skips the wait).
+    async fn reconcile(&mut self, key: &str, force: bool) {
+        if !force && self.retries.get(key).is_some_and(|r| r.at > Instant::now()) {
+            return;
+        }
+        match self.reconcile_pod(key).await {
+            Ok(()) => {
+                self.retries.remove(key);
+            }
+            Err(e) => {
+                let retry = self.retries.entry(key.to_string()).or_insert(Retry {
+                    at: Instant::now(),
+                    delay: MIN_BACKOFF / 2,
+                });
+                retry.delay = (retry.delay * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
+                retry.at = Instant::now() + retry.delay;
+                warn!(pod = key, "{e:#} (retrying in {:?})", retry.delay);
+            }
+        }
+    }
+
+    async fn reconcile_pod(&mut self, key: &str) -> anyhow::Result<()> {
+        let Some(pod) = self.cache.get(key).cloned() else {
+            return Ok(());
+        };
+        let uid = pod.uid().unwrap_or_default();
+        if self.runtimes.get(key).is_some_and(|rt| rt.uid != uid) {
+            self.forget(key);
+        }
+        let node = match pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            Some(node) => node,
+            None => {
+                if pod.metadata.deletion_timestamp.is_some() || is_terminal(&pod) {
+                    return Ok(());
+                }
+                match self.bind(&pod).await? {
+                    Some(node) => node,
+                    None => return Ok(()),
+                }
+            }
+        };
+        let Some(node) = self.node_index(&node) else {
+            return Ok(());
+        };
+        let mut rt = match self.runtimes.remove(key) {
+            Some(rt) => rt,
+            None => self.adopt(&pod),
+        };
+        let result = self.drive(key, &pod, &mut rt, node).await;
+        self.runtimes.insert(key.to_string(), rt);
+        result
+    }
+
+    /// Binds an unscheduled Pod to the least loaded ready Node; returns the Node.
+    async fn bind(&mut self, pod: &Pod) -> anyhow::Result<Option<String>> {
+        let load = |name: &str| {
+            self.cache
+                .values()
+                .filter(|p| !is_terminal(p))
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name))
+                .count()
+        };
+        let n = self.nodes.len();
+        let choice = (0..n)
+            .map(|k| (self.round_robin + k) % n)
+            .filter(|&i| !self.nodes[i].not_ready && self.nodes[i].observed.is_some())
+            .min_by_key(|&i| load(&self.nodes[i].name));
+        self.round_robin = self.round_robin.wrapping_add(1);
+        let key = key_of(pod);
+        let Some(i) = choice else {
+            debug!(
+                pod = key,
+                "no ready simulated Node; leaving the Pod unscheduled"
+            );
+            return Ok(None);
+        };
+        let node = self.nodes[i].name.clone();
+        let binding = Binding {
+            metadata: ObjectMeta {
+                name: pod.metadata.name.clone(),
+                namespace: pod.metadata.namespace.clone(),
+                uid: pod.metadata.uid.clone(),
+                ..Default::default()
+            },
+            target: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(node.clone()),
+                ..Default::default()
+            },
+        };
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let result = call(api.create_subresource::<_, serde_json::Value>(
+            "binding",
+            &pod.name_any(),
+            &PostParams::default(),
+            &binding,
+        ))
+        .await;
+        match result {
+            Ok(_) => {
+                info!(pod = key, node, "bound Pod");
+                if let Some(spec) = self.cache.get_mut(&key).and_then(|p| p.spec.as_mut()) {
+                    spec.node_name = Some(node.clone());
+                }
+                Ok(Some(node))
+            }
+            // Already bound or gone: the watch brings the truth.
+            Err(e) if matches!(code(&e), Some(404 | 409)) => {
+                debug!(pod = key, "binding not possible: {e}");
+                Ok(None)
+            }
+            Err(e) => Err(e.context(format!("binding to {node}"))),
+        }
+    }
+
+    /// Starts tracking a Pod on one of our Nodes, taking over what a previous podsim
+    /// (or this one before a watch restart) already reported.
+    fn adopt(&mut self, pod: &Pod) -> PodRuntime {
+        let now = Timestamp::now();
+        let status = pod.status.as_ref();
+        let mut rt = PodRuntime {
+            uid: pod.uid().unwrap_or_default(),
+            first_seen: Instant::now(),
+            start_time: status
+                .and_then(|s| s.start_time.as_ref())
+                .map_or(now, |t| t.0),
+            ip: None,
+            running_since: None,
+            crashed_at: None,
+            server: None,
+            deletion_seen: None,
+            finished: false,
+            annotation: None,
+        };
+        if is_terminal(pod) {
+            rt.crashed_at = Some(now);
+        } else if status.and_then(|s| s.phase.as_deref()) == Some("Running") {
+            let ip = status
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
+            if let Some(ip) = ip
+                && self.ips.reserve(ip)
+            {
+                rt.ip = Some(ip);
+                rt.running_since = Some(
+                    status
+                        .and_then(|s| s.container_statuses.as_ref())
+                        .and_then(|cs| cs.first())
+                        .and_then(|c| c.state.as_ref()?.running.as_ref()?.started_at.as_ref())
+                        .map_or(rt.start_time, |t| t.0),
+                );
+                info!(pod = key_of(pod), %ip, "re-adopting running Pod");
+            }
+        }
+        rt
+    }
+
+    /// IPs of Pods that run elsewhere (not on our Nodes).
+    fn foreign_ips(&self) -> HashSet<Ipv4Addr> {
+        self.cache
+            .values()
+            .filter(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .is_none_or(|n| self.node_index(n).is_none())
+            })
+            .filter_map(|p| p.status.as_ref())
+            .flat_map(|s| {
+                s.pod_ips
+                    .iter()
+                    .flatten()
+                    .map(|ip| ip.ip.as_str())
+                    .chain(s.pod_ip.as_deref())
+            })
+            .filter_map(|ip| ip.parse().ok())
+            .collect()
+    }
+
+    /// Moves a Pod on our Node `node` towards what its behavior and deletion say.
+    async fn drive(
+        &mut self,
+        key: &str,
+        pod: &Pod,
+        rt: &mut PodRuntime,
+        node: usize,
+    ) -> anyhow::Result<()> {
+        if rt.finished {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let annotation = pod
+            .annotations()
+            .get(BEHAVIOR_ANNOTATION)
+            .map(String::as_str);
+        let (behavior, unknown) = Behavior::from_annotation(annotation);
+        if rt.annotation.as_deref() != annotation {
+            match unknown {
+                Some(e) => warn!(pod = key, "{e}; treating the Pod as healthy"),
+                None => info!(pod = key, ?behavior, "Pod behavior"),
+            }
+            rt.annotation = annotation.map(str::to_string);
+        }
+
+        // The "containers".
+        if behavior == Behavior::Crash && rt.crashed_at.is_none() {
+            info!(pod = key, "crashing Pod (exit code 1)");
+            rt.crashed_at = Some(now);
+        }
+        if rt.crashed_at.is_some() {
+            rt.server = None;
+        } else if rt.running_since.is_none()
+            && matches!(behavior, Behavior::SlowStart(d) if rt.first_seen.elapsed() < d)
+        {
+            // Still starting: Pending, no IP.
+        } else {
+            let ip = match rt.ip {
+                Some(ip) => ip,
+                None => {
+                    let avoid = self.foreign_ips();
+                    let ip = self.ips.allocate(&avoid).context("no free Pod IP left")?;
+                    rt.ip = Some(ip);
+                    ip
+                }
+            };
+            let mode = Mode::of(behavior);
+            match &rt.server {
+                Some(server) => server.set_mode(mode),
+                None => {
+                    rt.server = Some(PodServer::start(ip.into(), &tcp_ports(pod), mode, key).await)
+                }
+            }
+            if rt.running_since.is_none() {
+                info!(pod = key, %ip, ports = ?tcp_ports(pod), node = self.nodes[node].name, "Pod running");
+                rt.running_since = Some(now);
+            }
+        }
+
+        // Deletion: keep running through the grace period, unless nothing runs.
+        if pod.metadata.deletion_timestamp.is_some() {
+            let seen = *rt.deletion_seen.get_or_insert_with(Instant::now);
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .or(pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds))
+                .unwrap_or(30)
+                .max(0);
+            let grace = Duration::from_secs(grace as u64);
+            if rt.server.is_none() || seen.elapsed() >= grace {
+                rt.server = None;
+                self.delete_now(pod).await?;
+                info!(pod = key, "Pod terminated");
+                rt.finished = true;
+                return Ok(());
+            }
+        }
+
+        // The status.
+        if is_terminal(pod) || self.nodes[node].not_ready {
+            return Ok(());
+        }
+        let phase = match (rt.crashed_at, rt.running_since) {
+            (Some(_), _) => Phase::Failed,
+            (None, Some(_)) => Phase::Running,
+            (None, None) => Phase::Pending,
+        };
+        let desired = desired_status(
+            &PodView {
+                pod,
+                phase,
+                ip: rt.ip,
+                start_time: rt.start_time,
+                running_since: rt.running_since,
+                finished_at: rt.crashed_at,
+            },
+            now,
+        );
+        if needs_update(&desired, pod.status.as_ref()) {
+            let api: Api<Pod> =
+                Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+            let patch = Patch::Merge(json!({ "status": desired }));
+            let patched = call(api.patch_status(&pod.name_any(), &patch_params(), &patch))
+                .await
+                .context("writing Pod status")?;
+            debug!(pod = key, ?phase, "wrote Pod status");
+            self.store(patched);
+        }
+        Ok(())
+    }
+
+    /// Removes a terminated Pod for good (grace period 0), as the kubelet does.
+    async fn delete_now(&self, pod: &Pod) -> anyhow::Result<()> {
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: pod.uid(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match call(api.delete(&pod.name_any(), &params)).await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(code(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(e.context("deleting Pod")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_prefix_parsing() {
+        assert_eq!(parse_ip_prefix("127.42"), Ok([127, 42]));
+        assert_eq!(parse_ip_prefix(" 127.0 "), Ok([127, 0]));
+        assert!(parse_ip_prefix("10.1").is_err());
+        assert!(parse_ip_prefix("127").is_err());
+        assert!(parse_ip_prefix("127.256").is_err());
+        assert!(parse_ip_prefix("127.1.2").is_err());
+    }
+
+    #[test]
+    fn default_config() {
+        let c = Config::default();
+        assert_eq!(c.nodes, 1);
+        assert_eq!(c.node_prefix, "podsim");
+        assert_eq!(c.namespace, None);
+        assert_eq!(c.ip_prefix, None);
+    }
+
+    #[test]
+    fn tcp_ports_are_deduplicated() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [
+                {"name": "a", "ports": [{"containerPort": 8080}, {"containerPort": 53, "protocol": "UDP"}]},
+                {"name": "b", "ports": [{"containerPort": 8080, "protocol": "TCP"}, {"containerPort": 9090}]},
+            ]},
+        }))
+        .unwrap();
+        assert_eq!(tcp_ports(&pod), vec![8080, 9090]);
+    }
+}

@@ -1,0 +1,377 @@
+//! Telemetry: tracing setup and the Prometheus metrics of the operator.
+//!
+//! [`Metrics`] owns a `prometheus-client` [`Registry`] with every metric the operator exports
+//! on `/metrics` (see [`crate::admin`]). It is cheap to clone (one `Arc`); every clone records
+//! into the same registry.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `autoheal_probe_duration_seconds` | histogram | `kind` (`http`, `tcp`) |
+//! | `autoheal_probe_results_total` | counter | `kind`, `result` (`success`, `http_status`, `timeout`, `refused`, `reset`, `error`) |
+//! | `autoheal_probe_lateness_seconds` | histogram | — (how late probes start against their schedule) |
+//! | `autoheal_probe_targets` | gauge | — (instances being probed) |
+//! | `autoheal_probe_verdict_changes_total` | counter | — (notifications sent to the reconcile loop) |
+//! | `autoheal_instances` | gauge | `state`, `health` (set by the reconcilers via [`Metrics::set_instances`]) |
+//! | `autoheal_reconcile_duration_seconds` | histogram | `controller` |
+//! | `autoheal_reconcile_errors_total` | counter | `controller` |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Installs the global tracing subscriber: human-readable lines on stderr, filtered by
+/// `RUST_LOG` (default `info`). Calling it again is harmless (the first call wins).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The kind of a probe (`kind` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    /// An HTTP(S) GET probe.
+    Http,
+    /// A TCP connect probe.
+    Tcp,
+}
+
+impl ProbeKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+/// The class of one probe result (`result` label); failure classes are kept apart as GCP
+/// does with UNHEALTHY vs TIMEOUT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResultClass {
+    /// The probe passed.
+    Success,
+    /// An HTTP answer with a status outside `expectedStatuses`.
+    HttpStatus,
+    /// No answer within `timeoutSeconds`.
+    Timeout,
+    /// The connection was refused (nothing listens).
+    Refused,
+    /// The connection was reset or closed before an answer.
+    Reset,
+    /// Anything else (unreachable, malformed answer, TLS failure...).
+    Error,
+}
+
+impl ResultClass {
+    /// Every class, in label order.
+    pub const ALL: [ResultClass; 6] = [
+        Self::Success,
+        Self::HttpStatus,
+        Self::Timeout,
+        Self::Refused,
+        Self::Reset,
+        Self::Error,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::HttpStatus => "http_status",
+            Self::Timeout => "timeout",
+            Self::Refused => "refused",
+            Self::Reset => "reset",
+            Self::Error => "error",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Success => 0,
+            Self::HttpStatus => 1,
+            Self::Timeout => 2,
+            Self::Refused => 3,
+            Self::Reset => 4,
+            Self::Error => 5,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    kind: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    state: String,
+    health: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+fn reconcile_histogram() -> Histogram {
+    // 1 ms .. ~32 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// The operator's metrics and their registry. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    /// Pre-resolved handles of the hot path: `[kind][class]`.
+    probe_results: [[Counter; 6]; 2],
+    probe_duration: [Histogram; 2],
+    probe_lateness: Histogram,
+    probe_targets: Gauge,
+    verdict_changes: Counter,
+    instances: Family<InstanceLabels, Gauge>,
+    reconcile_duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
+    reconcile_errors: Family<ControllerLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("autoheal");
+        let probe_result_family = Family::<ResultLabels, Counter>::default();
+        let probe_duration_family =
+            Family::<KindLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let kinds = [ProbeKind::Http, ProbeKind::Tcp];
+        let probe_results = kinds.map(|k| {
+            ResultClass::ALL.map(|c| {
+                probe_result_family.get_or_create_owned(&ResultLabels {
+                    kind: k.as_str(),
+                    result: c.as_str(),
+                })
+            })
+        });
+        let probe_duration = kinds.map(|k| {
+            probe_duration_family.get_or_create_owned(&KindLabels { kind: k.as_str() })
+        });
+        let probe_lateness = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        let probe_targets = Gauge::default();
+        let verdict_changes = Counter::default();
+        let instances = Family::<InstanceLabels, Gauge>::default();
+        let reconcile_duration =
+            Family::<ControllerLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                reconcile_histogram,
+            );
+        let reconcile_errors = Family::<ControllerLabels, Counter>::default();
+
+        registry.register(
+            "probe_duration_seconds",
+            "Duration of health probes (connect to verdict of one probe)",
+            probe_duration_family,
+        );
+        registry.register(
+            "probe_results",
+            "Health probe results by kind and result class",
+            probe_result_family,
+        );
+        registry.register(
+            "probe_lateness_seconds",
+            "How late probes start compared with their schedule",
+            probe_lateness.clone(),
+        );
+        registry.register(
+            "probe_targets",
+            "Instances currently probed",
+            probe_targets.clone(),
+        );
+        registry.register(
+            "probe_verdict_changes",
+            "Probe verdict changes sent to the reconcile loop",
+            verdict_changes.clone(),
+        );
+        registry.register(
+            "instances",
+            "Instances by lifecycle state and health status",
+            instances.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconciles by controller",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by controller",
+            reconcile_errors.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                probe_results,
+                probe_duration,
+                probe_lateness,
+                probe_targets,
+                verdict_changes,
+                instances,
+                reconcile_duration,
+                reconcile_errors,
+            }),
+        }
+    }
+
+    /// Records one probe result and its duration.
+    pub fn observe_probe(&self, kind: ProbeKind, class: ResultClass, duration: Duration) {
+        let k = match kind {
+            ProbeKind::Http => 0,
+            ProbeKind::Tcp => 1,
+        };
+        self.inner.probe_results[k][class.index()].inc();
+        self.inner.probe_duration[k].observe(duration.as_secs_f64());
+    }
+
+    /// Records how late a probe started compared with its schedule.
+    pub fn observe_probe_lateness(&self, lateness: Duration) {
+        self.inner.probe_lateness.observe(lateness.as_secs_f64());
+    }
+
+    /// Sets the number of probed instances.
+    pub fn set_probe_targets(&self, n: usize) {
+        self.inner
+            .probe_targets
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one probe verdict change sent to the reconcile loop.
+    pub fn inc_verdict_changes(&self) {
+        self.inner.verdict_changes.inc();
+    }
+
+    /// Replaces the `autoheal_instances` gauge with these counts of
+    /// `(lifecycle state, health status) → instances` (label values as written in status;
+    /// use `"Unknown"` when not yet evaluated). Pairs absent from `counts` disappear.
+    pub fn set_instances<'a>(&self, counts: impl IntoIterator<Item = ((&'a str, &'a str), i64)>) {
+        self.inner.instances.clear();
+        for ((state, health), n) in counts {
+            self.inner
+                .instances
+                .get_or_create(&InstanceLabels {
+                    state: state.into(),
+                    health: health.into(),
+                })
+                .set(n);
+        }
+    }
+
+    /// Records the duration of one reconcile of `controller` (e.g. `instance`, `scalinggroup`).
+    pub fn observe_reconcile(&self, controller: &str, duration: Duration) {
+        self.inner
+            .reconcile_duration
+            .get_or_create(&ControllerLabels {
+                controller: controller.into(),
+            })
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Counts one failed reconcile of `controller`.
+    pub fn inc_reconcile_errors(&self, controller: &str) {
+        self.inner
+            .reconcile_errors
+            .get_or_create(&ControllerLabels {
+                controller: controller.into(),
+            })
+            .inc();
+    }
+
+    /// The probe results counted so far for `kind` and `class` (for tests and benchmarks).
+    pub fn probe_results(&self, kind: ProbeKind, class: ResultClass) -> u64 {
+        let k = match kind {
+            ProbeKind::Http => 0,
+            ProbeKind::Tcp => 1,
+        };
+        self.inner.probe_results[k][class.index()].get()
+    }
+
+    /// The registry in the Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_exported() {
+        let m = Metrics::new();
+        m.observe_probe(
+            ProbeKind::Http,
+            ResultClass::Timeout,
+            Duration::from_millis(3),
+        );
+        m.observe_probe_lateness(Duration::from_micros(200));
+        m.set_probe_targets(3);
+        m.inc_verdict_changes();
+        m.set_instances([(("InService", "Healthy"), 2), (("Pending", "Unknown"), 1)]);
+        m.observe_reconcile("instance", Duration::from_millis(12));
+        m.inc_reconcile_errors("instance");
+        let text = m.clone().encode();
+        for needle in [
+            "autoheal_probe_duration_seconds_bucket{",
+            "autoheal_probe_results_total{kind=\"http\",result=\"timeout\"} 1",
+            "autoheal_probe_results_total{kind=\"tcp\",result=\"refused\"} 0",
+            "autoheal_probe_lateness_seconds_count 1",
+            "autoheal_probe_targets 3",
+            "autoheal_probe_verdict_changes_total 1",
+            "autoheal_instances{state=\"InService\",health=\"Healthy\"} 2",
+            "autoheal_reconcile_duration_seconds_count{controller=\"instance\"} 1",
+            "autoheal_reconcile_errors_total{controller=\"instance\"} 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        m.set_instances([(("InService", "Healthy"), 1)]);
+        assert!(!m.encode().contains("Pending"));
+        assert_eq!(m.probe_results(ProbeKind::Http, ResultClass::Timeout), 1);
+    }
+}
