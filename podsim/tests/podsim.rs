@@ -471,11 +471,32 @@ async fn node_notready_annotation() {
     let reason = wait_ready("False").await;
     assert_eq!(reason.as_deref(), Some(NOT_READY_REASON));
 
+    // no heartbeats while not ready: neither the Lease nor the Ready condition's
+    // lastHeartbeatTime moves for longer than a heartbeat period
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "kube-node-lease");
+    let heartbeats = || async {
+        let lease = leases.get(&name).await.unwrap().spec.unwrap().renew_time;
+        let node = nodes.get(&name).await.unwrap();
+        let conditions = node.status.unwrap().conditions.unwrap();
+        let ready = conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+        (lease, ready.last_heartbeat_time)
+    };
+    let stopped = heartbeats().await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        heartbeats().await,
+        stopped,
+        "heartbeats continued while not ready"
+    );
+
     nodes
         .patch(&name, &PatchParams::default(), &annotate(None))
         .await
         .unwrap();
     wait_ready("True").await;
+    let resumed = heartbeats().await;
+    assert!(resumed.0 > stopped.0, "Lease renewed again");
+    assert!(resumed.1 > stopped.1, "heartbeat time posted again");
 
     // Pods still run there
     env.create_pod("web", None, None).await;
