@@ -34,6 +34,11 @@ cluster-down:
 demo: k8s-bins
 	hack/demo.sh
 
+## bench-probe: probe engine benchmark (installs wrk, the reference, when missing)
+bench-probe:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || echo "wrk could not be installed: the reference is skipped"
+	$(CARGO) bench --bench probe
+
 fmt:
 	$(CARGO) fmt --all
 

@@ -4,6 +4,9 @@
 //! pure decisions ([`health`], [`plan`]) whose results the thin I/O shell applies as status
 //! writes and object changes.
 
+pub mod admin;
 pub mod api;
+pub mod controller;
 pub mod health;
 pub mod plan;
+pub mod telemetry;

@@ -1,6 +1,10 @@
 //! The `autoheal` operator binary.
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use autoheal::controller::{RunConfig, leader::LeaderConfig};
 
 /// autoheal: auto scaling groups with health checking and automatic repair for Kubernetes.
 #[derive(Parser)]
@@ -13,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator (ScalingGroup and Instance controllers).
-    Run,
+    Run(RunArgs),
     /// Print both CRDs (ScalingGroup, Instance) as YAML.
     Crds {
         /// Write one file per CRD into this directory instead of printing.
@@ -24,9 +28,84 @@ enum Command {
     Version,
 }
 
+/// On or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// Flags of `autoheal run`.
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, short = 'n', env = "AUTOHEAL_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of the admin endpoints (/metrics, /healthz, /readyz); port 0 picks a free port.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "AUTOHEAL_ADMIN_ADDR")]
+    admin_addr: SocketAddr,
+    /// Leader election: only the holder of the Lease runs the controllers.
+    #[arg(long, value_enum, default_value_t = Switch::On, env = "AUTOHEAL_LEADER_ELECTION")]
+    leader_election: Switch,
+    /// Namespace of the leader Lease (default: POD_NAMESPACE, else --namespace, else default).
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "autoheal-leader")]
+    lease_name: String,
+    /// Seconds the Lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// This process's identity in the election (default: POD_NAME, which survives container
+    /// restarts, else hostname-pid).
+    #[arg(long, env = "POD_NAME")]
+    leader_identity: Option<String>,
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "autoheal".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    autoheal::telemetry::init_tracing();
+    let leader = (args.leader_election == Switch::On).then(|| LeaderConfig {
+        namespace: args
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
+            .or_else(|| args.namespace.clone())
+            .unwrap_or_else(|| "default".into()),
+        name: args.lease_name.clone(),
+        identity: args.leader_identity.clone().unwrap_or_else(default_identity),
+        duration_seconds: args.lease_duration_seconds,
+    });
+    let config = RunConfig {
+        namespace: args.namespace,
+        admin_addr: args.admin_addr,
+        leader,
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        namespace = config.namespace.as_deref().unwrap_or("<all>"),
+        "autoheal starting"
+    );
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(autoheal::controller::run(config))
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run => anyhow::bail!("`autoheal run` is not implemented yet"),
+        Command::Run(args) => run(args)?,
         Command::Crds { output_dir: None } => print!("{}", autoheal::api::crds_yaml()?),
         Command::Crds {
             output_dir: Some(dir),

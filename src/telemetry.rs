@@ -189,9 +189,8 @@ impl Metrics {
                 })
             })
         });
-        let probe_duration = kinds.map(|k| {
-            probe_duration_family.get_or_create_owned(&KindLabels { kind: k.as_str() })
-        });
+        let probe_duration = kinds
+            .map(|k| probe_duration_family.get_or_create_owned(&KindLabels { kind: k.as_str() }));
         let probe_lateness = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
         let probe_targets = Gauge::default();
         let verdict_changes = Counter::default();

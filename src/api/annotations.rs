@@ -20,6 +20,9 @@ pub const MAINTENANCE: &str = "autoheal.dev/maintenance";
 pub const STANDBY: &str = "autoheal.dev/standby";
 /// `autoheal.dev/paused` on a ScalingGroup: `"true"` reconciles nothing but status.
 pub const PAUSED: &str = "autoheal.dev/paused";
+/// `autoheal.dev/reset-replacement-failures` on a ScalingGroup: setting it to a value not seen
+/// before clears the consecutive replacement failure count (and `ReplacementsKeepFailing`).
+pub const RESET_REPLACEMENT_FAILURES: &str = "autoheal.dev/reset-replacement-failures";
 /// Prefix of lifecycle hook completion annotations: `hooks.autoheal.dev/<hook>`.
 pub const HOOK_PREFIX: &str = "hooks.autoheal.dev/";
 /// Suffix of lifecycle hook heartbeat annotations: `hooks.autoheal.dev/<hook>.heartbeat`.

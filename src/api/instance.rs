@@ -272,6 +272,10 @@ pub struct InstanceStatus {
     /// Why the Instance is leaving (ScaleIn, Unhealthy, Deleted, LaunchAbandoned, GroupDeleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_reason: Option<String>,
+    /// When the Pod was seen out of service (the `autoheal.dev/in-service` label gone) while
+    /// Terminating; the deregistration delay counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deregistered_at: Option<Time>,
     /// Lifecycle hooks this Instance waits on, or has completed in its current transition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_hooks: Vec<PendingHook>,

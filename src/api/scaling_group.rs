@@ -528,6 +528,20 @@ pub struct ScalingGroupStatus {
     /// The template hash that the failure count applies to; a template change resets it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing_template_hash: Option<String>,
+    /// Replacement Instances (still present) whose outcome was already counted, so that a
+    /// failure is counted exactly once, even across operator restarts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10000))]
+    pub judged_replacements: Vec<String>,
+    /// The replacements of the current run of consecutive failures, most recent last (at most
+    /// 16), named in the ReplacementsKeepFailing message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub recent_replacement_failures: Vec<String>,
+    /// The last value of the `autoheal.dev/reset-replacement-failures` annotation that was
+    /// honoured (setting the annotation to any other value clears the failure count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement_failures_reset: Option<String>,
     /// Ready (kstatus), ReplacementAllowed and ScalingLimited.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

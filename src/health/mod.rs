@@ -5,4 +5,6 @@ pub mod evaluate;
 pub mod probe;
 
 pub use evaluate::{HealthInputs, Verdict, assess};
-pub use probe::{ProbeEngine, ProbeTarget, ProbeVerdict};
+pub use probe::{
+    EngineOptions, InstanceKey, ProbeCounter, ProbeEngine, ProbeResult, ProbeTarget, ProbeVerdict,
+};

@@ -1,9 +1,14 @@
 //! Pure planning: the lifecycle state machine of one Instance and the capacity and
 //! replacement planner of a ScalingGroup. No I/O; time is an input.
 
+pub mod capacity;
+pub mod lifecycle;
+
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{HealthDetail, HealthStatus, Instance, LifecycleState, annotations};
+
+pub mod replacement;
 
 /// Annotation on a replacement Instance naming the Instance it replaces.
 pub const ANNOTATION_REPLACES: &str = "autoheal.dev/replaces";
@@ -33,6 +38,13 @@ pub struct InstanceView {
     pub template_hash: Option<String>,
     /// Whether its deletion was requested (deletionTimestamp set).
     pub being_deleted: bool,
+    /// `autoheal.dev/maintenance=true`: Maintaining, never replaced.
+    pub maintenance: bool,
+    /// `autoheal.dev/standby=true`: out of service, health not acted on (never replaced).
+    pub standby: bool,
+    /// `status.terminationReason` (else the `autoheal.dev/termination-reason` annotation the
+    /// group sets before deleting it): why it is leaving (ScaleIn, Unhealthy, Deleted, ...).
+    pub termination_reason: Option<String>,
 }
 
 impl InstanceView {
@@ -41,6 +53,7 @@ impl InstanceView {
         let meta = &instance.metadata;
         let annotations = meta.annotations.clone().unwrap_or_default();
         let status = instance.status.clone().unwrap_or_default();
+        let marks = annotations::HealthAnnotations::parse(&annotations);
         Self {
             name: meta.name.clone().unwrap_or_default(),
             created_at: meta
@@ -56,6 +69,13 @@ impl InstanceView {
             replaces: annotations.get(ANNOTATION_REPLACES).cloned(),
             template_hash: annotations.get(ANNOTATION_TEMPLATE_HASH).cloned(),
             being_deleted: meta.deletion_timestamp.is_some(),
+            maintenance: marks.maintenance,
+            standby: marks.standby,
+            termination_reason: status.termination_reason.or_else(|| {
+                annotations
+                    .get(lifecycle::ANNOTATION_TERMINATION_REASON)
+                    .cloned()
+            }),
         }
     }
 

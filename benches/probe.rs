@@ -1,0 +1,381 @@
+//! Probe engine benchmark (`make bench-probe`): N local HTTP endpoints on distinct 127.x
+//! addresses, served by a child process; the probe engine runs in this process on ONE core
+//! (a current-thread tokio runtime), so its CPU time and RSS are measured apart from the
+//! endpoints'. Prints a table:
+//!
+//! - probes per second at saturation (intervals far below what one core can serve), and
+//!   probes per CPU-second of the prober (= per core), for N = 1,000 and 10,000;
+//! - p50 / p99 lateness of probes against their schedule at 1,000 and 5,000 probes/s;
+//! - the prober's RSS with 10,000 instances probed every second;
+//! - the throughput `wrk` gets from the same endpoints (the physical reference), when `wrk`
+//!   is installed.
+//!
+//! Goals (issue 4): ≥ 20,000 probes/s on one core, p99 lateness < 10 ms at 5,000 probes/s,
+//! RSS < 100 MB at 10,000 instances.
+//!
+//! `cargo bench --bench probe [-- --quick]` (`--quick`: shorter phases).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use autoheal::api::{HttpProbe, Probe, Scheme};
+use autoheal::health::{EngineOptions, InstanceKey, ProbeEngine, ProbeTarget};
+use autoheal::telemetry::{Metrics, ProbeKind, ResultClass};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PORT: u16 = 18080;
+const MAX_N: usize = 10_000;
+
+fn address(i: usize) -> IpAddr {
+    // 127.77.0.1 .. : 250 addresses per /24, never .0 or .255.
+    IpAddr::V4(Ipv4Addr::new(127, 77, (i / 250) as u8, (i % 250 + 1) as u8))
+}
+
+fn raise_nofile(want: u64) {
+    // SAFETY: plain getrlimit/setrlimit on a struct we own.
+    unsafe {
+        let lim = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: want,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            let mut cur = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) == 0 {
+                cur.rlim_cur = cur.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &cur);
+            }
+        }
+    }
+}
+
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct we pass.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        tv(u.ru_utime) + tv(u.ru_stime)
+    }
+}
+
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+// ---- the endpoints (child process) --------------------------------------------------------
+
+fn serve(n: usize) {
+    raise_nofile(200_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        for i in 0..n {
+            let addr = SocketAddr::new(address(i), PORT);
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("cannot bind {addr}: {e}");
+                    std::process::exit(1);
+                }
+            };
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut s, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = s.set_nodelay(true);
+                    tokio::spawn(async move {
+                        const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        let mut buf = vec![0u8; 4096];
+                        let mut have = 0usize;
+                        loop {
+                            let Ok(k) = s.read(&mut buf[have..]).await else {
+                                return;
+                            };
+                            if k == 0 {
+                                return;
+                            }
+                            have += k;
+                            // Answer every complete request head in the buffer.
+                            let mut start = 0;
+                            while let Some(p) =
+                                buf[start..have].windows(4).position(|w| w == b"\r\n\r\n")
+                            {
+                                start += p + 4;
+                                if s.write_all(RESP).await.is_err() {
+                                    return;
+                                }
+                            }
+                            buf.copy_within(start..have, 0);
+                            have -= start;
+                            if have == buf.len() {
+                                have = 0;
+                            }
+                        }
+                    });
+                }
+            });
+        }
+        println!("ready");
+        let _ = std::io::stdout().flush();
+        // Run until the parent closes our stdin.
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        })
+        .await;
+    });
+}
+
+struct Endpoints(Child);
+
+impl Endpoints {
+    fn start(n: usize) -> Endpoints {
+        let exe = std::env::current_exe().unwrap();
+        let mut child = Command::new(exe)
+            .args(["--serve", &n.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the endpoint process");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "endpoint process failed to start");
+        Endpoints(child)
+    }
+}
+
+impl Drop for Endpoints {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// ---- the prober --------------------------------------------------------------------------
+
+fn probe() -> Probe {
+    Probe {
+        http: Some(HttpProbe {
+            port: PORT.into(),
+            path: "/healthz".into(),
+            scheme: Scheme::Http,
+            expected_statuses: "200-399".into(),
+        }),
+        tcp: None,
+        interval_seconds: 1,
+        timeout_seconds: 2,
+        healthy_threshold: 2,
+        unhealthy_threshold: 3,
+    }
+}
+
+struct Run {
+    probes_per_sec: f64,
+    per_cpu_sec: f64,
+    failures: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    rss_mb: f64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// Probes `n` endpoints every `interval` for `warmup + measure` on a current-thread runtime.
+fn run(n: usize, interval: Duration, warmup: Duration, measure: Duration) -> Run {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let metrics = Metrics::new();
+        let samples: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+        let recording = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s2, r2) = (samples.clone(), recording.clone());
+        let engine = ProbeEngine::with_options(
+            metrics.clone(),
+            EngineOptions {
+                max_concurrency: 4096,
+                interval_override: Some(interval),
+                lateness_observer: Some(Arc::new(move |d| {
+                    if r2.load(std::sync::atomic::Ordering::Relaxed) {
+                        s2.lock().unwrap().push(d);
+                    }
+                })),
+            },
+        );
+        let keys: Vec<InstanceKey> = (0..n)
+            .map(|i| ("bench".to_string(), format!("i-{i}")))
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            engine.set_target(
+                k,
+                Some(ProbeTarget {
+                    address: address(i),
+                    probe: probe(),
+                }),
+            );
+        }
+        tokio::time::sleep(warmup).await;
+        let ok = || metrics.probe_results(ProbeKind::Http, ResultClass::Success);
+        let bad = || {
+            ResultClass::ALL
+                .iter()
+                .filter(|c| **c != ResultClass::Success)
+                .map(|c| metrics.probe_results(ProbeKind::Http, *c))
+                .sum::<u64>()
+        };
+        let (ok0, bad0, cpu0, t0) = (ok(), bad(), cpu_time(), Instant::now());
+        recording.store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(measure).await;
+        recording.store(false, std::sync::atomic::Ordering::Relaxed);
+        let (ok1, bad1, cpu1, wall) = (ok(), bad(), cpu_time(), t0.elapsed());
+        let rss = rss_mb();
+        let mut lat = std::mem::take(&mut *samples.lock().unwrap());
+        lat.sort();
+        for k in &keys {
+            engine.set_target(k, None);
+        }
+        let done = (ok1 - ok0 + bad1 - bad0) as f64;
+        Run {
+            probes_per_sec: done / wall.as_secs_f64(),
+            per_cpu_sec: done / (cpu1 - cpu0).as_secs_f64().max(1e-9),
+            failures: bad1 - bad0,
+            p50_ms: percentile(&lat, 0.50),
+            p99_ms: percentile(&lat, 0.99),
+            rss_mb: rss,
+        }
+    })
+}
+
+fn wrk(connections: usize, duration: Duration) -> Option<f64> {
+    let url = format!("http://{}:{PORT}/healthz", address(0));
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{}s", duration.as_secs()),
+            &url,
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("Requests/sec:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve") {
+        let n = args
+            .get(i + 1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(MAX_N);
+        serve(n);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let (warm, measure) = if quick {
+        (Duration::from_secs(2), Duration::from_secs(3))
+    } else {
+        (Duration::from_secs(3), Duration::from_secs(8))
+    };
+    raise_nofile(200_000);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rss_idle = rss_mb();
+    eprintln!("starting {MAX_N} endpoints on 127.77.x.y:{PORT} ...");
+    let _endpoints = Endpoints::start(MAX_N);
+
+    eprintln!("saturation, N=1000 ...");
+    let sat1k = run(1_000, Duration::from_millis(10), warm, measure);
+    eprintln!("saturation, N=10000 ...");
+    let sat10k = run(10_000, Duration::from_millis(100), warm, measure);
+    eprintln!("lateness at 1,000 probes/s ...");
+    let lat1k = run(1_000, Duration::from_secs(1), warm, measure);
+    eprintln!("lateness at 5,000 probes/s, and RSS ...");
+    let lat5k = run(5_000, Duration::from_secs(1), warm, measure);
+    eprintln!("10,000 instances every second: RSS ...");
+    let big = run(10_000, Duration::from_secs(1), warm, measure);
+    eprintln!("wrk reference ...");
+    let wrk_secs = if quick { 3 } else { 5 };
+    let wrk100 = wrk(100, Duration::from_secs(wrk_secs));
+    let wrk1 = wrk(1, Duration::from_secs(wrk_secs));
+
+    let yes = |ok: bool| if ok { "yes" } else { "NO" };
+    println!();
+    println!(
+        "probe engine benchmark — {MAX_N} HTTP endpoints on 127.77.x.y:{PORT} (child process); prober on ONE core (current-thread runtime); machine: {cores} cores, shared"
+    );
+    println!();
+    println!(
+        "| measurement | N | offered | probes/s (wall) | probes per CPU-second | failures | p50 lateness | p99 lateness | prober RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let row = |name: &str, n: usize, offered: &str, r: &Run| {
+        println!(
+            "| {name} | {n} | {offered} | {:.0} | {:.0} | {} | {:.2} ms | {:.2} ms | {:.1} MB |",
+            r.probes_per_sec, r.per_cpu_sec, r.failures, r.p50_ms, r.p99_ms, r.rss_mb
+        );
+    };
+    row("saturation", 1_000, "100,000/s", &sat1k);
+    row("saturation", 10_000, "100,000/s", &sat10k);
+    row("lateness", 1_000, "1,000/s", &lat1k);
+    row("lateness", 5_000, "5,000/s", &lat5k);
+    row("10k instances", 10_000, "10,000/s", &big);
+    println!();
+    match (wrk100, wrk1) {
+        (Some(a), Some(b)) => println!(
+            "wrk reference (1 thread, same endpoint server): {a:.0} req/s with 100 connections, {b:.0} req/s with 1 connection"
+        ),
+        _ => println!("wrk reference: wrk not installed (apt-get install wrk), skipped"),
+    }
+    println!("RSS of this process before any endpoint or target: {rss_idle:.1} MB");
+    println!();
+    let best = sat1k.probes_per_sec.max(sat10k.probes_per_sec);
+    println!("| goal | target | reached | met |");
+    println!("|---|---|---|---|");
+    println!(
+        "| probes/s on one core | ≥ 20,000 | {best:.0} | {} |",
+        yes(best >= 20_000.0)
+    );
+    println!(
+        "| p99 lateness at 5,000 probes/s | < 10 ms | {:.2} ms | {} |",
+        lat5k.p99_ms,
+        yes(lat5k.p99_ms < 10.0)
+    );
+    println!(
+        "| RSS at 10,000 instances | < 100 MB | {:.1} MB | {} |",
+        big.rss_mb,
+        yes(big.rss_mb < 100.0)
+    );
+}

@@ -1,0 +1,500 @@
+//! The ScalingGroup reconciler: the only writer of ScalingGroup status.
+//!
+//! Each reconcile takes the group's Instances from the store, asks the pure capacity planner
+//! ([`crate::plan::capacity::plan`]) what to launch and what to terminate, carries that out
+//! (create Instances; terminate = annotate the reason, then delete the Instance, whose
+//! finalizer lets the Instance reconciler walk the graceful path), and writes the status if
+//! it differs.
+//!
+//! Launches and terminations are remembered as [`Expectations`](super::context::Expectations)
+//! until the Instance store shows them; until then the group plans nothing, so a lagging
+//! store never causes a second launch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::api::conditions::{DesiredCondition, settle};
+use crate::api::{
+    Instance, InstanceSpec, LABEL_GROUP, LABEL_INSTANCE, ScalingGroup, ScalingGroupStatus,
+    annotations, group_selector,
+};
+use crate::plan::capacity::{self, GroupAction, GroupFacts};
+use crate::plan::lifecycle::{self, ANNOTATION_TERMINATION_REASON, FINALIZER as INSTANCE_FINALIZER};
+use crate::plan::{ANNOTATION_REPLACES, ANNOTATION_TEMPLATE_HASH, InstanceView};
+
+use super::context::{Context, Error, Key, is_status, kube_err};
+use super::instance::finalizer_patch;
+use super::{FIELD_MANAGER, RESYNC};
+
+/// The controller name in metrics and logs.
+pub const CONTROLLER: &str = "scalinggroup";
+
+/// Finalizer on every ScalingGroup: holds a deleted group until its Instances have gone
+/// through the graceful termination path.
+pub const GROUP_FINALIZER: &str = "autoheal.dev/group-drain";
+
+/// Reconciles one ScalingGroup.
+pub async fn reconcile(obj: Arc<ScalingGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&obj, &ctx).await;
+    ctx.metrics.observe_reconcile(CONTROLLER, started.elapsed());
+    result
+}
+
+/// Retries a failed reconcile with a short backoff.
+pub fn error_policy(obj: Arc<ScalingGroup>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.inc_reconcile_errors(CONTROLLER);
+    tracing::warn!(
+        namespace = obj.namespace().unwrap_or_default(), group = %obj.name_any(),
+        "reconcile failed: {err}"
+    );
+    Action::requeue(Duration::from_secs(2))
+}
+
+async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let key: Key = (ns.clone(), name.clone());
+    let Some(group) = ctx.group(&ns, &name) else {
+        return Ok(Action::await_change());
+    };
+    let api: Api<ScalingGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let deleting = group.metadata.deletion_timestamp.is_some();
+    let has_finalizer = group.finalizers().iter().any(|f| f == GROUP_FINALIZER);
+    if deleting && !has_finalizer {
+        return Ok(Action::await_change());
+    }
+    if !has_finalizer {
+        let mut finalizers = group.finalizers().to_vec();
+        finalizers.push(GROUP_FINALIZER.into());
+        let written = api
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(finalizer_patch(group.as_ref(), &finalizers)),
+            )
+            .await
+            .map_err(kube_err(format!("adding the finalizer to ScalingGroup {ns}/{name}")))?;
+        ctx.fresh_groups.remember(written);
+        return Ok(Action::requeue(Duration::ZERO));
+    }
+
+    let members = ctx.members(&group);
+    if !ctx.expectations.satisfied(&key, &members) {
+        // Our own launches or terminations have not reached the store yet.
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    let (paused, pause_warning) = match annotations::paused(group.annotations()) {
+        Ok(p) => (p, None),
+        Err(e) => (false, Some(e.to_string())),
+    };
+    let reference = group.object_ref(&());
+    for warning in ctx
+        .reported
+        .fresh(&key, &pause_warning.into_iter().collect::<Vec<_>>())
+    {
+        ctx.events
+            .warning(&reference, "InvalidAnnotation", "Reconcile", warning)
+            .await;
+    }
+
+    let views: Vec<InstanceView> = members
+        .iter()
+        .map(|i| InstanceView::from_instance(i))
+        .collect();
+    let facts = GroupFacts {
+        spec: &group.spec,
+        paused,
+        deleting,
+    };
+    let plan = capacity::plan(&facts, &views);
+    // ---- replacement (src/controller/replacement.rs): plan, merge with capacity actions ----
+    let replacement = super::replacement::plan(&group, paused, deleting, &views);
+    let actions = super::replacement::merge_actions(&plan.actions, replacement.as_ref(), &views);
+    // ---- end replacement ----
+    // Status, from the store's view (the next reconcile, once the store shows the changes,
+    // updates the counts).
+    let stored = group.status.clone().unwrap_or_default();
+    let mut status = capacity::status_counts(
+        &group.spec,
+        &group_selector(&name),
+        group.metadata.generation,
+        &views,
+    );
+    let now = lifecycle::ceil_to_second(Timestamp::now());
+    let mut owned: Vec<DesiredCondition> = vec![
+        capacity::ready_condition(&group.spec, &views, deleting),
+        capacity::scaling_limited_condition(plan.limit.as_ref(), plan.desired),
+    ];
+    // ---- replacement: its memory and ReplacementAllowed are written before acting ----
+    super::replacement::record(replacement.as_ref(), &stored, &mut status, &mut owned);
+    // ---- end replacement ----
+    let owned_types: Vec<String> = owned.iter().map(|c| c.type_.clone()).collect();
+    let mut conditions = settle(&stored.conditions, owned, group.metadata.generation, now);
+    // Conditions of other parts of the group reconcile (ReplacementAllowed) are kept as they are.
+    conditions.extend(
+        stored
+            .conditions
+            .iter()
+            .filter(|c| !owned_types.contains(&c.type_))
+            .cloned(),
+    );
+    status.conditions = conditions;
+    report_limit(ctx, &reference, &stored, &status).await;
+    if status != stored {
+        let patch = json!({
+            "apiVersion": "autoheal.dev/v1alpha1",
+            "kind": "ScalingGroup",
+            "status": status,
+        });
+        let written = api
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(kube_err(format!("writing the status of ScalingGroup {ns}/{name}")))?;
+        ctx.fresh_groups.remember(written);
+    }
+
+    // Act only once the status records what is about to be done (replacement memory).
+    // ---- replacement: Events before the actions they announce ----
+    super::replacement::emit_events(ctx, &group, &members, replacement.as_ref()).await;
+    // ---- end replacement ----
+
+    let mut launched = 0;
+    for action in &actions {
+        match action {
+            GroupAction::Launch { replaces } => {
+                launch(ctx, &group, replaces.as_deref(), &key).await?;
+                launched += 1;
+            }
+            GroupAction::Terminate { name: victim, reason } => {
+                let Some(inst) = members.iter().find(|i| i.name_any() == *victim) else {
+                    continue;
+                };
+                terminate(ctx, &group, inst, *reason, &key).await?;
+            }
+        }
+    }
+    if launched > 0 {
+        tracing::info!(namespace = %ns, group = %name, launched, desired = plan.desired, "launched instances");
+    }
+
+    if deleting {
+        return finish_deletion(ctx, &api, &group, &members).await;
+    }
+    // ---- replacement: look again when a backoff or a grace period ends ----
+    let resync = super::replacement::requeue_after(replacement.as_ref())
+        .map_or(RESYNC, |d| d.min(RESYNC));
+    // ---- end replacement ----
+    Ok(if actions.is_empty() {
+        Action::requeue(resync)
+    } else {
+        Action::requeue(Duration::from_millis(500))
+    })
+}
+
+/// An Event when ScalingLimited turns True or changes reason.
+async fn report_limit(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    stored: &ScalingGroupStatus,
+    status: &ScalingGroupStatus,
+) {
+    let find = |s: &ScalingGroupStatus| {
+        crate::api::conditions::find(&s.conditions, capacity::CONDITION_SCALING_LIMITED)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    if let Some((state, reason, message)) = find(status)
+        && state == "True"
+        && find(stored).is_none_or(|(s, r, _)| s != state || r != reason)
+    {
+        ctx.events
+            .warning(reference, "ScalingLimited", "Scale", format!("{reason}: {message}"))
+            .await;
+    }
+}
+
+/// Removes the group finalizer once every Instance is gone (confirmed with a LIST, once).
+async fn finish_deletion(
+    ctx: &Context,
+    api: &Api<ScalingGroup>,
+    group: &ScalingGroup,
+    members: &[Arc<Instance>],
+) -> Result<Action, Error> {
+    if !members.is_empty() {
+        // Instance deletions are not always delivered as events to the group: look again.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let ns = group.namespace().unwrap_or_default();
+    let name = group.name_any();
+    let instances: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
+    let left = instances
+        .list(&ListParams::default().labels(&group_selector(&name)))
+        .await
+        .map_err(kube_err(format!("listing the Instances of ScalingGroup {ns}/{name}")))?;
+    let uid = group.uid();
+    if left
+        .items
+        .iter()
+        .any(|i| super::context::controlled_by(i, uid.as_deref()))
+    {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let finalizers: Vec<String> = group
+        .finalizers()
+        .iter()
+        .filter(|f| *f != GROUP_FINALIZER)
+        .cloned()
+        .collect();
+    match api
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(finalizer_patch(group, &finalizers)),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if is_status(&e, 404) => {}
+        Err(e) => return Err(kube_err(format!("removing the finalizer of ScalingGroup {ns}/{name}"))(e)),
+    }
+    ctx.fresh_groups.deleted(&ns, &name);
+    tracing::info!(namespace = %ns, group = %name, "group drained and deleted");
+    Ok(Action::await_change())
+}
+
+/// Creates one Instance of the group.
+async fn launch(ctx: &Context, group: &ScalingGroup, replaces: Option<&str>, key: &Key) -> Result<(), Error> {
+    let ns = group.namespace().unwrap_or_default();
+    let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut last_err = None;
+    for _ in 0..3 {
+        let inst = build_instance(group, &instance_name(&group.name_any()), replaces);
+        let name = inst.name_any();
+        ctx.expectations.expect_create(key, &name);
+        match api.create(&PostParams::default(), &inst).await {
+            Ok(created) => {
+                ctx.fresh_instances.remember(created);
+                let note = match replaces {
+                    Some(old) => format!("launched Instance {name} to replace {old}"),
+                    None => format!("launched Instance {name}"),
+                };
+                ctx.events
+                    .normal(&group.object_ref(&()), "Launched", "Launch", note)
+                    .await;
+                return Ok(());
+            }
+            Err(e) => {
+                ctx.expectations.forget(key, &name);
+                if is_status(&e, 409) {
+                    last_err = Some(e);
+                    continue; // name taken: draw another
+                }
+                return Err(kube_err(format!("creating Instance {ns}/{name}"))(e));
+            }
+        }
+    }
+    Err(kube_err(format!("creating an Instance of ScalingGroup {ns}/{}", group.name_any()))(
+        last_err.expect("three conflicts"),
+    ))
+}
+
+/// Terminates an Instance through the graceful path: records the reason on it, then deletes
+/// it (its finalizer holds it while the Instance reconciler drains it).
+async fn terminate(
+    ctx: &Context,
+    group: &ScalingGroup,
+    inst: &Instance,
+    reason: lifecycle::TerminationReason,
+    key: &Key,
+) -> Result<(), Error> {
+    let ns = inst.namespace().unwrap_or_default();
+    let name = inst.name_any();
+    let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
+    if inst.annotations().get(ANNOTATION_TERMINATION_REASON).map(String::as_str) != Some(reason.as_str()) {
+        let patch = json!({ "metadata": { "annotations": { ANNOTATION_TERMINATION_REASON: reason.as_str() } } });
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(written) => ctx.fresh_instances.remember(written),
+            Err(e) if is_status(&e, 404) => return Ok(()),
+            Err(e) => return Err(kube_err(format!("annotating Instance {ns}/{name}"))(e)),
+        }
+    }
+    ctx.expectations.expect_delete(key, &name);
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(outcome) => {
+            if let Some(obj) = outcome.left() {
+                ctx.fresh_instances.remember(obj);
+            }
+        }
+        Err(e) if is_status(&e, 404) => {
+            ctx.expectations.forget(key, &name);
+            return Ok(());
+        }
+        Err(e) => {
+            ctx.expectations.forget(key, &name);
+            return Err(kube_err(format!("deleting Instance {ns}/{name}"))(e));
+        }
+    }
+    ctx.events
+        .normal(
+            &group.object_ref(&()),
+            "TerminatingInstance",
+            "Terminate",
+            format!("terminating Instance {name} ({reason})"),
+        )
+        .await;
+    Ok(())
+}
+
+/// `<group>-<5 random lowercase alphanumerics>`; the group part is cut so that the name fits
+/// a label value (63 characters).
+pub fn instance_name(group: &str) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let prefix: String = group.chars().take(57).collect();
+    let prefix = prefix.trim_end_matches(['-', '.']);
+    let suffix: String = (0..5)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{prefix}-{suffix}")
+}
+
+/// A stable hash of the group's Instance template (FNV-1a over its JSON), 10 hex digits.
+pub fn template_hash(group: &ScalingGroup) -> String {
+    let bytes = serde_json::to_vec(&group.spec.template).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:010x}", hash & 0xff_ffff_ffff)
+}
+
+/// A new Instance of the group: template labels and annotations, the group and Instance
+/// labels, the template hash, the finalizer, and a controller owner reference to the group.
+pub fn build_instance(group: &ScalingGroup, name: &str, replaces: Option<&str>) -> Instance {
+    let template = &group.spec.template;
+    let meta = template.metadata.clone().unwrap_or_default();
+    let mut labels: BTreeMap<String, String> = meta.labels;
+    labels.insert(LABEL_GROUP.into(), group.name_any());
+    labels.insert(LABEL_INSTANCE.into(), name.into());
+    let mut annotations: BTreeMap<String, String> = meta.annotations;
+    annotations.insert(ANNOTATION_TEMPLATE_HASH.into(), template_hash(group));
+    annotations.remove(ANNOTATION_TERMINATION_REASON);
+    match replaces {
+        Some(old) => annotations.insert(ANNOTATION_REPLACES.into(), old.into()),
+        None => annotations.remove(ANNOTATION_REPLACES),
+    };
+    let mut inst = Instance::new(
+        name,
+        InstanceSpec {
+            group_name: group.name_any(),
+            protected_from_scale_in: false,
+            pod_template: template.spec.pod_template.clone(),
+        },
+    );
+    inst.metadata = ObjectMeta {
+        name: Some(name.into()),
+        namespace: group.namespace(),
+        labels: Some(labels),
+        annotations: Some(annotations),
+        finalizers: Some(vec![INSTANCE_FINALIZER.into()]),
+        owner_references: group.controller_owner_ref(&()).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    };
+    inst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group() -> ScalingGroup {
+        let mut g: ScalingGroup = serde_json::from_value(json!({
+            "apiVersion": "autoheal.dev/v1alpha1",
+            "kind": "ScalingGroup",
+            "metadata": { "name": "web", "namespace": "ns", "uid": "g-uid" },
+            "spec": {
+                "minSize": 0, "maxSize": 3,
+                "template": {
+                    "metadata": { "labels": { "tier": "front" }, "annotations": { "note": "x" } },
+                    "spec": { "podTemplate": { "spec": { "containers": [ { "name": "app" } ] } } }
+                }
+            }
+        }))
+        .unwrap();
+        g.metadata.uid = Some("g-uid".into());
+        g
+    }
+
+    #[test]
+    fn instance_names_have_the_contract_shape() {
+        let n = instance_name("web");
+        assert!(n.starts_with("web-") && n.len() == 9, "{n}");
+        assert!(n[4..].chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        let long = "a".repeat(80);
+        assert!(instance_name(&long).len() <= 63);
+    }
+
+    #[test]
+    fn built_instance_carries_labels_owner_finalizer_and_hash() {
+        let g = group();
+        let inst = build_instance(&g, "web-abcde", Some("web-old00"));
+        let labels = inst.labels();
+        assert_eq!(labels.get(LABEL_GROUP).map(String::as_str), Some("web"));
+        assert_eq!(labels.get(LABEL_INSTANCE).map(String::as_str), Some("web-abcde"));
+        assert_eq!(labels.get("tier").map(String::as_str), Some("front"));
+        let ann = inst.annotations();
+        assert_eq!(ann.get(ANNOTATION_TEMPLATE_HASH), Some(&template_hash(&g)));
+        assert_eq!(ann.get(ANNOTATION_REPLACES).map(String::as_str), Some("web-old00"));
+        assert_eq!(ann.get("note").map(String::as_str), Some("x"));
+        assert_eq!(inst.finalizers(), &[INSTANCE_FINALIZER.to_string()]);
+        let owner = &inst.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.uid, "g-uid");
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(inst.spec.group_name, "web");
+    }
+
+    #[test]
+    fn template_hash_is_stable_and_changes_with_the_template() {
+        let g = group();
+        assert_eq!(template_hash(&g), template_hash(&g.clone()));
+        assert_eq!(template_hash(&g).len(), 10);
+        let mut h = g.clone();
+        h.spec.template.metadata = None;
+        assert_ne!(template_hash(&g), template_hash(&h));
+        // Capacity changes do not change it.
+        let mut c = g.clone();
+        c.spec.desired_capacity = Some(3);
+        assert_eq!(template_hash(&g), template_hash(&c));
+    }
+
+    #[test]
+    fn built_pod_is_owned_and_labelled() {
+        let g = group();
+        let mut inst = build_instance(&g, "web-abcde", None);
+        inst.metadata.uid = Some("i-uid".into());
+        let pod = super::super::instance::build_pod(&inst);
+        assert_eq!(pod.name_any(), "web-abcde");
+        let labels = pod.labels();
+        assert_eq!(labels.get(LABEL_GROUP).map(String::as_str), Some("web"));
+        assert_eq!(labels.get(LABEL_INSTANCE).map(String::as_str), Some("web-abcde"));
+        assert!(!labels.contains_key(crate::api::LABEL_IN_SERVICE));
+        let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("Instance", "i-uid"));
+        assert_eq!(pod.spec.unwrap().containers[0].name, "app");
+    }
+}

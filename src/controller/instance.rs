@@ -1,0 +1,601 @@
+//! The Instance reconciler: the only writer of Instance status.
+//!
+//! Each reconcile reads the Instance, its group, Pod and Node from the stores, asks the pure
+//! lifecycle state machine ([`crate::plan::lifecycle::next`]) and the health evaluator
+//! ([`crate::health::assess`]) what the status should be, writes the status if it differs
+//! (server-side apply), and only then takes the step's action on the Pod or the Instance.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::api::conditions::settle;
+use crate::api::{
+    HealthCheck, HealthStatus, Instance, InstanceStatus, LABEL_GROUP, LABEL_IN_SERVICE,
+    LABEL_INSTANCE, LifecycleState, Process, ScalingGroup,
+};
+use crate::health::{HealthInputs, ProbeTarget, assess};
+use crate::plan::lifecycle::{
+    self, ANNOTATION_TERMINATION_REASON, FINALIZER, Facts, Note, PodAction, PodFacts, Record,
+    TerminationReason,
+};
+
+use super::context::{Context, Error, Key, controlled_by, is_status, kube_err};
+use super::{FIELD_MANAGER, RESYNC};
+
+/// The controller name in metrics and logs.
+pub const CONTROLLER: &str = "instance";
+
+/// Reconciles one Instance.
+pub async fn reconcile(obj: Arc<Instance>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&obj, &ctx).await;
+    ctx.metrics.observe_reconcile(CONTROLLER, started.elapsed());
+    result
+}
+
+/// Retries a failed reconcile with a short backoff.
+pub fn error_policy(obj: Arc<Instance>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.inc_reconcile_errors(CONTROLLER);
+    tracing::warn!(
+        namespace = obj.namespace().unwrap_or_default(), instance = %obj.name_any(),
+        "reconcile failed: {err}"
+    );
+    Action::requeue(Duration::from_secs(2))
+}
+
+async fn reconcile_inner(obj: &Instance, ctx: &Context) -> Result<Action, Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let key: Key = (ns.clone(), name.clone());
+    let Some(inst) = ctx.instance(&ns, &name) else {
+        ctx.probes.set_target(&key, None);
+        ctx.reported.forget(&key);
+        return Ok(Action::await_change());
+    };
+    let deleting = inst.metadata.deletion_timestamp.is_some();
+    let has_finalizer = inst.finalizers().iter().any(|f| f == FINALIZER);
+    if deleting && !has_finalizer {
+        // Nothing holds it: it is going away whatever we do.
+        ctx.probes.set_target(&key, None);
+        return Ok(Action::await_change());
+    }
+    let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
+    if !has_finalizer {
+        add_finalizer(&api, &inst, ctx).await?;
+    }
+
+    let group = ctx
+        .group(&ns, &inst.spec.group_name)
+        .filter(|g| owner_uid(&inst).is_none_or(|uid| g.uid().as_deref() == Some(uid)));
+    let pod = ctx
+        .pod(&ns, &name)
+        .filter(|p| controlled_by(p.as_ref(), inst.uid().as_deref()));
+    let node = pod
+        .as_ref()
+        .and_then(|p| p.spec.as_ref()?.node_name.clone())
+        .and_then(|n| ctx.nodes.get(&ObjectRef::new(&n)));
+
+    let now = Timestamp::now();
+    let stored = inst.status.clone().unwrap_or_default();
+    let record = Record::from_status(&stored);
+    let annotations = inst.annotations().clone();
+    let group_gone = group
+        .as_ref()
+        .is_none_or(|g| g.metadata.deletion_timestamp.is_some());
+    let requested = deleting.then(|| {
+        TerminationReason::for_deletion(
+            annotations
+                .get(ANNOTATION_TERMINATION_REASON)
+                .map(String::as_str),
+            group_gone,
+            stored.health_status == Some(HealthStatus::Unhealthy),
+        )
+    });
+    let spec = group.as_ref().map(|g| &g.spec);
+    let facts = Facts {
+        record: &record,
+        annotations: &annotations,
+        termination_requested: requested,
+        hooks: spec.map_or(&[], |s| &s.lifecycle_hooks[..]),
+        deregistration_delay_seconds: spec
+            .map_or(0, |s| s.replacement.deregistration_delay_seconds.into()),
+        add_to_service_suspended: spec.is_some_and(|s| s.is_suspended(Process::AddToService)),
+        pod: pod_facts(pod.as_deref()),
+    };
+    let step = lifecycle::next(&facts, now);
+
+    // The status to store: the lifecycle record, the Pod's address, then health.
+    let mut status = stored.clone();
+    step.record.apply_to(&mut status);
+    status.observed_generation = inst.metadata.generation;
+    if let Some(p) = &pod {
+        let pod_status = p.status.as_ref();
+        if let Some(ip) = pod_status.and_then(|s| s.pod_ip.clone()) {
+            status.address = Some(ip);
+        }
+        if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            status.node_name = Some(node);
+        }
+    }
+    let default_check = HealthCheck::default();
+    let health_check = spec.map_or(&default_check, |s| &s.health_check);
+    let health_check_suspended = spec.is_some_and(|s| s.is_suspended(Process::HealthCheck));
+    let mut candidate = (*inst).clone();
+    candidate.status = Some(status.clone());
+    let probe_verdict = ctx.probes.verdict(&key);
+    let verdict = assess(
+        &HealthInputs {
+            instance: &candidate,
+            pod: pod.as_deref(),
+            node: node.as_deref(),
+            probe: probe_verdict.as_ref(),
+            config: health_check,
+            health_check_suspended,
+        },
+        now,
+    );
+    status.health_status = Some(verdict.status);
+    status.health_detail = Some(verdict.detail);
+    status.conditions = settle(
+        &stored.conditions,
+        verdict.conditions.clone(),
+        inst.metadata.generation,
+        lifecycle::ceil_to_second(now),
+    );
+
+    // Record first...
+    if status != stored {
+        write_status(&api, &name, &status, ctx).await?;
+    }
+    let reference = inst.object_ref(&());
+    report_notes(ctx, &key, &reference, &step.notes, &verdict.warnings).await;
+    if stored.health_status != Some(verdict.status) && stored.health_status.is_some() {
+        let note = format!(
+            "health {} → {:?} ({:?})",
+            stored.health_status.map_or("unknown".into(), |h| format!("{h:?}")),
+            verdict.status,
+            verdict.detail
+        );
+        ctx.events.normal(&reference, "HealthChanged", "Evaluate", note).await;
+    }
+
+    // ...then act.
+    if let Some(action) = step.action {
+        act(ctx, &inst, pod.as_deref(), action, &status).await?;
+        if action == PodAction::Finish {
+            return Ok(Action::await_change());
+        }
+    }
+
+    // Probe target: InService (or Standby: health still shown) with an address.
+    let target = match (
+        status.lifecycle_state,
+        status.address.as_deref().and_then(|a| a.parse::<IpAddr>().ok()),
+        health_check.probe.as_ref(),
+    ) {
+        (Some(LifecycleState::InService | LifecycleState::Standby), Some(address), Some(probe))
+            if pod.as_ref().is_some_and(|p| p.metadata.deletion_timestamp.is_none()) =>
+        {
+            Some(ProbeTarget {
+                address,
+                probe: probe.clone(),
+            })
+        }
+        _ => None,
+    };
+    ctx.probes.set_target(&key, target);
+
+    Ok(requeue(&status, health_check, step.wake_at, now))
+}
+
+/// When to look again: a lifecycle deadline, the end of the health grace period or startup
+/// timeout (time-driven health changes), or the resync period.
+fn requeue(
+    status: &InstanceStatus,
+    health_check: &HealthCheck,
+    wake_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Action {
+    let mut candidates: Vec<Timestamp> = wake_at.into_iter().collect();
+    let after = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>, secs: i32| {
+        t.and_then(|t| t.0.checked_add(SignedDuration::from_secs(secs.into())).ok())
+    };
+    match status.lifecycle_state {
+        Some(LifecycleState::InService) => candidates.extend(after(
+            status.entered(LifecycleState::InService),
+            health_check.grace_period_seconds,
+        )),
+        Some(LifecycleState::Pending | LifecycleState::PendingWait) => candidates.extend(after(
+            status.entered(LifecycleState::Pending),
+            health_check.startup_timeout_seconds,
+        )),
+        _ => {}
+    }
+    let next = candidates.into_iter().filter(|t| *t > now).min();
+    match next {
+        Some(t) => {
+            let wait = now.duration_until(t).unsigned_abs();
+            // A little past the deadline: recorded times are whole seconds.
+            Action::requeue((wait + Duration::from_millis(50)).min(RESYNC))
+        }
+        None if wake_at.is_some() => Action::requeue(Duration::from_millis(50)),
+        None => Action::requeue(RESYNC),
+    }
+}
+
+fn owner_uid(inst: &Instance) -> Option<&str> {
+    inst.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true) && r.kind == "ScalingGroup")
+        .map(|r| r.uid.as_str())
+}
+
+/// What the state machine needs to know of the Pod.
+pub fn pod_facts(pod: Option<&Pod>) -> PodFacts {
+    let Some(pod) = pod else {
+        return PodFacts::default();
+    };
+    PodFacts {
+        exists: true,
+        running: pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"),
+        in_service_label: pod
+            .labels()
+            .get(LABEL_IN_SERVICE)
+            .is_some_and(|v| v == "true"),
+        being_deleted: pod.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+async fn write_status(
+    api: &Api<Instance>,
+    name: &str,
+    status: &InstanceStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let patch = json!({
+        "apiVersion": "autoheal.dev/v1alpha1",
+        "kind": "Instance",
+        "status": status,
+    });
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(kube_err(format!("writing the status of Instance {name}")))?;
+    ctx.fresh_instances.remember(written);
+    Ok(())
+}
+
+async fn add_finalizer(api: &Api<Instance>, inst: &Instance, ctx: &Context) -> Result<(), Error> {
+    let name = inst.name_any();
+    let mut finalizers = inst.finalizers().to_vec();
+    finalizers.push(FINALIZER.into());
+    let written = api
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(finalizer_patch(inst, &finalizers)),
+        )
+        .await
+        .map_err(kube_err(format!("adding the finalizer to Instance {name}")))?;
+    ctx.fresh_instances.remember(written);
+    Ok(())
+}
+
+/// A merge patch setting the finalizers, guarded by the resourceVersion (a concurrent change
+/// makes it fail with 409 and the reconcile retries).
+pub fn finalizer_patch<K: Resource>(obj: &K, finalizers: &[String]) -> serde_json::Value {
+    json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": obj.meta().resource_version,
+        }
+    })
+}
+
+/// Carries out a step's action (idempotent).
+async fn act(
+    ctx: &Context,
+    inst: &Instance,
+    pod: Option<&Pod>,
+    action: PodAction,
+    status: &InstanceStatus,
+) -> Result<(), Error> {
+    let ns = inst.namespace().unwrap_or_default();
+    let name = inst.name_any();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let reference = inst.object_ref(&());
+    match action {
+        PodAction::CreatePod => {
+            let pod = build_pod(inst);
+            match pods.create(&PostParams::default(), &pod).await {
+                Ok(created) => {
+                    ctx.fresh_pods.remember(created);
+                    ctx.events
+                        .normal(&reference, "PodCreated", "Launch", format!("created Pod {name}"))
+                        .await;
+                }
+                Err(e) if is_status(&e, 409) => {
+                    tracing::debug!(namespace = %ns, instance = %name, "Pod already exists");
+                }
+                Err(e) => {
+                    ctx.events
+                        .warning(
+                            &reference,
+                            "PodCreateFailed",
+                            "Launch",
+                            format!("creating Pod {name} failed: {e}"),
+                        )
+                        .await;
+                    return Err(kube_err(format!("creating Pod {ns}/{name}"))(e));
+                }
+            }
+        }
+        PodAction::AddToService | PodAction::RemoveFromService => {
+            let add = action == PodAction::AddToService;
+            let value = if add { json!("true") } else { serde_json::Value::Null };
+            let patch = json!({ "metadata": { "labels": { LABEL_IN_SERVICE: value } } });
+            match pods
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(written) => {
+                    ctx.fresh_pods.remember(written);
+                    let (reason, note) = if add {
+                        ("AddedToService", format!("Pod {name} labelled {LABEL_IN_SERVICE}=true"))
+                    } else {
+                        ("RemovedFromService", format!("label {LABEL_IN_SERVICE} removed from Pod {name}"))
+                    };
+                    ctx.events.normal(&reference, reason, "ServiceMembership", note).await;
+                }
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(kube_err(format!("labelling Pod {ns}/{name}"))(e)),
+            }
+        }
+        PodAction::DeletePod => {
+            let Some(pod) = pod else { return Ok(()) };
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: pod.uid(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match pods.delete(&name, &params).await {
+                Ok(outcome) => {
+                    match outcome.left() {
+                        Some(p) => ctx.fresh_pods.remember(p),
+                        None => ctx.fresh_pods.deleted(&ns, &name),
+                    }
+                    let grace = pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.termination_grace_period_seconds)
+                        .unwrap_or(30);
+                    ctx.events
+                        .normal(
+                            &reference,
+                            "PodDeleted",
+                            "Terminate",
+                            format!("deleting Pod {name} (grace period {grace}s)"),
+                        )
+                        .await;
+                }
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                Err(e) => return Err(kube_err(format!("deleting Pod {ns}/{name}"))(e)),
+            }
+        }
+        PodAction::Finish => finish(ctx, inst, status).await?,
+    }
+    Ok(())
+}
+
+/// Terminated: makes sure the Pod is really gone, deletes the Instance if nobody did, and
+/// removes the finalizer.
+async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Result<(), Error> {
+    let ns = inst.namespace().unwrap_or_default();
+    let name = inst.name_any();
+    let key: Key = (ns.clone(), name.clone());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    // The store said the Pod is gone; confirm with the API server before letting go (a Pod
+    // created moments ago may not have reached the store).
+    if let Some(p) = pods
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("reading Pod {ns}/{name}")))?
+        && controlled_by(&p, inst.uid().as_deref())
+    {
+        return Err(Error::Invalid(format!(
+            "Pod {ns}/{name} still exists; waiting for it before removing Instance {name}"
+        )));
+    }
+    ctx.probes.set_target(&key, None);
+    let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
+    if inst.metadata.deletion_timestamp.is_none() {
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => return Ok(()),
+            Err(e) => return Err(kube_err(format!("deleting Instance {ns}/{name}"))(e)),
+        }
+    }
+    if inst.finalizers().iter().any(|f| f == FINALIZER) {
+        // The delete above may have changed the object: patch the latest copy.
+        let latest = match api.get_opt(&name).await {
+            Ok(Some(latest)) => latest,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(kube_err(format!("reading Instance {ns}/{name}"))(e)),
+        };
+        let finalizers: Vec<String> = latest
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        match api
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(finalizer_patch(&latest, &finalizers)),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => {
+                return Err(kube_err(format!(
+                    "removing the finalizer of Instance {ns}/{name}"
+                ))(e));
+            }
+        }
+    }
+    ctx.fresh_instances.deleted(&ns, &name);
+    ctx.reported.forget(&key);
+    let reason = status.termination_reason.as_deref().unwrap_or("Deleted");
+    ctx.events
+        .normal(
+            &inst.object_ref(&()),
+            "Terminated",
+            "Terminate",
+            format!("Instance {name} terminated ({reason})"),
+        )
+        .await;
+    tracing::info!(namespace = %ns, instance = %name, reason, "instance terminated");
+    Ok(())
+}
+
+/// Reports the state machine's notes and the evaluator's warnings as Events.
+async fn report_notes(
+    ctx: &Context,
+    key: &Key,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    notes: &[Note],
+    health_warnings: &[String],
+) {
+    let mut warnings: Vec<String> = health_warnings.to_vec();
+    for note in notes {
+        match note {
+            Note::Entered { state, reason } => {
+                tracing::info!(namespace = %key.0, instance = %key.1, %state, reason, "state entered");
+                let r = format!("Entered{}", state.as_str().replace(':', ""));
+                ctx.events
+                    .normal(reference, &r, "Lifecycle", format!("entered {state} ({reason})"))
+                    .await;
+            }
+            Note::Deregistered { delay_ends } => {
+                let note = match delay_ends {
+                    Some(t) => format!("out of service; deregistration delay until {t}"),
+                    None => "out of service; no deregistration delay applies".to_string(),
+                };
+                ctx.events.normal(reference, "Deregistered", "Lifecycle", note).await;
+            }
+            Note::HookCompleted { hook, result } => {
+                ctx.events
+                    .normal(
+                        reference,
+                        "LifecycleHookCompleted",
+                        "LifecycleHook",
+                        format!("lifecycle hook {hook} completed with {result:?}"),
+                    )
+                    .await;
+            }
+            Note::HookTimedOut { hook, result } => {
+                ctx.events
+                    .warning(
+                        reference,
+                        "LifecycleHookTimedOut",
+                        "LifecycleHook",
+                        format!("lifecycle hook {hook} timed out; default result {result:?} applied"),
+                    )
+                    .await;
+            }
+            Note::HookRemoved { hook } => {
+                ctx.events
+                    .normal(
+                        reference,
+                        "LifecycleHookRemoved",
+                        "LifecycleHook",
+                        format!("lifecycle hook {hook} is no longer in the group; continuing"),
+                    )
+                    .await;
+            }
+            Note::HookHeartbeat { hook, deadline } => {
+                ctx.events
+                    .normal(
+                        reference,
+                        "LifecycleHookHeartbeat",
+                        "LifecycleHook",
+                        format!("heartbeat for lifecycle hook {hook}; it now times out at {deadline}"),
+                    )
+                    .await;
+            }
+            Note::InvalidAnnotation(e) => warnings.push(e.to_string()),
+        }
+    }
+    for warning in ctx.reported.fresh(key, &warnings) {
+        ctx.events
+            .warning(reference, "InvalidAnnotation", "Evaluate", warning)
+            .await;
+    }
+}
+
+/// The Pod of an Instance: its template, named after the Instance, owned by it, labelled with
+/// the group and Instance labels (and the Instance's own labels).
+pub fn build_pod(inst: &Instance) -> Pod {
+    let template = inst.spec.pod_template.0.clone();
+    let template_meta = template.metadata.unwrap_or_default();
+    let mut labels: BTreeMap<String, String> = inst.labels().clone();
+    labels.extend(template_meta.labels.unwrap_or_default());
+    labels.remove(LABEL_IN_SERVICE);
+    labels.insert(LABEL_GROUP.into(), inst.spec.group_name.clone());
+    labels.insert(LABEL_INSTANCE.into(), inst.name_any());
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(inst.name_any()),
+            namespace: inst.namespace(),
+            labels: Some(labels),
+            annotations: template_meta.annotations,
+            owner_references: inst.controller_owner_ref(&()).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        spec: template.spec,
+        status: None,
+    }
+}
+
+/// Triggers for Instances whose group changed (hooks, delays, suspended processes).
+pub fn instances_of_group(ctx: &Context, group: &ScalingGroup) -> Vec<ObjectRef<Instance>> {
+    ctx.members(group)
+        .iter()
+        .map(|i| ObjectRef::from_obj(i.as_ref()))
+        .collect()
+}
+
+/// Triggers for Instances whose Pods run on `node`.
+pub fn instances_on_node(ctx: &Context, node: &Node) -> Vec<ObjectRef<Instance>> {
+    let name = node.name_any();
+    ctx.pods
+        .state()
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()))
+        .filter_map(|p| {
+            let instance = p.labels().get(LABEL_INSTANCE)?;
+            Some(ObjectRef::new(instance).within(&p.namespace()?))
+        })
+        .collect()
+}

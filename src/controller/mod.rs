@@ -1,0 +1,300 @@
+//! The operator's thin I/O shell: watches feeding reflector stores, the ScalingGroup and
+//! Instance controllers (kube-runtime `Controller`), status writes, Events, gated by a leader
+//! Lease. Decisions are made by the pure planners in [`crate::plan`] and [`crate::health`].
+//!
+//! - [`group`]: keeps capacity (launches Instances, terminates on scale-in by deleting the
+//!   Instance) and writes ScalingGroup status. Only it writes ScalingGroup status.
+//! - [`instance`]: walks each Instance's lifecycle, creates and drains its Pod, evaluates its
+//!   health, and writes Instance status. Only it writes Instance status.
+
+pub mod context;
+pub mod events;
+pub mod group;
+pub mod instance;
+pub mod leader;
+pub mod replacement;
+pub mod streams;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::Api;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+use crate::admin::{AdminServer, AdminState};
+use crate::api::{Instance, LABEL_GROUP, ScalingGroup};
+use crate::health::ProbeEngine;
+use crate::telemetry::Metrics;
+
+use context::Context;
+use events::EventSink;
+use leader::LeaderConfig;
+
+/// Field manager of the operator's server-side applies.
+pub const FIELD_MANAGER: &str = "autoheal";
+
+/// The User-Agent of the operator's requests (tells its writes apart in audit logs).
+pub const USER_AGENT: &str = concat!("autoheal/", env!("CARGO_PKG_VERSION"));
+
+/// How often a settled object is looked at again without any event.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// Settings of `autoheal run`.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Watch only this namespace (`None`: all namespaces).
+    pub namespace: Option<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen.
+    pub admin_addr: SocketAddr,
+    /// Leader election, or `None` to run unconditionally.
+    pub leader: Option<LeaderConfig>,
+}
+
+/// A client from the usual kubeconfig resolution, with the operator's User-Agent.
+pub async fn client() -> anyhow::Result<Client> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(|e| anyhow::anyhow!("no Kubernetes configuration found (KUBECONFIG, ~/.kube/config, in-cluster): {e}"))?;
+    config.headers.push((
+        hyper::header::USER_AGENT,
+        hyper::header::HeaderValue::from_static(USER_AGENT),
+    ));
+    Ok(Client::try_from(config)?)
+}
+
+/// Runs the operator until SIGINT/SIGTERM (Ok) or until leadership is lost (Err: the process
+/// exits and a fresh one competes again).
+pub async fn run(config: RunConfig) -> anyhow::Result<()> {
+    let client = client().await?;
+    let metrics = Metrics::new();
+    let admin = AdminState::new(metrics.clone());
+    let server = AdminServer::bind(config.admin_addr, admin.clone()).await?;
+    let admin_task = tokio::spawn(server.run());
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+
+    let result = match &config.leader {
+        None => {
+            tokio::select! {
+                r = run_controllers(client, &config, metrics, admin, "autoheal") => r,
+                _ = &mut shutdown => Ok(()),
+            }
+        }
+        Some(leader_config) => {
+            let mut election = leader::elect(client.clone(), leader_config).await?;
+            tracing::info!(
+                lease = %format!("{}/{}", leader_config.namespace, leader_config.name),
+                identity = %leader_config.identity,
+                "waiting for the leader lease"
+            );
+            let outcome = tokio::select! {
+                r = leader::became_leader(&mut election.changes) => r.map(|_| true),
+                _ = &mut shutdown => Ok(false),
+            };
+            if outcome? {
+                tracing::info!(identity = %leader_config.identity, "leading: starting controllers");
+                let result = tokio::select! {
+                    r = run_controllers(client, &config, metrics, admin, &leader_config.identity) => r,
+                    _ = leader::lost_leadership(&mut election.changes) => {
+                        Err(anyhow::anyhow!("lost the leader lease; exiting"))
+                    }
+                    _ = &mut shutdown => Ok(()),
+                };
+                // Dropping the receiver releases the lease (when still held).
+                drop(election.changes);
+                let _ = tokio::time::timeout(Duration::from_secs(5), election.task).await;
+                result
+            } else {
+                Ok(())
+            }
+        }
+    };
+    admin_task.abort();
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down");
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn take<K>(triggers: &mut Vec<streams::Trigger<K>>) -> streams::Trigger<K> {
+    triggers.pop().expect("one trigger per subscriber")
+}
+
+fn node_ready(node: &Node) -> Option<String> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone())
+}
+
+/// Watches, waits for the stores, then runs both controllers until they end.
+async fn run_controllers(
+    client: Client,
+    config: &RunConfig,
+    metrics: Metrics,
+    admin: AdminState,
+    identity: &str,
+) -> anyhow::Result<()> {
+    let ns = config.namespace.as_deref();
+    let (groups, mut group_triggers, group_watch) =
+        streams::fan_out(api::<ScalingGroup>(&client, ns), watcher::Config::default(), 2);
+    let (instances, mut instance_triggers, instance_watch) =
+        streams::fan_out(api::<Instance>(&client, ns), watcher::Config::default(), 2);
+    let (pods, mut pod_triggers, pod_watch) = streams::fan_out(
+        api::<Pod>(&client, ns),
+        watcher::Config::default().labels(LABEL_GROUP),
+        1,
+    );
+    let (nodes, mut node_triggers, node_watch) =
+        streams::fan_out(Api::<Node>::all(client.clone()), watcher::Config::default(), 1);
+    let mut watches = tokio::task::JoinSet::new();
+    for w in [group_watch, instance_watch, pod_watch, node_watch] {
+        watches.spawn(w);
+    }
+
+    let wait_stores = async {
+        groups.wait_until_ready().await?;
+        instances.wait_until_ready().await?;
+        pods.wait_until_ready().await?;
+        nodes.wait_until_ready().await
+    };
+    tokio::time::timeout(Duration::from_secs(120), wait_stores)
+        .await
+        .map_err(|_| anyhow::anyhow!("the watches did not list ScalingGroups, Instances, Pods and Nodes within 120s (are the CRDs installed and RBAC granted?)"))??;
+    tracing::info!(
+        groups = groups.len(),
+        instances = instances.len(),
+        pods = pods.len(),
+        nodes = nodes.len(),
+        "caches synced"
+    );
+    admin.set_ready(true);
+
+    let probes = ProbeEngine::start(metrics.clone());
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        groups: groups.clone(),
+        instances: instances.clone(),
+        pods,
+        nodes,
+        probes: probes.clone(),
+        metrics: metrics.clone(),
+        events: EventSink::new(client.clone(), identity),
+        fresh_groups: Default::default(),
+        fresh_instances: Default::default(),
+        fresh_pods: Default::default(),
+        expectations: Default::default(),
+        reported: Default::default(),
+    });
+
+    let controller_config = ControllerConfig::default().debounce(Duration::from_millis(100));
+
+    let group_controller = Controller::for_stream(take(&mut group_triggers), groups)
+        .with_config(controller_config.clone())
+        .owns_stream(take(&mut instance_triggers))
+        .run(group::reconcile, group::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    let group_ctx = ctx.clone();
+    let node_ctx = ctx.clone();
+    let mut node_ready_seen: HashMap<String, Option<String>> = HashMap::new();
+    let node_changes = take(&mut node_triggers).filter(move |n| {
+        // Heartbeats update Nodes every few seconds: only a change of readiness matters.
+        let keep = match n {
+            Ok(node) => {
+                let ready = node_ready(node);
+                node_ready_seen.insert(node.name_any(), ready.clone()) != Some(ready)
+            }
+            Err(_) => false,
+        };
+        futures::future::ready(keep)
+    });
+    let probe_changes = probes
+        .changes()
+        .map(|(ns, name)| ObjectRef::<Instance>::new(&name).within(&ns));
+    let instance_controller = Controller::for_stream(take(&mut instance_triggers), instances.clone())
+        .with_config(controller_config)
+        .owns_stream(take(&mut pod_triggers))
+        .watches_stream(take(&mut group_triggers), move |g: ScalingGroup| {
+            instance::instances_of_group(&group_ctx, &g)
+        })
+        .watches_stream(node_changes, move |n: Node| {
+            instance::instances_on_node(&node_ctx, &n)
+        })
+        .reconcile_on(probe_changes)
+        .run(instance::reconcile, instance::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    let gauge_metrics = metrics.clone();
+    let gauge = async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let mut counts: HashMap<(String, String), i64> = HashMap::new();
+            for i in instances.state() {
+                let status = i.status.clone().unwrap_or_default();
+                let state = status
+                    .lifecycle_state
+                    .map_or("Unknown".to_string(), |s| s.as_str().to_string());
+                let health = status
+                    .health_status
+                    .map_or("Unknown".to_string(), |h| format!("{h:?}"));
+                *counts.entry((state, health)).or_default() += 1;
+            }
+            gauge_metrics.set_instances(
+                counts
+                    .iter()
+                    .map(|((s, h), n)| ((s.as_str(), h.as_str()), *n)),
+            );
+        }
+    };
+
+    tokio::select! {
+        _ = group_controller => tracing::error!("the ScalingGroup controller stopped"),
+        _ = instance_controller => tracing::error!("the Instance controller stopped"),
+        _ = gauge => {}
+        _ = watches.join_next() => tracing::error!("a watch stopped"),
+    }
+    Err(anyhow::anyhow!("a controller stopped unexpectedly"))
+}

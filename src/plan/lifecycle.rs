@@ -1,0 +1,1118 @@
+//! The lifecycle state machine of one Instance: `next(facts, now) -> Step`. Pure: no I/O,
+//! time is an input.
+//!
+//! ```text
+//!  (none) ─▶ Pending ─▶ [Pending:Wait] ─▶ InService ◀─▶ Standby
+//!               │             │  Abandon       │           │
+//!               ▼             ▼                ▼           ▼
+//!            Terminating ─▶ [Terminating:Wait] ─▶ Terminating:Proceed ─▶ Terminated
+//! ```
+//!
+//! A [`Step`] carries the new lifecycle [`Record`] (what the Instance reconciler writes to
+//! status) and at most one [`PodAction`] that must be taken *after* that record is stored.
+//! Every action is idempotent and derived from the recorded state and the observed facts
+//! alone, so a restarted operator resumes from status: it neither repeats a transition (the
+//! record already holds it) nor skips one (the action of the recorded state is computed
+//! again until its effect is observed).
+//!
+//! Timed waits (deregistration delay, hook timeouts) report the exact instant to come back
+//! in [`Step::wake_at`]. Recorded times are rounded *up* to whole seconds, the precision of
+//! `metav1.Time`, so a deadline computed from a recorded time is never earlier than the one
+//! computed from the true time.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::api::annotations::{self, AnnotationError};
+use crate::api::{
+    HookResult, HookTransition, InstanceStatus, LifecycleHook, LifecycleState, PendingHook,
+    StateEntry,
+};
+
+/// Finalizer on every Instance: holds it while the graceful termination path runs.
+pub const FINALIZER: &str = "autoheal.dev/instance-termination";
+
+/// Annotation the group sets on an Instance just before deleting it, naming why
+/// (a [`TerminationReason`]); a plain `kubectl delete` leaves it unset.
+pub const ANNOTATION_TERMINATION_REASON: &str = "autoheal.dev/termination-reason";
+
+/// Why an Instance is leaving (written to `status.terminationReason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TerminationReason {
+    /// The group scaled in.
+    ScaleIn,
+    /// The Instance was Unhealthy and is being replaced.
+    Unhealthy,
+    /// The group is being deleted.
+    GroupDeleted,
+    /// A Launch lifecycle hook ended with Abandon.
+    LaunchAbandoned,
+    /// Deleted by someone else (`kubectl delete inst`): terminated and replaced.
+    Deleted,
+}
+
+impl TerminationReason {
+    /// The reason as written in status and annotations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScaleIn => "ScaleIn",
+            Self::Unhealthy => "Unhealthy",
+            Self::GroupDeleted => "GroupDeleted",
+            Self::LaunchAbandoned => "LaunchAbandoned",
+            Self::Deleted => "Deleted",
+        }
+    }
+
+    /// Parses a reason written by [`TerminationReason::as_str`].
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            Self::ScaleIn,
+            Self::Unhealthy,
+            Self::GroupDeleted,
+            Self::LaunchAbandoned,
+            Self::Deleted,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == value.trim())
+    }
+
+    /// Why a deleted Instance is terminating: the reason its group annotated it with, else
+    /// GroupDeleted when its group is being deleted or gone, else Unhealthy when its recorded
+    /// health says so, else Deleted.
+    pub fn for_deletion(annotation: Option<&str>, group_gone_or_deleting: bool, unhealthy: bool) -> Self {
+        if let Some(reason) = annotation.and_then(Self::parse) {
+            reason
+        } else if group_gone_or_deleting {
+            Self::GroupDeleted
+        } else if unhealthy {
+            Self::Unhealthy
+        } else {
+            Self::Deleted
+        }
+    }
+}
+
+impl std::fmt::Display for TerminationReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The lifecycle-owned part of an Instance's status.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Record {
+    /// `status.lifecycleState` (`None` before the first reconcile).
+    pub state: Option<LifecycleState>,
+    /// `status.stateHistory`.
+    pub history: Vec<StateEntry>,
+    /// `status.pendingHooks`.
+    pub hooks: Vec<PendingHook>,
+    /// `status.terminationReason`.
+    pub termination_reason: Option<String>,
+    /// `status.deregisteredAt`.
+    pub deregistered_at: Option<Time>,
+}
+
+impl Record {
+    /// The record held in a status.
+    pub fn from_status(status: &InstanceStatus) -> Self {
+        Self {
+            state: status.lifecycle_state,
+            history: status.state_history.clone(),
+            hooks: status.pending_hooks.clone(),
+            termination_reason: status.termination_reason.clone(),
+            deregistered_at: status.deregistered_at.clone(),
+        }
+    }
+
+    /// Writes the record into a status (other fields untouched).
+    pub fn apply_to(&self, status: &mut InstanceStatus) {
+        status.lifecycle_state = self.state;
+        status.state_history = self.history.clone();
+        status.pending_hooks = self.hooks.clone();
+        status.termination_reason = self.termination_reason.clone();
+        status.deregistered_at = self.deregistered_at.clone();
+    }
+
+    /// When the state was last entered.
+    pub fn entered(&self, state: LifecycleState) -> Option<Timestamp> {
+        self.history
+            .iter()
+            .rev()
+            .find(|e| e.state == state)
+            .map(|e| e.entered_at.0)
+    }
+
+    fn was_in_service(&self) -> bool {
+        self.history.iter().any(|e| e.state == LifecycleState::InService)
+    }
+
+    fn enter(&mut self, state: LifecycleState, reason: &str, now: Timestamp) {
+        self.state = Some(state);
+        self.history.push(StateEntry {
+            state,
+            entered_at: Time(now),
+            reason: Some(reason.to_string()),
+        });
+    }
+}
+
+/// What is known of the Instance's Pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PodFacts {
+    /// The Pod exists.
+    pub exists: bool,
+    /// Its phase is Running.
+    pub running: bool,
+    /// It carries `autoheal.dev/in-service: "true"`.
+    pub in_service_label: bool,
+    /// Its deletion has been requested.
+    pub being_deleted: bool,
+}
+
+/// Everything the state machine looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// The recorded lifecycle.
+    pub record: &'a Record,
+    /// The Instance's annotations (hook completions and heartbeats, standby).
+    pub annotations: &'a BTreeMap<String, String>,
+    /// `Some(reason)` once termination was requested (the Instance is being deleted).
+    pub termination_requested: Option<TerminationReason>,
+    /// The group's lifecycle hooks (empty when the group is gone).
+    pub hooks: &'a [LifecycleHook],
+    /// The group's `deregistrationDelaySeconds` (0 when the group is gone).
+    pub deregistration_delay_seconds: i64,
+    /// The group's `AddToService` process is suspended.
+    pub add_to_service_suspended: bool,
+    /// The Pod.
+    pub pod: PodFacts,
+}
+
+/// What to do to the world once the step's record is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodAction {
+    /// Create the Pod from the Instance's template.
+    CreatePod,
+    /// Add `autoheal.dev/in-service: "true"` to the Pod.
+    AddToService,
+    /// Remove `autoheal.dev/in-service` from the Pod.
+    RemoveFromService,
+    /// Delete the Pod (its own termination grace period applies).
+    DeletePod,
+    /// Delete the Instance (if not already deleted) and remove its finalizer.
+    Finish,
+}
+
+/// Something worth an Event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Note {
+    /// A lifecycle state was entered.
+    Entered {
+        /// The state.
+        state: LifecycleState,
+        /// Why.
+        reason: String,
+    },
+    /// The Pod was seen out of service; the deregistration delay starts.
+    Deregistered {
+        /// When the delay ends (`None` when no delay applies).
+        delay_ends: Option<Timestamp>,
+    },
+    /// A hook was completed by its annotation.
+    HookCompleted {
+        /// The hook.
+        hook: String,
+        /// The result.
+        result: HookResult,
+    },
+    /// A hook timed out and took its default result.
+    HookTimedOut {
+        /// The hook.
+        hook: String,
+        /// The default result applied.
+        result: HookResult,
+    },
+    /// A hook no longer exists in the group and counts as Continue.
+    HookRemoved {
+        /// The hook.
+        hook: String,
+    },
+    /// A new heartbeat moved a hook's timeout.
+    HookHeartbeat {
+        /// The hook.
+        hook: String,
+        /// The new deadline.
+        deadline: Timestamp,
+    },
+    /// An annotation value could not be understood (ignored).
+    InvalidAnnotation(AnnotationError),
+}
+
+/// The outcome of one call to [`next`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The lifecycle record to store (equal to the input when nothing changed).
+    pub record: Record,
+    /// The action to take after the record is stored.
+    pub action: Option<PodAction>,
+    /// When to look again, for a timed wait.
+    pub wake_at: Option<Timestamp>,
+    /// Events to report.
+    pub notes: Vec<Note>,
+}
+
+/// Rounds up to the next whole second (`metav1.Time` precision).
+pub fn ceil_to_second(t: Timestamp) -> Timestamp {
+    let secs = t.as_second() + i64::from(t.subsec_nanosecond() > 0);
+    Timestamp::from_second(secs).unwrap_or(Timestamp::MAX)
+}
+
+fn plus_seconds(t: Timestamp, seconds: i64) -> Timestamp {
+    t.checked_add(SignedDuration::from_secs(seconds.max(0)))
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// How many transitions one step may chain at most (a bound, never reached in practice).
+const MAX_CHAIN: usize = 8;
+
+/// The next step of the Instance's lifecycle.
+///
+/// Transitions chain within one step while no action must happen between them (for example
+/// `Terminating` → `Terminating:Proceed` when the Pod is already out of service and no delay
+/// or hook applies); the chain stops at the first state whose action is still to be taken.
+pub fn next(facts: &Facts<'_>, now: Timestamp) -> Step {
+    let now = ceil_to_second(now);
+    let mut step = Step {
+        record: facts.record.clone(),
+        action: None,
+        wake_at: None,
+        notes: Vec::new(),
+    };
+    for _ in 0..MAX_CHAIN {
+        let before = step.record.state;
+        step.wake_at = None;
+        advance(facts, &mut step, now);
+        step.action = action_for(facts, &step.record);
+        if step.record.state == before || step.action.is_some() {
+            break;
+        }
+    }
+    step
+}
+
+/// The action the state `record.state` requires given the facts (idempotent).
+fn action_for(facts: &Facts<'_>, record: &Record) -> Option<PodAction> {
+    use LifecycleState::*;
+    let pod = facts.pod;
+    match record.state? {
+        Pending => (!pod.exists).then_some(PodAction::CreatePod),
+        PendingWait => None,
+        InService => (pod.exists
+            && !pod.being_deleted
+            && !pod.in_service_label
+            && !facts.add_to_service_suspended)
+            .then_some(PodAction::AddToService),
+        Standby | Terminating | TerminatingWait => (pod.exists && pod.in_service_label)
+            .then_some(PodAction::RemoveFromService),
+        TerminatingProceed => (pod.exists && !pod.being_deleted).then_some(PodAction::DeletePod),
+        Terminated => Some(PodAction::Finish),
+    }
+}
+
+fn standby_requested(annotations: &BTreeMap<String, String>) -> bool {
+    annotations
+        .get(annotations::STANDBY)
+        .and_then(|v| annotations::parse_bool(v))
+        .unwrap_or(false)
+}
+
+fn start_termination(step: &mut Step, reason: TerminationReason, now: Timestamp) {
+    step.record.termination_reason = Some(reason.as_str().to_string());
+    enter(step, LifecycleState::Terminating, reason.as_str(), now);
+}
+
+fn enter(step: &mut Step, state: LifecycleState, reason: &str, now: Timestamp) {
+    step.record.enter(state, reason, now);
+    step.notes.push(Note::Entered {
+        state,
+        reason: reason.to_string(),
+    });
+}
+
+/// Makes at most one transition (or records progress within the current state).
+fn advance(facts: &Facts<'_>, step: &mut Step, now: Timestamp) {
+    use LifecycleState::*;
+    let requested = facts.termination_requested;
+    match step.record.state {
+        None => match requested {
+            Some(reason) => start_termination(step, reason, now),
+            None => enter(step, Pending, "Launched", now),
+        },
+        Some(Pending) => {
+            if let Some(reason) = requested {
+                start_termination(step, reason, now);
+            } else if facts.pod.exists && facts.pod.running && !facts.pod.being_deleted {
+                if facts
+                    .hooks
+                    .iter()
+                    .any(|h| h.transition == HookTransition::Launch)
+                {
+                    step.record.hooks = open_hooks(facts, HookTransition::Launch, now);
+                    enter(step, PendingWait, "LaunchHooks", now);
+                } else {
+                    enter(step, InService, "PodRunning", now);
+                }
+            }
+        }
+        Some(PendingWait) => {
+            if let Some(reason) = requested {
+                start_termination(step, reason, now);
+                return;
+            }
+            match resolve_hooks(facts, step, HookTransition::Launch, now) {
+                Hooks::Waiting(deadline) => step.wake_at = deadline,
+                Hooks::Done { abandoned: true } => {
+                    start_termination(step, TerminationReason::LaunchAbandoned, now)
+                }
+                Hooks::Done { abandoned: false } => {
+                    enter(step, InService, "LaunchHooksCompleted", now)
+                }
+            }
+        }
+        Some(InService) => {
+            if let Some(reason) = requested {
+                start_termination(step, reason, now);
+            } else if standby_requested(facts.annotations) {
+                enter(step, Standby, "StandbyRequested", now);
+            }
+        }
+        Some(Standby) => {
+            if let Some(reason) = requested {
+                start_termination(step, reason, now);
+            } else if !standby_requested(facts.annotations) {
+                enter(step, InService, "StandbyEnded", now);
+            }
+        }
+        Some(Terminating) => {
+            if facts.pod.exists && facts.pod.in_service_label {
+                // The label removal (this state's action) has not been observed yet.
+                return;
+            }
+            let drains = facts.pod.exists
+                && step.record.was_in_service()
+                && facts.deregistration_delay_seconds > 0;
+            let deregistered_at = match &step.record.deregistered_at {
+                Some(t) => t.0,
+                None => {
+                    step.record.deregistered_at = Some(Time(now));
+                    step.notes.push(Note::Deregistered {
+                        delay_ends: drains
+                            .then(|| plus_seconds(now, facts.deregistration_delay_seconds)),
+                    });
+                    now
+                }
+            };
+            if drains {
+                let ends = plus_seconds(deregistered_at, facts.deregistration_delay_seconds);
+                if now < ends {
+                    step.wake_at = Some(ends);
+                    return;
+                }
+            }
+            if facts
+                .hooks
+                .iter()
+                .any(|h| h.transition == HookTransition::Terminate)
+            {
+                step.record.hooks = open_hooks(facts, HookTransition::Terminate, now);
+                enter(step, TerminatingWait, "TerminateHooks", now);
+            } else {
+                enter(step, TerminatingProceed, "Deregistered", now);
+            }
+        }
+        Some(TerminatingWait) => match resolve_hooks(facts, step, HookTransition::Terminate, now) {
+            Hooks::Waiting(deadline) => step.wake_at = deadline,
+            Hooks::Done { .. } => enter(step, TerminatingProceed, "TerminateHooksCompleted", now),
+        },
+        Some(TerminatingProceed) => {
+            if !facts.pod.exists {
+                enter(step, Terminated, "PodGone", now);
+            }
+        }
+        Some(Terminated) => {}
+    }
+}
+
+/// The hooks of `transition` as they start waiting now.
+fn open_hooks(facts: &Facts<'_>, transition: HookTransition, now: Timestamp) -> Vec<PendingHook> {
+    facts
+        .hooks
+        .iter()
+        .filter(|h| h.transition == transition)
+        .map(|h| PendingHook {
+            name: h.name.clone(),
+            transition,
+            started_at: Time(now),
+            deadline: Time(plus_seconds(now, h.heartbeat_timeout_seconds.into())),
+            // A heartbeat value present before the wait began is not a heartbeat.
+            last_heartbeat: facts
+                .annotations
+                .get(&annotations::heartbeat_key(&h.name))
+                .cloned(),
+            result: None,
+        })
+        .collect()
+}
+
+enum Hooks {
+    /// Some hook still waits; the earliest deadline.
+    Waiting(Option<Timestamp>),
+    /// All hooks have a result.
+    Done { abandoned: bool },
+}
+
+/// Applies completions, heartbeats, removals and timeouts to the open hooks of `transition`.
+fn resolve_hooks(
+    facts: &Facts<'_>,
+    step: &mut Step,
+    transition: HookTransition,
+    now: Timestamp,
+) -> Hooks {
+    let mut earliest: Option<Timestamp> = None;
+    for hook in step
+        .record
+        .hooks
+        .iter_mut()
+        .filter(|h| h.transition == transition && h.result.is_none())
+    {
+        let config = facts
+            .hooks
+            .iter()
+            .find(|c| c.name == hook.name && c.transition == transition);
+        match annotations::hook_completion(facts.annotations, &hook.name) {
+            Ok(Some(result)) => {
+                hook.result = Some(result);
+                step.notes.push(Note::HookCompleted {
+                    hook: hook.name.clone(),
+                    result,
+                });
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => step.notes.push(Note::InvalidAnnotation(e)),
+        }
+        let Some(config) = config else {
+            hook.result = Some(HookResult::Continue);
+            step.notes.push(Note::HookRemoved {
+                hook: hook.name.clone(),
+            });
+            continue;
+        };
+        let heartbeat = facts
+            .annotations
+            .get(&annotations::heartbeat_key(&hook.name));
+        if heartbeat.is_some() && heartbeat != hook.last_heartbeat.as_ref() {
+            hook.last_heartbeat = heartbeat.cloned();
+            let deadline = plus_seconds(now, config.heartbeat_timeout_seconds.into());
+            hook.deadline = Time(deadline);
+            step.notes.push(Note::HookHeartbeat {
+                hook: hook.name.clone(),
+                deadline,
+            });
+        }
+        if now >= hook.deadline.0 {
+            hook.result = Some(config.default_result);
+            step.notes.push(Note::HookTimedOut {
+                hook: hook.name.clone(),
+                result: config.default_result,
+            });
+            continue;
+        }
+        earliest = Some(earliest.map_or(hook.deadline.0, |e| e.min(hook.deadline.0)));
+    }
+    let open = step
+        .record
+        .hooks
+        .iter()
+        .filter(|h| h.transition == transition);
+    if open.clone().any(|h| h.result.is_none()) {
+        Hooks::Waiting(earliest)
+    } else {
+        Hooks::Done {
+            abandoned: open
+                .clone()
+                .any(|h| h.result == Some(HookResult::Abandon)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use LifecycleState::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn hook(name: &str, transition: HookTransition, timeout: i32, default: HookResult) -> LifecycleHook {
+        LifecycleHook {
+            name: name.into(),
+            transition,
+            heartbeat_timeout_seconds: timeout,
+            default_result: default,
+        }
+    }
+
+    struct World {
+        record: Record,
+        annotations: BTreeMap<String, String>,
+        requested: Option<TerminationReason>,
+        hooks: Vec<LifecycleHook>,
+        delay: i64,
+        add_suspended: bool,
+        pod: PodFacts,
+    }
+
+    impl World {
+        fn new() -> Self {
+            World {
+                record: Record::default(),
+                annotations: BTreeMap::new(),
+                requested: None,
+                hooks: Vec::new(),
+                delay: 0,
+                add_suspended: false,
+                pod: PodFacts::default(),
+            }
+        }
+
+        fn facts(&self) -> Facts<'_> {
+            Facts {
+                record: &self.record,
+                annotations: &self.annotations,
+                termination_requested: self.requested,
+                hooks: &self.hooks,
+                deregistration_delay_seconds: self.delay,
+                add_to_service_suspended: self.add_suspended,
+                pod: self.pod,
+            }
+        }
+
+        /// Runs one step, stores its record, and carries out its action on the simulated Pod.
+        fn step(&mut self, now: Timestamp) -> Step {
+            let step = next(&self.facts(), now);
+            self.record = step.record.clone();
+            match step.action {
+                Some(PodAction::CreatePod) => {
+                    self.pod = PodFacts {
+                        exists: true,
+                        ..PodFacts::default()
+                    }
+                }
+                Some(PodAction::AddToService) => self.pod.in_service_label = true,
+                Some(PodAction::RemoveFromService) => self.pod.in_service_label = false,
+                Some(PodAction::DeletePod) => self.pod.being_deleted = true,
+                Some(PodAction::Finish) | None => {}
+            }
+            step
+        }
+
+        fn state(&self) -> Option<LifecycleState> {
+            self.record.state
+        }
+
+        fn run_pod(&mut self) {
+            self.pod.running = true;
+        }
+
+        fn pod_gone(&mut self) {
+            self.pod = PodFacts::default();
+        }
+
+        fn states(&self) -> Vec<LifecycleState> {
+            self.record.history.iter().map(|e| e.state).collect()
+        }
+
+        /// Brings a fresh instance to InService (no hooks).
+        fn in_service(&mut self) {
+            self.step(t(0));
+            self.run_pod();
+            self.step(t(1));
+            self.step(t(1));
+            assert_eq!(self.state(), Some(InService));
+            assert!(self.pod.in_service_label);
+        }
+    }
+
+    #[test]
+    fn new_instance_records_pending_then_creates_its_pod() {
+        let mut w = World::new();
+        let step = w.step(t(0));
+        assert_eq!(step.record.state, Some(Pending));
+        assert_eq!(step.action, Some(PodAction::CreatePod));
+        assert_eq!(step.record.history[0].reason.as_deref(), Some("Launched"));
+        assert_eq!(step.record.history[0].entered_at.0, t(0));
+        // Until the Pod runs, nothing more happens and nothing changes.
+        let again = w.step(t(5));
+        assert_eq!(again.action, None);
+        assert_eq!(again.record, w.record);
+        assert!(again.notes.is_empty());
+    }
+
+    #[test]
+    fn pending_pod_missing_is_created_again_after_a_restart() {
+        // Crash after recording Pending but before the Pod was created.
+        let mut w = World::new();
+        w.step(t(0));
+        w.pod_gone();
+        let step = w.step(t(3));
+        assert_eq!(step.action, Some(PodAction::CreatePod));
+        assert_eq!(w.states(), vec![Pending], "Pending is not recorded twice");
+    }
+
+    #[test]
+    fn running_pod_goes_in_service_and_gets_the_label() {
+        let mut w = World::new();
+        w.step(t(0));
+        w.run_pod();
+        let step = w.step(t(2));
+        assert_eq!(step.record.state, Some(InService));
+        assert_eq!(step.action, Some(PodAction::AddToService));
+        assert_eq!(step.record.entered(InService), Some(t(2)));
+        // Settled: no action, no change.
+        let settled = w.step(t(3));
+        assert_eq!(settled.action, None);
+        assert_eq!(settled.record, w.record);
+    }
+
+    #[test]
+    fn add_to_service_suspended_keeps_the_label_off_until_resumed() {
+        let mut w = World::new();
+        w.add_suspended = true;
+        w.step(t(0));
+        w.run_pod();
+        let step = w.step(t(1));
+        assert_eq!(step.record.state, Some(InService));
+        assert_eq!(step.action, None);
+        assert!(!w.pod.in_service_label);
+        w.add_suspended = false;
+        assert_eq!(w.step(t(2)).action, Some(PodAction::AddToService));
+    }
+
+    #[test]
+    fn times_are_rounded_up_to_seconds() {
+        let mut w = World::new();
+        let now = t(0).checked_add(SignedDuration::from_millis(300)).unwrap();
+        w.step(now);
+        assert_eq!(w.record.history[0].entered_at.0, t(1));
+        assert_eq!(ceil_to_second(t(4)), t(4));
+    }
+
+    #[test]
+    fn scale_in_removes_label_then_waits_the_delay_then_deletes_the_pod() {
+        let mut w = World::new();
+        w.delay = 10;
+        w.in_service();
+        w.requested = Some(TerminationReason::ScaleIn);
+        let s = w.step(t(20));
+        assert_eq!(s.record.state, Some(Terminating));
+        assert_eq!(s.record.termination_reason.as_deref(), Some("ScaleIn"));
+        assert_eq!(s.action, Some(PodAction::RemoveFromService));
+        assert_eq!(s.record.deregistered_at, None, "label removal not yet observed");
+        // The removal is observed a little later: the delay counts from then.
+        let s = w.step(t(22));
+        assert_eq!(s.record.deregistered_at, Some(Time(t(22))));
+        assert_eq!(s.wake_at, Some(t(32)));
+        assert_eq!(s.action, None);
+        assert_eq!(w.step(t(31)).record.state, Some(Terminating));
+        // At the deadline: Proceed, the Pod is deleted.
+        let s = w.step(t(32));
+        assert_eq!(s.record.state, Some(TerminatingProceed));
+        assert_eq!(s.action, Some(PodAction::DeletePod));
+        // Deleting: wait until gone; no second delete.
+        assert_eq!(w.step(t(33)).action, None);
+        w.pod_gone();
+        let s = w.step(t(35));
+        assert_eq!(s.record.state, Some(Terminated));
+        assert_eq!(s.action, Some(PodAction::Finish));
+        assert_eq!(
+            w.states(),
+            vec![Pending, InService, Terminating, TerminatingProceed, Terminated]
+        );
+    }
+
+    #[test]
+    fn restart_in_terminating_keeps_the_recorded_deregistration_time() {
+        let mut w = World::new();
+        w.delay = 30;
+        w.in_service();
+        w.requested = Some(TerminationReason::ScaleIn);
+        w.step(t(10));
+        w.step(t(11)); // deregistered at t(11)
+        // "Restart": a fresh call with the stored record, later.
+        let s = next(&w.facts(), t(25));
+        assert_eq!(s.record, w.record, "nothing re-recorded");
+        assert_eq!(s.wake_at, Some(t(41)));
+        assert_eq!(s.action, None);
+    }
+
+    #[test]
+    fn restart_before_label_removal_removes_it_again() {
+        let mut w = World::new();
+        w.delay = 5;
+        w.in_service();
+        w.requested = Some(TerminationReason::ScaleIn);
+        let s = next(&w.facts(), t(10));
+        w.record = s.record; // recorded, but the action never ran (crash)
+        let s = next(&w.facts(), t(12));
+        assert_eq!(s.action, Some(PodAction::RemoveFromService));
+        assert_eq!(s.record, w.record);
+    }
+
+    #[test]
+    fn no_delay_without_ever_being_in_service() {
+        let mut w = World::new();
+        w.delay = 30;
+        w.step(t(0)); // Pending, pod created, never running
+        w.requested = Some(TerminationReason::ScaleIn);
+        let s = w.step(t(1));
+        assert_eq!(
+            s.record.state,
+            Some(TerminatingProceed),
+            "chained: nothing to drain"
+        );
+        assert_eq!(s.action, Some(PodAction::DeletePod));
+        assert_eq!(
+            w.states(),
+            vec![Pending, Terminating, TerminatingProceed]
+        );
+    }
+
+    #[test]
+    fn zero_delay_chains_to_proceed_once_the_label_is_gone() {
+        let mut w = World::new();
+        w.in_service();
+        w.requested = Some(TerminationReason::Deleted);
+        assert_eq!(w.step(t(5)).action, Some(PodAction::RemoveFromService));
+        let s = w.step(t(6));
+        assert_eq!(s.record.state, Some(TerminatingProceed));
+        assert_eq!(s.action, Some(PodAction::DeletePod));
+    }
+
+    #[test]
+    fn termination_without_a_pod_finishes() {
+        let mut w = World::new();
+        w.requested = Some(TerminationReason::GroupDeleted);
+        let s = w.step(t(0));
+        assert_eq!(s.record.state, Some(Terminated));
+        assert_eq!(s.action, Some(PodAction::Finish));
+        assert_eq!(w.states(), vec![Terminating, TerminatingProceed, Terminated]);
+        assert_eq!(s.record.termination_reason.as_deref(), Some("GroupDeleted"));
+    }
+
+    #[test]
+    fn launch_hook_completed_by_annotation() {
+        let mut w = World::new();
+        w.hooks = vec![hook("warm", HookTransition::Launch, 60, HookResult::Abandon)];
+        w.step(t(0));
+        w.run_pod();
+        let s = w.step(t(2));
+        assert_eq!(s.record.state, Some(PendingWait));
+        assert_eq!(s.action, None, "no label while waiting");
+        assert_eq!(s.wake_at, Some(t(62)));
+        assert_eq!(s.record.hooks[0].deadline.0, t(62));
+        w.annotations
+            .insert("hooks.autoheal.dev/warm".into(), "Continue".into());
+        let s = w.step(t(10));
+        assert_eq!(s.record.state, Some(InService));
+        assert_eq!(s.action, Some(PodAction::AddToService));
+        assert_eq!(s.record.hooks[0].result, Some(HookResult::Continue));
+        assert!(s.notes.contains(&Note::HookCompleted {
+            hook: "warm".into(),
+            result: HookResult::Continue
+        }));
+    }
+
+    #[test]
+    fn launch_hook_abandoned_terminates() {
+        let mut w = World::new();
+        w.delay = 30;
+        w.hooks = vec![hook("warm", HookTransition::Launch, 60, HookResult::Continue)];
+        w.step(t(0));
+        w.run_pod();
+        w.step(t(1));
+        w.annotations
+            .insert("hooks.autoheal.dev/warm".into(), "abandon".into());
+        let s = w.step(t(2));
+        assert_eq!(
+            s.record.termination_reason.as_deref(),
+            Some("LaunchAbandoned")
+        );
+        // Never in service: no drain, straight to Proceed.
+        assert_eq!(s.record.state, Some(TerminatingProceed));
+        assert_eq!(s.action, Some(PodAction::DeletePod));
+    }
+
+    #[test]
+    fn hook_heartbeat_extends_and_timeout_applies_default() {
+        let mut w = World::new();
+        w.hooks = vec![hook("warm", HookTransition::Launch, 30, HookResult::Continue)];
+        w.annotations
+            .insert("hooks.autoheal.dev/warm.heartbeat".into(), "old".into());
+        w.step(t(0));
+        w.run_pod();
+        w.step(t(0));
+        assert_eq!(w.record.hooks[0].last_heartbeat.as_deref(), Some("old"));
+        // Same value again: not a heartbeat.
+        let s = w.step(t(10));
+        assert_eq!(s.wake_at, Some(t(30)));
+        assert!(s.notes.is_empty());
+        // New value: deadline moves to now + 30.
+        w.annotations
+            .insert("hooks.autoheal.dev/warm.heartbeat".into(), "1".into());
+        let s = w.step(t(20));
+        assert_eq!(s.wake_at, Some(t(50)));
+        assert!(matches!(s.notes[0], Note::HookHeartbeat { deadline, .. } if deadline == t(50)));
+        assert_eq!(w.step(t(49)).record.state, Some(PendingWait));
+        let s = w.step(t(50));
+        assert_eq!(s.record.state, Some(InService));
+        assert!(s.notes.contains(&Note::HookTimedOut {
+            hook: "warm".into(),
+            result: HookResult::Continue
+        }));
+    }
+
+    #[test]
+    fn launch_hook_timeout_with_abandon_terminates() {
+        let mut w = World::new();
+        w.hooks = vec![hook("warm", HookTransition::Launch, 30, HookResult::Abandon)];
+        w.step(t(0));
+        w.run_pod();
+        w.step(t(0));
+        let s = w.step(t(30));
+        assert_eq!(
+            s.record.termination_reason.as_deref(),
+            Some("LaunchAbandoned")
+        );
+        assert_eq!(s.record.hooks[0].result, Some(HookResult::Abandon));
+    }
+
+    #[test]
+    fn multiple_launch_hooks_all_must_finish_and_any_abandon_wins() {
+        let mut w = World::new();
+        w.hooks = vec![
+            hook("a", HookTransition::Launch, 30, HookResult::Continue),
+            hook("b", HookTransition::Launch, 60, HookResult::Continue),
+            hook("z", HookTransition::Terminate, 60, HookResult::Continue),
+        ];
+        w.step(t(0));
+        w.run_pod();
+        w.step(t(0));
+        assert_eq!(w.record.hooks.len(), 2, "only Launch hooks open");
+        w.annotations
+            .insert("hooks.autoheal.dev/a".into(), "Continue".into());
+        let s = w.step(t(1));
+        assert_eq!(s.record.state, Some(PendingWait));
+        assert_eq!(s.wake_at, Some(t(60)));
+        w.annotations
+            .insert("hooks.autoheal.dev/b".into(), "Abandon".into());
+        let s = w.step(t(2));
+        assert_eq!(
+            s.record.termination_reason.as_deref(),
+            Some("LaunchAbandoned")
+        );
+    }
+
+    #[test]
+    fn invalid_hook_annotation_is_reported_and_ignored() {
+        let mut w = World::new();
+        w.hooks = vec![hook("warm", HookTransition::Launch, 30, HookResult::Continue)];
+        w.step(t(0));
+        w.run_pod();
+        w.step(t(0));
+        w.annotations
+            .insert("hooks.autoheal.dev/warm".into(), "yes please".into());
+        let s = w.step(t(1));
+        assert_eq!(s.record.state, Some(PendingWait));
+        assert!(matches!(s.notes[0], Note::InvalidAnnotation(_)));
+    }
+
+    #[test]
+    fn hook_removed_from_group_counts_as_continue() {
+        let mut w = World::new();
+        w.hooks = vec![hook("warm", HookTransition::Launch, 30, HookResult::Abandon)];
+        w.step(t(0));
+        w.run_pod();
+        w.step(t(0));
+        w.hooks.clear();
+        let s = w.step(t(1));
+        assert_eq!(s.record.state, Some(InService));
+        assert!(s.notes.contains(&Note::HookRemoved {
+            hook: "warm".into()
+        }));
+    }
+
+    #[test]
+    fn terminate_hooks_hold_after_the_delay() {
+        let mut w = World::new();
+        w.delay = 2;
+        w.hooks = vec![hook("drain", HookTransition::Terminate, 30, HookResult::Abandon)];
+        w.in_service();
+        w.requested = Some(TerminationReason::Unhealthy);
+        w.step(t(10));
+        w.step(t(10));
+        let s = w.step(t(12));
+        assert_eq!(s.record.state, Some(TerminatingWait));
+        assert_eq!(s.wake_at, Some(t(42)));
+        assert_eq!(s.action, None, "the Pod stays until the hook is done");
+        // Terminate: Abandon proceeds too (AWS).
+        w.annotations
+            .insert("hooks.autoheal.dev/drain".into(), "Abandon".into());
+        let s = w.step(t(15));
+        assert_eq!(s.record.state, Some(TerminatingProceed));
+        assert_eq!(s.action, Some(PodAction::DeletePod));
+    }
+
+    #[test]
+    fn terminate_hook_times_out_to_proceed() {
+        let mut w = World::new();
+        w.hooks = vec![hook("drain", HookTransition::Terminate, 30, HookResult::Abandon)];
+        w.in_service();
+        w.requested = Some(TerminationReason::Deleted);
+        w.step(t(10));
+        w.step(t(10));
+        assert_eq!(w.state(), Some(TerminatingWait));
+        let s = next(&w.facts(), t(39));
+        assert_eq!(s.record.state, Some(TerminatingWait));
+        let s = w.step(t(40));
+        assert_eq!(s.record.state, Some(TerminatingProceed));
+        assert!(s.notes.contains(&Note::HookTimedOut {
+            hook: "drain".into(),
+            result: HookResult::Abandon
+        }));
+    }
+
+    #[test]
+    fn restart_in_pending_wait_keeps_hook_deadlines() {
+        let mut w = World::new();
+        w.hooks = vec![hook("warm", HookTransition::Launch, 100, HookResult::Continue)];
+        w.step(t(0));
+        w.run_pod();
+        w.step(t(0));
+        let s = next(&w.facts(), t(50));
+        assert_eq!(s.record, w.record);
+        assert_eq!(s.wake_at, Some(t(100)));
+    }
+
+    #[test]
+    fn deletion_during_pending_wait_terminates_and_drops_the_wait() {
+        let mut w = World::new();
+        w.hooks = vec![hook("warm", HookTransition::Launch, 100, HookResult::Continue)];
+        w.step(t(0));
+        w.run_pod();
+        w.step(t(0));
+        w.requested = Some(TerminationReason::ScaleIn);
+        let s = w.step(t(3));
+        assert_eq!(s.record.state, Some(TerminatingProceed));
+        assert_eq!(s.record.termination_reason.as_deref(), Some("ScaleIn"));
+    }
+
+    #[test]
+    fn standby_leaves_service_and_comes_back() {
+        let mut w = World::new();
+        w.in_service();
+        w.annotations
+            .insert(annotations::STANDBY.into(), "true".into());
+        let s = w.step(t(5));
+        assert_eq!(s.record.state, Some(Standby));
+        assert_eq!(s.action, Some(PodAction::RemoveFromService));
+        assert_eq!(w.step(t(6)).action, None);
+        w.annotations.remove(annotations::STANDBY);
+        let s = w.step(t(7));
+        assert_eq!(s.record.state, Some(InService));
+        assert_eq!(s.action, Some(PodAction::AddToService));
+    }
+
+    #[test]
+    fn invalid_standby_value_does_nothing() {
+        let mut w = World::new();
+        w.in_service();
+        w.annotations
+            .insert(annotations::STANDBY.into(), "maybe".into());
+        assert_eq!(w.step(t(5)).record.state, Some(InService));
+    }
+
+    #[test]
+    fn label_re_added_during_termination_is_removed_again() {
+        let mut w = World::new();
+        w.delay = 10;
+        w.in_service();
+        w.requested = Some(TerminationReason::ScaleIn);
+        w.step(t(10));
+        w.step(t(11));
+        w.pod.in_service_label = true; // someone put it back
+        let s = w.step(t(12));
+        assert_eq!(s.action, Some(PodAction::RemoveFromService));
+        assert_eq!(s.record.deregistered_at, Some(Time(t(11))));
+    }
+
+    #[test]
+    fn terminated_always_finishes() {
+        let mut w = World::new();
+        w.requested = Some(TerminationReason::Deleted);
+        w.step(t(0));
+        assert_eq!(w.step(t(1)).action, Some(PodAction::Finish));
+        assert_eq!(w.states().len(), 3);
+    }
+
+    #[test]
+    fn termination_reasons_parse_and_infer() {
+        for r in [
+            TerminationReason::ScaleIn,
+            TerminationReason::Unhealthy,
+            TerminationReason::GroupDeleted,
+            TerminationReason::LaunchAbandoned,
+            TerminationReason::Deleted,
+        ] {
+            assert_eq!(TerminationReason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(TerminationReason::parse("nope"), None);
+        use TerminationReason as R;
+        assert_eq!(R::for_deletion(Some("ScaleIn"), true, true), R::ScaleIn);
+        assert_eq!(R::for_deletion(Some("junk"), true, false), R::GroupDeleted);
+        assert_eq!(R::for_deletion(None, false, true), R::Unhealthy);
+        assert_eq!(R::for_deletion(None, false, false), R::Deleted);
+    }
+
+    #[test]
+    fn record_round_trips_through_status() {
+        let mut w = World::new();
+        w.in_service();
+        let mut status = InstanceStatus::default();
+        w.record.apply_to(&mut status);
+        assert_eq!(Record::from_status(&status), w.record);
+    }
+
+    #[test]
+    fn every_state_is_stable_without_new_facts() {
+        // From any reachable state, a second call with the same facts changes nothing more.
+        let mut w = World::new();
+        w.delay = 5;
+        w.hooks = vec![
+            hook("l", HookTransition::Launch, 30, HookResult::Continue),
+            hook("d", HookTransition::Terminate, 30, HookResult::Continue),
+        ];
+        for now in [0, 0, 1] {
+            w.step(t(now));
+            if w.state() == Some(Pending) {
+                w.run_pod();
+            }
+            let again = next(&w.facts(), t(now));
+            assert_eq!(again.record, w.record);
+        }
+    }
+}

@@ -1,0 +1,699 @@
+//! Shared helpers for the end-to-end tests: the CRDs installed once per test binary, the
+//! operator as a real child process (`autoheal run`), podsim in-process, ScalingGroup
+//! manifests, and waits on Instances and Pods of a group.
+//!
+//! Use from a test file with `mod support;` and `use support::*;`. Every test works in its
+//! own namespace with its own operator and podsim, so tests in one binary run concurrently:
+//!
+//! ```ignore
+//! let env = support::Env::new("scale").await;           // control plane, CRDs, namespace, podsim
+//! let _op = env.operator();                              // `autoheal run --namespace NS`
+//! env.apply_group(&GroupBuilder::new("web").desired(3).build()).await;
+//! env.wait_in_service("web", 3).await;
+//! ```
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use autoheal::api::{
+    HealthStatus, HookResult, HookTransition, Instance, InstanceTemplate, InstanceTemplateSpec,
+    LABEL_GROUP, LifecycleHook, LifecycleState, PodTemplate, Process, ScaleInPolicy, ScalingGroup,
+    ScalingGroupSpec,
+};
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, ResourceExt};
+use testkit::{ControlPlane, test_namespace, wait_for};
+
+/// How long the e2e waits allow by default (generous: the machine is shared).
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Field manager of the tests' own server-side applies.
+const TEST_MANAGER: &str = "autoheal-tests";
+
+/// Installs the CRDs from `crds/*.yaml` (server-side apply, idempotent) and waits until they
+/// are Established. Runs once per test binary; later calls return at once.
+pub async fn install_crds(cp: &ControlPlane) {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let client = cp.client().await;
+        let crds: Api<CustomResourceDefinition> = Api::all(client);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        let mut names = Vec::new();
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        for path in files {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let crd: CustomResourceDefinition = serde_yaml::from_str(&text)
+                .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()));
+            let name = crd.name_any();
+            crds.patch(
+                &name,
+                &PatchParams::apply(TEST_MANAGER).force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+            names.push(name);
+        }
+        for name in names {
+            tokio::time::timeout(
+                TIMEOUT,
+                await_condition(crds.clone(), &name, conditions::is_crd_established()),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("CRD {name} not Established"))
+            .unwrap();
+        }
+    })
+    .await;
+}
+
+/// Picks a podsim IP prefix `[127, N]` unique within this test binary (never 127.0).
+fn next_ip_prefix() -> [u8; 2] {
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    // Spread test binaries apart a little by the process id, stay within 20..=249.
+    let base = (std::process::id() % 7) as u16 * 30;
+    [127, 20 + ((base + u16::from(n)) % 230) as u8]
+}
+
+/// Starts podsim for namespace `ns` in this process (a tokio task on the caller's runtime):
+/// one simulated Node named after the namespace, Pod IPs in a `127.N` prefix unique to the
+/// test. Abort the handle (or let the test's runtime end) to stop it.
+pub async fn start_podsim(
+    cp: &ControlPlane,
+    ns: &str,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let client = cp.client().await;
+    let config = podsim::Config {
+        namespace: Some(ns.to_string()),
+        node_prefix: format!("podsim-{ns}"),
+        ip_prefix: Some(next_ip_prefix()),
+        ..Default::default()
+    };
+    tokio::spawn(podsim::run(client, config))
+}
+
+/// The operator (`autoheal run --namespace NS`) as a child process, killed on drop.
+///
+/// Its stdout and stderr go to a log file in a temp directory (appended across restarts);
+/// when a test panics, the log's tail is printed and the file kept.
+pub struct Operator {
+    child: Option<Child>,
+    args: Vec<String>,
+    kubeconfig: PathBuf,
+    dir: PathBuf,
+    log: PathBuf,
+    namespace: String,
+}
+
+impl Operator {
+    /// Starts `autoheal run --namespace NS --admin-addr 127.0.0.1:0 --lease-namespace NS` with
+    /// a leader identity that stays the same across [`Operator::restart`] (as a restarted
+    /// container keeps its Pod name), so a restart takes the lease over at once.
+    pub fn start(cp: &ControlPlane, ns: &str) -> Operator {
+        Self::start_with(cp, ns, &[])
+    }
+
+    /// As [`Operator::start`], with extra command-line arguments.
+    pub fn start_with(cp: &ControlPlane, ns: &str, extra: &[&str]) -> Operator {
+        let dir =
+            std::env::temp_dir().join(format!("autoheal-operator-{ns}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut args: Vec<String> = [
+            "run",
+            "--namespace",
+            ns,
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--lease-namespace",
+            ns,
+            "--leader-identity",
+            &format!("autoheal-test-{ns}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut op = Operator {
+            child: None,
+            args,
+            kubeconfig: cp.kubeconfig_path().to_path_buf(),
+            log: dir.join("operator.log"),
+            dir,
+            namespace: ns.to_string(),
+        };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        writeln!(log, "==== autoheal {} ====", self.args.join(" ")).unwrap();
+        let err = log.try_clone().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_autoheal"))
+            .args(&self.args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env(
+                "RUST_LOG",
+                std::env::var("AUTOHEAL_TEST_LOG").unwrap_or_else(|_| "info,autoheal=debug".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("spawning the autoheal binary");
+        self.child = Some(child);
+    }
+
+    /// The operator's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Kills the operator with SIGKILL (no chance to clean up) and reaps it.
+    pub fn sigkill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the operator again with the same arguments (after [`Operator::sigkill`], or
+    /// killing it first if it still runs).
+    pub fn restart(&mut self) {
+        self.sigkill();
+        self.spawn();
+    }
+
+    /// Whether the process has exited on its own (returns its status).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The log file (stdout and stderr of every run).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last `lines` lines of the log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = f.seek(SeekFrom::Start(len.saturating_sub(256 * 1024)));
+            let _ = f.read_to_string(&mut text);
+        }
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.sigkill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- operator log (namespace {}, {}), last 150 lines ----\n{}\n---- end of operator log ----",
+                self.namespace,
+                self.log.display(),
+                self.log_tail(150)
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// One test's world: the shared control plane (CRDs installed), an admin client, a fresh
+/// namespace, and podsim running in it.
+pub struct Env {
+    /// The shared control plane.
+    pub cp: &'static ControlPlane,
+    /// An admin client.
+    pub client: Client,
+    /// The test's namespace.
+    pub ns: String,
+    /// podsim for the namespace.
+    pub podsim: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.podsim.abort();
+    }
+}
+
+impl Env {
+    /// Control plane + CRDs + namespace `<prefix>-xxxxxx` + podsim.
+    pub async fn new(prefix: &str) -> Env {
+        let cp = ControlPlane::shared().await;
+        install_crds(cp).await;
+        let client = cp.client().await;
+        let ns = test_namespace(&client, prefix).await;
+        let podsim = start_podsim(cp, &ns).await;
+        Env {
+            cp,
+            client,
+            ns,
+            podsim,
+        }
+    }
+
+    /// Starts the operator for this namespace.
+    pub fn operator(&self) -> Operator {
+        Operator::start(self.cp, &self.ns)
+    }
+
+    /// ScalingGroups of the namespace.
+    pub fn groups(&self) -> Api<ScalingGroup> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Instances of the namespace.
+    pub fn instances(&self) -> Api<Instance> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Pods of the namespace.
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Creates or updates a ScalingGroup (server-side apply by the tests' field manager).
+    pub async fn apply_group(&self, group: &ScalingGroup) -> ScalingGroup {
+        self.groups()
+            .patch(
+                &group.name_any(),
+                &PatchParams::apply(TEST_MANAGER).force(),
+                &Patch::Apply(group),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("applying ScalingGroup {}: {e}", group.name_any()))
+    }
+
+    /// Merge-patches a ScalingGroup.
+    pub async fn patch_group(&self, name: &str, patch: serde_json::Value) -> ScalingGroup {
+        self.groups()
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap_or_else(|e| panic!("patching ScalingGroup {name}: {e}"))
+    }
+
+    /// Merge-patches an Instance.
+    pub async fn patch_instance(&self, name: &str, patch: serde_json::Value) -> Instance {
+        self.instances()
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap_or_else(|e| panic!("patching Instance {name}: {e}"))
+    }
+
+    /// Sets (or with `None` removes) an annotation on an Instance.
+    pub async fn annotate_instance(&self, name: &str, key: &str, value: Option<&str>) -> Instance {
+        self.patch_instance(
+            name,
+            serde_json::json!({ "metadata": { "annotations": { key: value } } }),
+        )
+        .await
+    }
+
+    /// Sets (or with `None` removes) an annotation on a ScalingGroup.
+    pub async fn annotate_group(&self, name: &str, key: &str, value: Option<&str>) -> ScalingGroup {
+        self.patch_group(
+            name,
+            serde_json::json!({ "metadata": { "annotations": { key: value } } }),
+        )
+        .await
+    }
+
+    /// The group as stored now.
+    pub async fn group(&self, name: &str) -> ScalingGroup {
+        self.groups()
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("getting ScalingGroup {name}: {e}"))
+    }
+
+    /// The Instance as stored now, if it exists.
+    pub async fn instance(&self, name: &str) -> Option<Instance> {
+        self.instances().get_opt(name).await.unwrap()
+    }
+
+    /// Deletes an Instance (a request to terminate it gracefully).
+    pub async fn delete_instance(&self, name: &str) {
+        self.instances()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("deleting Instance {name}: {e}"));
+    }
+
+    /// The group's Instances (label `autoheal.dev/group`), sorted by name.
+    pub async fn group_instances(&self, group: &str) -> Vec<Instance> {
+        list_instances(&self.client, &self.ns, group).await
+    }
+
+    /// The group's Pods (label `autoheal.dev/group`), sorted by name.
+    pub async fn group_pods(&self, group: &str) -> Vec<Pod> {
+        list_pods(&self.client, &self.ns, group).await
+    }
+
+    /// Waits until the group has exactly `n` Instances, all InService, each with a running
+    /// Pod, and no other Instance or Pod (terminations finished). Returns the Instances.
+    pub async fn wait_in_service(&self, group: &str, n: usize) -> Vec<Instance> {
+        wait_in_service(&self.client, &self.ns, group, n, TIMEOUT).await
+    }
+
+    /// Waits until the group's status shows the condition `type_` with `status`.
+    pub async fn wait_group_condition(
+        &self,
+        group: &str,
+        type_: &str,
+        status: &str,
+    ) -> ScalingGroup {
+        let groups = self.groups();
+        wait_for(
+            &format!("ScalingGroup {group} condition {type_}={status}"),
+            TIMEOUT,
+            || async {
+                let g = groups.get_opt(group).await.ok().flatten()?;
+                let ok = g.status.as_ref().is_some_and(|s| {
+                    s.observed_generation == g.metadata.generation
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.type_ == type_ && c.status == status)
+                });
+                ok.then_some(g)
+            },
+        )
+        .await
+    }
+
+    /// Waits until an Instance is in `state`; returns it.
+    pub async fn wait_instance_state(&self, name: &str, state: LifecycleState) -> Instance {
+        let api = self.instances();
+        wait_for(&format!("Instance {name} in {state}"), TIMEOUT, || async {
+            let i = api.get_opt(name).await.ok().flatten()?;
+            (state_of(&i) == Some(state)).then_some(i)
+        })
+        .await
+    }
+
+    /// Waits until an Instance is gone.
+    pub async fn wait_instance_gone(&self, name: &str) {
+        let api = self.instances();
+        wait_for(&format!("Instance {name} gone"), TIMEOUT, || async {
+            match api.get_opt(name).await {
+                Ok(None) => Some(()),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// Runs kubectl against the control plane; panics unless it succeeds; returns stdout.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = kubectl(self.cp, args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Runs `kubectl ARGS` (kubeconfig set) and returns its output, whatever its exit status.
+pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> Output {
+    cp.kubectl()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running kubectl")
+}
+
+/// The lifecycle state recorded in an Instance's status.
+pub fn state_of(instance: &Instance) -> Option<LifecycleState> {
+    instance.status.as_ref().and_then(|s| s.lifecycle_state)
+}
+
+/// Whether a Pod carries `autoheal.dev/in-service: "true"`.
+pub fn pod_in_service(pod: &Pod) -> bool {
+    pod.labels()
+        .get(autoheal::api::LABEL_IN_SERVICE)
+        .is_some_and(|v| v == "true")
+}
+
+/// The group's Instances, sorted by name.
+pub async fn list_instances(client: &Client, ns: &str, group: &str) -> Vec<Instance> {
+    let api: Api<Instance> = Api::namespaced(client.clone(), ns);
+    let mut items = api
+        .list(&ListParams::default().labels(&format!("{LABEL_GROUP}={group}")))
+        .await
+        .unwrap()
+        .items;
+    items.sort_by_key(|i| i.name_any());
+    items
+}
+
+/// The group's Pods, sorted by name.
+pub async fn list_pods(client: &Client, ns: &str, group: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut items = api
+        .list(&ListParams::default().labels(&format!("{LABEL_GROUP}={group}")))
+        .await
+        .unwrap()
+        .items;
+    items.sort_by_key(|p| p.name_any());
+    items
+}
+
+/// Waits until the group has exactly `n` Instances, all InService with a running Pod, and
+/// exactly `n` Pods.
+pub async fn wait_in_service(
+    client: &Client,
+    ns: &str,
+    group: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Instance> {
+    wait_for(
+        &format!("{n} InService instances (and nothing else) in group {ns}/{group}"),
+        timeout,
+        || async {
+            let instances = list_instances(client, ns, group).await;
+            let pods = list_pods(client, ns, group).await;
+            let all_in_service = instances.iter().all(|i| {
+                state_of(i) == Some(LifecycleState::InService)
+                    && i.metadata.deletion_timestamp.is_none()
+            });
+            let pods_running = pods.iter().all(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            });
+            (instances.len() == n && pods.len() == n && all_in_service && pods_running)
+                .then_some(instances)
+        },
+    )
+    .await
+}
+
+/// Builds a ScalingGroup manifest of podsim-friendly Pods (one container `app` serving HTTP
+/// on port 8080, termination grace period 1 s) with test-friendly timings: grace period 0,
+/// deregistration delay 1 s.
+#[derive(Debug, Clone)]
+pub struct GroupBuilder {
+    name: String,
+    spec: ScalingGroupSpec,
+    annotations: BTreeMap<String, String>,
+}
+
+impl GroupBuilder {
+    /// A group `name` with min 0, max 10, desired 1.
+    pub fn new(name: &str) -> Self {
+        let pod = PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some([("app".to_string(), name.to_string())].into()),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "app".into(),
+                    image: Some("registry.example/web:1".into()),
+                    ports: Some(vec![ContainerPort {
+                        container_port: 8080,
+                        name: Some("http".into()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }],
+                termination_grace_period_seconds: Some(1),
+                ..Default::default()
+            }),
+        };
+        let mut spec: ScalingGroupSpec = serde_json::from_value(serde_json::json!({
+            "minSize": 0,
+            "maxSize": 10,
+            "desiredCapacity": 1,
+            "template": { "spec": { "podTemplate": {} } },
+        }))
+        .unwrap();
+        spec.template = InstanceTemplate {
+            metadata: None,
+            spec: InstanceTemplateSpec {
+                pod_template: PodTemplate(pod),
+            },
+        };
+        spec.health_check.grace_period_seconds = 0;
+        spec.replacement.deregistration_delay_seconds = 1;
+        GroupBuilder {
+            name: name.into(),
+            spec,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// `minSize`.
+    pub fn min(mut self, n: i32) -> Self {
+        self.spec.min_size = n;
+        self
+    }
+
+    /// `maxSize`.
+    pub fn max(mut self, n: i32) -> Self {
+        self.spec.max_size = n;
+        self
+    }
+
+    /// `desiredCapacity` (`None`: unset, follows minSize).
+    pub fn desired(mut self, n: impl Into<Option<i32>>) -> Self {
+        self.spec.desired_capacity = n.into();
+        self
+    }
+
+    /// `replacement.deregistrationDelaySeconds`.
+    pub fn deregistration_delay(mut self, seconds: i32) -> Self {
+        self.spec.replacement.deregistration_delay_seconds = seconds;
+        self
+    }
+
+    /// The Pods' `terminationGracePeriodSeconds`.
+    pub fn termination_grace(mut self, seconds: i64) -> Self {
+        if let Some(spec) = self.spec.template.spec.pod_template.0.spec.as_mut() {
+            spec.termination_grace_period_seconds = Some(seconds);
+        }
+        self
+    }
+
+    /// Adds a lifecycle hook.
+    pub fn hook(
+        mut self,
+        name: &str,
+        transition: HookTransition,
+        heartbeat_timeout_seconds: i32,
+        default_result: HookResult,
+    ) -> Self {
+        self.spec.lifecycle_hooks.push(LifecycleHook {
+            name: name.into(),
+            transition,
+            heartbeat_timeout_seconds,
+            default_result,
+        });
+        self
+    }
+
+    /// `scaleIn.policy`.
+    pub fn scale_in(mut self, policy: ScaleInPolicy) -> Self {
+        self.spec.scale_in.policy = policy;
+        self
+    }
+
+    /// Adds a suspended process.
+    pub fn suspend(mut self, process: Process) -> Self {
+        self.spec.suspended_processes.push(process);
+        self
+    }
+
+    /// An HTTP probe on port 8080 path `/`.
+    pub fn http_probe(mut self) -> Self {
+        self.spec.health_check.probe = Some(
+            serde_json::from_value(serde_json::json!({
+                "http": { "port": 8080, "path": "/" },
+                "intervalSeconds": 1,
+                "timeoutSeconds": 1,
+                "healthyThreshold": 1,
+                "unhealthyThreshold": 2,
+            }))
+            .unwrap(),
+        );
+        self
+    }
+
+    /// A Pod annotation (e.g. `podsim.autoheal.dev/behavior`).
+    pub fn pod_annotation(mut self, key: &str, value: &str) -> Self {
+        let meta = self
+            .spec
+            .template
+            .spec
+            .pod_template
+            .0
+            .metadata
+            .get_or_insert_with(Default::default);
+        meta.annotations
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
+        self
+    }
+
+    /// An annotation on the ScalingGroup itself.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.insert(key.into(), value.into());
+        self
+    }
+
+    /// Direct access to the spec for anything not covered above.
+    pub fn with_spec(mut self, f: impl FnOnce(&mut ScalingGroupSpec)) -> Self {
+        f(&mut self.spec);
+        self
+    }
+
+    /// The ScalingGroup object.
+    pub fn build(self) -> ScalingGroup {
+        let mut group = ScalingGroup::new(&self.name, self.spec);
+        if !self.annotations.is_empty() {
+            group.metadata.annotations = Some(self.annotations);
+        }
+        group
+    }
+
+    /// The ScalingGroup as YAML (for `kubectl apply -f -`).
+    pub fn yaml(self) -> String {
+        serde_yaml::to_string(&self.build()).unwrap()
+    }
+}
+
+/// Whether an Instance's status says Healthy.
+pub fn is_healthy(instance: &Instance) -> bool {
+    instance.status.as_ref().and_then(|s| s.health_status) == Some(HealthStatus::Healthy)
+}
