@@ -1,5 +1,5 @@
 //! Probe engine benchmark (`make bench-probe`): N local HTTP endpoints on distinct 127.x
-//! addresses, served by a child process; the probe engine runs in this process on ONE core
+//! addresses, served by child processes (5,000 each, one thread each); the probe engine runs in this process on ONE core
 //! (a current-thread tokio runtime), so its CPU time and RSS are measured apart from the
 //! endpoints'. Prints a table:
 //!
@@ -79,7 +79,7 @@ fn rss_mb() -> f64 {
 
 // ---- the endpoints (child process) --------------------------------------------------------
 
-fn serve(n: usize) {
+fn serve(from: usize, to: usize) {
     raise_nofile(200_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -87,7 +87,7 @@ fn serve(n: usize) {
         .build()
         .unwrap();
     rt.block_on(async move {
-        for i in 0..n {
+        for i in from..to {
             let addr = SocketAddr::new(address(i), PORT);
             let listener = match tokio::net::TcpListener::bind(addr).await {
                 Ok(l) => l,
@@ -99,6 +99,8 @@ fn serve(n: usize) {
             tokio::spawn(async move {
                 loop {
                     let Ok((mut s, _)) = listener.accept().await else {
+                        // e.g. out of file descriptors: back off instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     };
                     let _ = s.set_nodelay(true);
@@ -145,30 +147,42 @@ fn serve(n: usize) {
     });
 }
 
-struct Endpoints(Child);
+/// The endpoint processes: several, so that each stays within the open-files limit (a
+/// listener and an accepted connection per endpoint).
+struct Endpoints(Vec<Child>);
+
+/// Endpoints per child process.
+const PER_PROCESS: usize = 5_000;
 
 impl Endpoints {
     fn start(n: usize) -> Endpoints {
         let exe = std::env::current_exe().unwrap();
-        let mut child = Command::new(exe)
-            .args(["--serve", &n.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the endpoint process");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "endpoint process failed to start");
-        Endpoints(child)
+        let mut children = Vec::new();
+        for from in (0..n).step_by(PER_PROCESS) {
+            let to = (from + PER_PROCESS).min(n);
+            let mut child = Command::new(&exe)
+                .args(["--serve", &from.to_string(), &to.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("starting an endpoint process");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line.trim(), "ready", "endpoint process failed to start");
+            children.push(child);
+        }
+        Endpoints(children)
     }
 }
 
 impl Drop for Endpoints {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -194,6 +208,7 @@ struct Run {
     probes_per_sec: f64,
     per_cpu_sec: f64,
     failures: u64,
+    failure_classes: String,
     p50_ms: f64,
     p99_ms: f64,
     rss_mb: f64,
@@ -263,10 +278,21 @@ fn run(n: usize, interval: Duration, warmup: Duration, measure: Duration) -> Run
             engine.set_target(k, None);
         }
         let done = (ok1 - ok0 + bad1 - bad0) as f64;
+        // Classes over the whole run (warm-up included).
+        let failure_classes = ResultClass::ALL
+            .iter()
+            .filter(|c| **c != ResultClass::Success)
+            .filter_map(|c| {
+                let n = metrics.probe_results(ProbeKind::Http, *c);
+                (n > 0).then(|| format!("{}={n}", c.as_str()))
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
         Run {
             probes_per_sec: done / wall.as_secs_f64(),
             per_cpu_sec: done / (cpu1 - cpu0).as_secs_f64().max(1e-9),
             failures: bad1 - bad0,
+            failure_classes,
             p50_ms: percentile(&lat, 0.50),
             p99_ms: percentile(&lat, 0.99),
             rss_mb: rss,
@@ -297,11 +323,12 @@ fn wrk(connections: usize, duration: Duration) -> Option<f64> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--serve") {
-        let n = args
-            .get(i + 1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(MAX_N);
-        serve(n);
+        let arg = |k: usize, default: usize| {
+            args.get(i + k)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(default)
+        };
+        serve(arg(1, 0), arg(2, MAX_N));
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -334,7 +361,7 @@ fn main() {
     let yes = |ok: bool| if ok { "yes" } else { "NO" };
     println!();
     println!(
-        "probe engine benchmark — {MAX_N} HTTP endpoints on 127.77.x.y:{PORT} (child process); prober on ONE core (current-thread runtime); machine: {cores} cores, shared"
+        "probe engine benchmark — {MAX_N} HTTP endpoints on 127.77.x.y:{PORT} (child processes, one worker thread each); prober on ONE core (current-thread runtime); machine: {cores} cores, shared"
     );
     println!();
     println!(
@@ -352,6 +379,17 @@ fn main() {
     row("lateness", 1_000, "1,000/s", &lat1k);
     row("lateness", 5_000, "5,000/s", &lat5k);
     row("10k instances", 10_000, "10,000/s", &big);
+    for (name, r) in [
+        ("saturation N=1000", &sat1k),
+        ("saturation N=10000", &sat10k),
+        ("lateness 1,000/s", &lat1k),
+        ("lateness 5,000/s", &lat5k),
+        ("10k instances", &big),
+    ] {
+        if !r.failure_classes.is_empty() {
+            println!("failure classes, {name} (whole run): {}", r.failure_classes);
+        }
+    }
     println!();
     match (wrk100, wrk1) {
         (Some(a), Some(b)) => println!(

@@ -80,11 +80,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args
             .lease_namespace
             .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
             .or_else(|| args.namespace.clone())
             .unwrap_or_else(|| "default".into()),
         name: args.lease_name.clone(),
-        identity: args.leader_identity.clone().unwrap_or_else(default_identity),
+        identity: args
+            .leader_identity
+            .clone()
+            .unwrap_or_else(default_identity),
         duration_seconds: args.lease_duration_seconds,
     });
     let config = RunConfig {

@@ -26,12 +26,14 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Installs the global tracing subscriber: human-readable lines on stderr, filtered by
-/// `RUST_LOG` (default `info`). Calling it again is harmless (the first call wins).
+/// `RUST_LOG` (default `info`), colored only when stderr is a terminal. Calling it again is
+/// harmless (the first call wins).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -452,7 +452,20 @@ async fn garbage_annotation_warns_and_never_acts() {
 
 /// The admin address the operator logged at start.
 fn admin_addr(op: &Operator) -> Option<String> {
-    let log = op.log_tail(400);
+    // Without ANSI color sequences, should there be any.
+    let mut log = String::new();
+    let mut chars = op.log_tail(400).chars().collect::<Vec<_>>().into_iter();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            log.push(c);
+        }
+    }
     let line = log
         .lines()
         .find(|l| l.contains("admin endpoints listening"))?;

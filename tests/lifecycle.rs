@@ -7,9 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use autoheal::api::{
-    HookResult, HookTransition, Instance, LifecycleState, Process, ScaleInPolicy,
-};
+use autoheal::api::{HookResult, HookTransition, Instance, LifecycleState, Process, ScaleInPolicy};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use support::*;
@@ -93,7 +91,10 @@ async fn scale_0_5_2_7_and_back_with_kubectl() {
         // Every Pod is labelled in service and carries both labels.
         for pod in env.group_pods("web").await {
             assert!(pod_in_service(&pod), "Pod {} in service", pod.name_any());
-            assert_eq!(pod.labels().get("autoheal.dev/group").map(String::as_str), Some("web"));
+            assert_eq!(
+                pod.labels().get("autoheal.dev/group").map(String::as_str),
+                Some("web")
+            );
             assert_eq!(
                 pod.labels().get("autoheal.dev/instance"),
                 Some(&pod.name_any())
@@ -106,10 +107,14 @@ async fn scale_0_5_2_7_and_back_with_kubectl() {
         env.wait_group_condition("web", "Ready", "True").await;
         // The status catches up with the last terminations.
         let groups = env.groups();
-        let status = wait_for("group status listing exactly the live instances", TIMEOUT, || async {
-            let s = groups.get("web").await.ok()?.status?;
-            (s.instances.len() == n).then_some(s)
-        })
+        let status = wait_for(
+            "group status listing exactly the live instances",
+            TIMEOUT,
+            || async {
+                let s = groups.get("web").await.ok()?.status?;
+                (s.instances.len() == n).then_some(s)
+            },
+        )
         .await;
         assert_eq!(status.desired_capacity, n as i32);
         assert_eq!(status.current_capacity, n as i32);
@@ -160,7 +165,9 @@ async fn min_max_clamping() {
     env.patch_group("web", serde_json::json!({ "spec": { "minSize": 1 } }))
         .await;
     env.wait_in_service("web", 1).await;
-    let g = env.wait_group_condition("web", "ScalingLimited", "False").await;
+    let g = env
+        .wait_group_condition("web", "ScalingLimited", "False")
+        .await;
     assert_eq!(g.status.unwrap().desired_capacity, 1);
 }
 
@@ -170,30 +177,51 @@ async fn min_max_clamping() {
 async fn protected_instances_are_kept_on_scale_in() {
     let env = Env::new("protect").await;
     let _op = env.operator();
-    env.apply_group(&GroupBuilder::new("web").desired(3).build()).await;
+    env.apply_group(&GroupBuilder::new("web").desired(3).build())
+        .await;
     let all = env.wait_in_service("web", 3).await;
     let protected: BTreeSet<String> = names(&all[..2]);
     for name in &protected {
-        env.patch_instance(name, serde_json::json!({ "spec": { "protectedFromScaleIn": true } }))
-            .await;
+        env.patch_instance(
+            name,
+            serde_json::json!({ "spec": { "protectedFromScaleIn": true } }),
+        )
+        .await;
     }
     env.kubectl(&["-n", &env.ns, "scale", "sg/web", "--replicas=0"]);
     let left = env.wait_in_service("web", 2).await;
     assert_eq!(names(&left), protected);
     wait_limited(&env, "web", "True", "ProtectedFromScaleIn").await;
-    let g = env.group("web").await;
-    let status = g.status.unwrap();
-    assert!(status.instances.iter().all(|i| i.protected_from_scale_in));
-    assert_eq!(condition(&env.group("web").await, "Ready").unwrap().1, "ScalingIn");
+    let groups = env.groups();
+    wait_for(
+        "status listing the two protected instances",
+        TIMEOUT,
+        || async {
+            let s = groups.get("web").await.ok()?.status?;
+            (s.instances.len() == 2 && s.instances.iter().all(|i| i.protected_from_scale_in))
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        condition(&env.group("web").await, "Ready").unwrap().1,
+        "ScalingIn"
+    );
     // Lift one protection: it goes; the other stays.
     let first = protected.iter().next().unwrap().clone();
-    env.patch_instance(&first, serde_json::json!({ "spec": { "protectedFromScaleIn": false } }))
-        .await;
+    env.patch_instance(
+        &first,
+        serde_json::json!({ "spec": { "protectedFromScaleIn": false } }),
+    )
+    .await;
     let left = env.wait_in_service("web", 1).await;
     assert!(!names(&left).contains(&first));
     let second = protected.iter().nth(1).unwrap().clone();
-    env.patch_instance(&second, serde_json::json!({ "spec": { "protectedFromScaleIn": false } }))
-        .await;
+    env.patch_instance(
+        &second,
+        serde_json::json!({ "spec": { "protectedFromScaleIn": false } }),
+    )
+    .await;
     env.wait_in_service("web", 0).await;
     wait_limited(&env, "web", "False", "WithinLimits").await;
 }
@@ -225,7 +253,13 @@ async fn scale_in_policies_pick_the_right_instance() {
     for n in 1..=3usize {
         for (k, (name, _)) in groups.iter().enumerate() {
             if n > 1 {
-                env.kubectl(&["-n", &env.ns, "scale", &format!("sg/{name}"), &format!("--replicas={n}")]);
+                env.kubectl(&[
+                    "-n",
+                    &env.ns,
+                    "scale",
+                    &format!("sg/{name}"),
+                    &format!("--replicas={n}"),
+                ]);
             }
             let now = env.wait_in_service(name, n).await;
             let new: Vec<String> = names(&now)
@@ -250,7 +284,13 @@ async fn scale_in_policies_pick_the_right_instance() {
     })
     .await;
     for (name, _) in groups {
-        env.kubectl(&["-n", &env.ns, "scale", &format!("sg/{name}"), "--replicas=2"]);
+        env.kubectl(&[
+            "-n",
+            &env.ns,
+            "scale",
+            &format!("sg/{name}"),
+            "--replicas=2",
+        ]);
     }
     let expect_gone = [
         launched[0][0].clone(), // oldest
@@ -304,7 +344,10 @@ async fn scale_in_drains_then_terminate_hook_then_pod_deleted() {
     // Out of service, Pod still there.
     let pod = env.pods().get(&name).await.unwrap();
     assert!(!pod_in_service(&pod), "label removed");
-    assert!(pod.metadata.deletion_timestamp.is_none(), "Pod kept while the hook waits");
+    assert!(
+        pod.metadata.deletion_timestamp.is_none(),
+        "Pod kept while the hook waits"
+    );
     let status = waiting.status.clone().unwrap();
     assert_eq!(status.termination_reason.as_deref(), Some("ScaleIn"));
     assert_eq!(status.pending_hooks.len(), 1);
@@ -368,11 +411,17 @@ async fn launch_hooks_complete_heartbeat_and_time_out() {
     let first = |group: &'static str| {
         let env = &env;
         async move {
-            wait_for(&format!("{group}: one instance in Pending:Wait"), TIMEOUT, || async {
-                let all = env.group_instances(group).await;
-                let i = all.into_iter().find(|i| state_of(i) == Some(LifecycleState::PendingWait))?;
-                Some(i)
-            })
+            wait_for(
+                &format!("{group}: one instance in Pending:Wait"),
+                TIMEOUT,
+                || async {
+                    let all = env.group_instances(group).await;
+                    let i = all
+                        .into_iter()
+                        .find(|i| state_of(i) == Some(LifecycleState::PendingWait))?;
+                    Some(i)
+                },
+            )
             .await
         }
     };
@@ -386,8 +435,12 @@ async fn launch_hooks_complete_heartbeat_and_time_out() {
     assert!(!pod_in_service(&pod));
 
     // Completed by annotation.
-    env.annotate_instance(&cont.name_any(), "hooks.autoheal.dev/warm", Some("Continue"))
-        .await;
+    env.annotate_instance(
+        &cont.name_any(),
+        "hooks.autoheal.dev/warm",
+        Some("Continue"),
+    )
+    .await;
     let done = env
         .wait_instance_state(&cont.name_any(), LifecycleState::InService)
         .await;
@@ -406,8 +459,12 @@ async fn launch_hooks_complete_heartbeat_and_time_out() {
     let started = beat.status.as_ref().unwrap().pending_hooks[0].started_at.0;
     let until = started + k8s_openapi::jiff::SignedDuration::from_secs(10);
     tokio::time::sleep(Timestamp::now().duration_until(until).unsigned_abs()).await;
-    env.annotate_instance(&beat.name_any(), "hooks.autoheal.dev/warm.heartbeat", Some("1"))
-        .await;
+    env.annotate_instance(
+        &beat.name_any(),
+        "hooks.autoheal.dev/warm.heartbeat",
+        Some("1"),
+    )
+    .await;
     let instances = env.instances();
     let extended = wait_for("heartbeat recorded", TIMEOUT, || async {
         let i = instances.get(&beat.name_any()).await.ok()?;
@@ -427,7 +484,10 @@ async fn launch_hooks_complete_heartbeat_and_time_out() {
         .entered_at
         .0
         .duration_until(st.state_history[2].entered_at.0);
-    assert!(waited >= k8s_openapi::jiff::SignedDuration::from_secs(30), "{waited:?}");
+    assert!(
+        waited >= k8s_openapi::jiff::SignedDuration::from_secs(30),
+        "{waited:?}"
+    );
     env.wait_instance_gone(&taban.name_any()).await;
     // The heartbeat instance outlived the original deadline, then timed out (Abandon).
     let beat_now = env.instance(&beat.name_any()).await;
@@ -451,20 +511,35 @@ async fn suspended_processes_and_pause() {
     let env = Env::new("suspend").await;
     let _op = env.operator();
     // Launch suspended: nothing is launched.
-    env.apply_group(&GroupBuilder::new("web").desired(2).suspend(Process::Launch).build())
-        .await;
+    env.apply_group(
+        &GroupBuilder::new("web")
+            .desired(2)
+            .suspend(Process::Launch)
+            .build(),
+    )
+    .await;
     wait_limited(&env, "web", "True", "LaunchSuspended").await;
     assert!(env.group_instances("web").await.is_empty());
     // Resume Launch, suspend AddToService: Instances are InService without the label.
-    env.apply_group(&GroupBuilder::new("web").desired(2).suspend(Process::AddToService).build())
-        .await;
+    env.apply_group(
+        &GroupBuilder::new("web")
+            .desired(2)
+            .suspend(Process::AddToService)
+            .build(),
+    )
+    .await;
     env.wait_in_service("web", 2).await;
     for pod in env.group_pods("web").await {
         assert!(!pod_in_service(&pod), "AddToService suspended: no label");
     }
     // Resume AddToService, suspend Terminate: labels appear; scale-in does nothing.
-    env.apply_group(&GroupBuilder::new("web").desired(2).suspend(Process::Terminate).build())
-        .await;
+    env.apply_group(
+        &GroupBuilder::new("web")
+            .desired(2)
+            .suspend(Process::Terminate)
+            .build(),
+    )
+    .await;
     wait_for("in-service labels added", TIMEOUT, || async {
         let pods = env.group_pods("web").await;
         (pods.len() == 2 && pods.iter().all(pod_in_service)).then_some(())
@@ -474,7 +549,8 @@ async fn suspended_processes_and_pause() {
     wait_limited(&env, "web", "True", "TerminateSuspended").await;
     assert_eq!(env.wait_in_service("web", 2).await.len(), 2);
     // Pause, then resume Terminate and scale to 4: nothing happens while paused.
-    env.annotate_group("web", "autoheal.dev/paused", Some("true")).await;
+    env.annotate_group("web", "autoheal.dev/paused", Some("true"))
+        .await;
     env.apply_group(
         &GroupBuilder::new("web")
             .desired(4)
@@ -484,7 +560,11 @@ async fn suspended_processes_and_pause() {
     .await;
     wait_limited(&env, "web", "True", "Paused").await;
     let g = env.group("web").await;
-    assert_eq!(g.status.as_ref().unwrap().desired_capacity, 4, "status still reconciled");
+    assert_eq!(
+        g.status.as_ref().unwrap().desired_capacity,
+        4,
+        "status still reconciled"
+    );
     assert_eq!(g.status.unwrap().observed_generation, g.metadata.generation);
     assert_eq!(env.group_instances("web").await.len(), 2);
     // Unpause: it scales.
@@ -541,7 +621,8 @@ async fn group_deletion_drains_instances() {
 async fn deleting_an_instance_replaces_it() {
     let env = Env::new("instdel").await;
     let _op = env.operator();
-    env.apply_group(&GroupBuilder::new("web").desired(2).build()).await;
+    env.apply_group(&GroupBuilder::new("web").desired(2).build())
+        .await;
     let before = env.wait_in_service("web", 2).await;
     let victim = before[0].name_any();
     env.kubectl(&["-n", &env.ns, "delete", "inst", &victim, "--wait=false"]);

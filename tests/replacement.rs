@@ -14,8 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use autoheal::api::{
-    HealthStatus, Instance, LABEL_GROUP, LifecycleState, Process, ReplacementStrategy,
-    ScalingGroup,
+    HealthStatus, Instance, LABEL_GROUP, LifecycleState, Process, ReplacementStrategy, ScalingGroup,
 };
 use autoheal::plan::replacement::reason;
 use futures::StreamExt;
@@ -186,8 +185,10 @@ impl Observer {
                 st.max_leaving = st.max_leaving.max(leaving_now);
                 st.max_counting = st.max_counting.max(counting_now);
                 if armed {
-                    st.min_in_service =
-                        Some(st.min_in_service.map_or(in_service_now, |m| m.min(in_service_now)));
+                    st.min_in_service = Some(
+                        st.min_in_service
+                            .map_or(in_service_now, |m| m.min(in_service_now)),
+                    );
                 }
             }
         });
@@ -282,13 +283,17 @@ async fn manual_unhealthy_is_replaced_after_leaving_service() {
         "{victim} went Terminating after {took:?} (expected within a second; 3 s allowed on a loaded machine)"
     );
     // It left service first: its Pod lost the in-service label while the Pod still exists.
-    let pod = wait_for(&format!("{victim}'s Pod out of service"), TIMEOUT, || async {
-        match pods.get_opt(&victim).await {
-            Ok(Some(p)) if !pod_in_service(&p) => Some(Some(p)),
-            Ok(None) => Some(None),
-            _ => None,
-        }
-    })
+    let pod = wait_for(
+        &format!("{victim}'s Pod out of service"),
+        TIMEOUT,
+        || async {
+            match pods.get_opt(&victim).await {
+                Ok(Some(p)) if !pod_in_service(&p) => Some(Some(p)),
+                Ok(None) => Some(None),
+                _ => None,
+            }
+        },
+    )
     .await;
     if let Some(p) = pod {
         assert!(!pod_in_service(&p));
@@ -301,7 +306,10 @@ async fn manual_unhealthy_is_replaced_after_leaving_service() {
         .filter(|n| !before.iter().any(|b| &b.name_any() == *n))
         .collect();
     assert_eq!(new.len(), 1, "exactly one new instance: {names:?}");
-    let replacement = after.iter().find(|i| &&i.name_any() == new.first().unwrap()).unwrap();
+    let replacement = after
+        .iter()
+        .find(|i| &&i.name_any() == new.first().unwrap())
+        .unwrap();
     assert_eq!(
         replacement.annotations().get("autoheal.dev/replaces"),
         Some(&victim),
@@ -309,12 +317,18 @@ async fn manual_unhealthy_is_replaced_after_leaving_service() {
     );
     let events = events_about(&env, &victim).await;
     assert!(
-        events.iter().any(|e| e.reason.as_deref() == Some(reason::REPLACING)),
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some(reason::REPLACING)),
         "a {} Event about {victim}: {events:?}",
         reason::REPLACING
     );
     let stats = observer.stats();
-    assert!(stats.early_pod_deletions.is_empty(), "{:?}", stats.early_pod_deletions);
+    assert!(
+        stats.early_pod_deletions.is_empty(),
+        "{:?}",
+        stats.early_pod_deletions
+    );
     assert!(stats.max_counting <= 3, "{stats:?}");
 }
 
@@ -322,15 +336,25 @@ async fn manual_unhealthy_is_replaced_after_leaving_service() {
 async fn failing_probe_is_replaced_after_the_threshold() {
     let env = Env::new("repl-probe").await;
     let _op = env.operator();
-    env.apply_group(&GroupBuilder::new("web").desired(3).max(3).http_probe().build())
-        .await;
+    env.apply_group(
+        &GroupBuilder::new("web")
+            .desired(3)
+            .max(3)
+            .http_probe()
+            .build(),
+    )
+    .await;
     let before = env.wait_in_service("web", 3).await;
     wait_healthy_without(&env, "web", 3, &[]).await;
     let victim = before[0].name_any();
     set_pod_behavior(&env, &victim, "fail").await;
     wait_healthy_without(&env, "web", 3, std::slice::from_ref(&victim)).await;
     let events = events_about(&env, &victim).await;
-    assert!(events.iter().any(|e| e.reason.as_deref() == Some(reason::REPLACING)));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some(reason::REPLACING))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,8 +384,11 @@ async fn circuit_breaker_holds_when_too_many_are_unhealthy_and_resumes() {
     wait_condition(&env, "web", "False", reason::SUSPENDED).await;
 
     // Resume ReplaceUnhealthy: the breaker holds.
-    env.patch_group("web", serde_json::json!({ "spec": { "suspendedProcesses": [] } }))
-        .await;
+    env.patch_group(
+        "web",
+        serde_json::json!({ "spec": { "suspendedProcesses": [] } }),
+    )
+    .await;
     let cond = wait_condition(&env, "web", "False", reason::TOO_MANY_UNHEALTHY).await;
     for n in &names {
         assert!(cond.message.contains(n.as_str()), "{}", cond.message);
@@ -371,7 +398,10 @@ async fn circuit_breaker_holds_when_too_many_are_unhealthy_and_resumes() {
     while Instant::now() < deadline {
         let all = env.group_instances("web").await;
         assert_eq!(all.len(), 3);
-        assert!(all.iter().all(|i| !leaving(i)), "an instance was terminated: {all:?}");
+        assert!(
+            all.iter().all(|i| !leaving(i)),
+            "an instance was terminated: {all:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let group_events = events_about(&env, "web").await;
@@ -420,7 +450,11 @@ async fn max_in_flight_and_min_healthy_bound_a_mass_failure() {
     );
     assert!(stats.max_leaving >= 1, "{stats:?}");
     assert!(stats.max_counting <= 10, "{stats:?}");
-    assert!(stats.early_pod_deletions.is_empty(), "{:?}", stats.early_pod_deletions);
+    assert!(
+        stats.early_pod_deletions.is_empty(),
+        "{:?}",
+        stats.early_pod_deletions
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,7 +473,8 @@ async fn launch_before_terminate_never_drops_in_service_below_desired() {
     .await;
     observer.arm();
     let names: Vec<String> = before.iter().map(|i| i.name_any()).collect();
-    env.annotate_instance(&names[0], HEALTH, Some("Unhealthy")).await;
+    env.annotate_instance(&names[0], HEALTH, Some("Unhealthy"))
+        .await;
     wait_healthy_without(&env, "web", 3, &names[..1]).await;
     let stats = observer.stats();
     assert!(
@@ -447,7 +482,10 @@ async fn launch_before_terminate_never_drops_in_service_below_desired() {
         "InService dropped below 3: {stats:?}"
     );
     assert!(stats.max_counting <= 4, "maxSize + 1 surge: {stats:?}");
-    assert!(stats.max_counting == 4, "a surge instance was launched: {stats:?}");
+    assert!(
+        stats.max_counting == 4,
+        "a surge instance was launched: {stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,7 +496,12 @@ async fn crashing_template_stops_after_max_consecutive_failures() {
         .desired(1)
         .max(2)
         .pod_annotation(BEHAVIOR, "crash")
-        .with_spec(|s| s.replacement.max_consecutive_failures = 2);
+        .with_spec(|s| {
+            s.replacement.max_consecutive_failures = 2;
+            // A crashed (Failed) Pod's deletion can take long to complete; 2 in flight keeps
+            // a slow Terminating:Proceed from holding the next replacement back.
+            s.replacement.max_in_flight = IntOrString::Int(2);
+        });
     env.apply_group(&group.clone().build()).await;
     let cond = wait_condition(&env, "web", "False", reason::KEEP_FAILING).await;
     assert!(
@@ -500,7 +543,10 @@ async fn crashing_template_stops_after_max_consecutive_failures() {
         .desired(1)
         .max(2)
         .pod_annotation(BEHAVIOR, "healthy")
-        .with_spec(|s| s.replacement.max_consecutive_failures = 2);
+        .with_spec(|s| {
+            s.replacement.max_consecutive_failures = 2;
+            s.replacement.max_in_flight = IntOrString::Int(2);
+        });
     env.apply_group(&fixed.build()).await;
     wait_healthy_without(&env, "web", 1, &[]).await;
     wait_condition(&env, "web", "True", reason::ALLOWED).await;
@@ -547,20 +593,36 @@ async fn replacements_survive_operator_sigkills() {
     let pods = env.group_pods("web").await;
     let instance_names: BTreeSet<String> = last.iter().map(|i| i.name_any()).collect();
     for p in &pods {
-        assert!(instance_names.contains(&p.name_any()), "orphan Pod {}", p.name_any());
+        assert!(
+            instance_names.contains(&p.name_any()),
+            "orphan Pod {}",
+            p.name_any()
+        );
     }
     let all_pods: Api<Pod> = env.pods();
     let every_pod = all_pods.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(every_pod.len(), 3, "no other Pod left in the namespace");
     // Invariants over the whole run.
     let stats = observer.stats();
-    assert!(stats.early_pod_deletions.is_empty(), "{:?}", stats.early_pod_deletions);
-    assert!(stats.max_counting <= 3, "more than maxSize counted: {stats:?}");
-    assert!(stats.max_leaving <= 2, "more than maxInFlight leaving: {stats:?}");
+    assert!(
+        stats.early_pod_deletions.is_empty(),
+        "{:?}",
+        stats.early_pod_deletions
+    );
+    assert!(
+        stats.max_counting <= 3,
+        "more than maxSize counted: {stats:?}"
+    );
+    assert!(
+        stats.max_leaving <= 2,
+        "more than maxInFlight leaving: {stats:?}"
+    );
     for victim in &replaced {
         let events = events_about(&env, victim).await;
         assert!(
-            events.iter().any(|e| e.reason.as_deref() == Some(reason::REPLACING)),
+            events
+                .iter()
+                .any(|e| e.reason.as_deref() == Some(reason::REPLACING)),
             "{victim} has no {} Event: {events:?}",
             reason::REPLACING
         );

@@ -108,7 +108,9 @@ impl Context {
             .filter(|i| controlled_by(i.as_ref(), uid.as_deref()))
             .map(|i| {
                 let n = i.name_any();
-                self.fresh_instances.resolve(&ns, &n, Some(i)).expect("stored object")
+                self.fresh_instances
+                    .resolve(&ns, &n, Some(i))
+                    .expect("stored object")
             })
             .collect();
         members.sort_by_key(|i| i.name_any());
@@ -172,8 +174,10 @@ impl<K: Resource> Fresh<K> {
 
     /// Remembers that an object was deleted (the API said it is gone).
     pub fn deleted(&self, ns: &str, name: &str) {
-        self.lock()
-            .insert((ns.into(), name.into()), FreshEntry::Deleted(Instant::now()));
+        self.lock().insert(
+            (ns.into(), name.into()),
+            FreshEntry::Deleted(Instant::now()),
+        );
     }
 
     /// The freshest known copy: the store's, unless this process wrote a newer one.

@@ -29,13 +29,25 @@ impl EventSink {
     }
 
     /// Publishes a Normal Event about `regarding`.
-    pub async fn normal(&self, regarding: &ObjectReference, reason: &str, action: &str, note: String) {
+    pub async fn normal(
+        &self,
+        regarding: &ObjectReference,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         self.publish(regarding, EventType::Normal, reason, action, note)
             .await;
     }
 
     /// Publishes a Warning Event about `regarding`.
-    pub async fn warning(&self, regarding: &ObjectReference, reason: &str, action: &str, note: String) {
+    pub async fn warning(
+        &self,
+        regarding: &ObjectReference,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         self.publish(regarding, EventType::Warning, reason, action, note)
             .await;
     }

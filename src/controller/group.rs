@@ -27,7 +27,9 @@ use crate::api::{
     annotations, group_selector,
 };
 use crate::plan::capacity::{self, GroupAction, GroupFacts};
-use crate::plan::lifecycle::{self, ANNOTATION_TERMINATION_REASON, FINALIZER as INSTANCE_FINALIZER};
+use crate::plan::lifecycle::{
+    self, ANNOTATION_TERMINATION_REASON, FINALIZER as INSTANCE_FINALIZER,
+};
 use crate::plan::{ANNOTATION_REPLACES, ANNOTATION_TEMPLATE_HASH, InstanceView};
 
 use super::context::{Context, Error, Key, is_status, kube_err};
@@ -82,7 +84,9 @@ async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Er
                 &Patch::Merge(finalizer_patch(group.as_ref(), &finalizers)),
             )
             .await
-            .map_err(kube_err(format!("adding the finalizer to ScalingGroup {ns}/{name}")))?;
+            .map_err(kube_err(format!(
+                "adding the finalizer to ScalingGroup {ns}/{name}"
+            )))?;
         ctx.fresh_groups.remember(written);
         return Ok(Action::requeue(Duration::ZERO));
     }
@@ -120,8 +124,8 @@ async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Er
     let replacement = super::replacement::plan(&group, paused, deleting, &views);
     let actions = super::replacement::merge_actions(&plan.actions, replacement.as_ref(), &views);
     // ---- end replacement ----
-    // Status, from the store's view (the next reconcile, once the store shows the changes,
-    // updates the counts).
+    // Status first (from the store's view; the next reconcile, once the store shows this
+    // reconcile's launches and terminations, updates the counts), then the actions.
     let stored = group.status.clone().unwrap_or_default();
     let mut status = capacity::status_counts(
         &group.spec,
@@ -162,7 +166,9 @@ async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Er
                 &Patch::Apply(&patch),
             )
             .await
-            .map_err(kube_err(format!("writing the status of ScalingGroup {ns}/{name}")))?;
+            .map_err(kube_err(format!(
+                "writing the status of ScalingGroup {ns}/{name}"
+            )))?;
         ctx.fresh_groups.remember(written);
     }
 
@@ -178,7 +184,10 @@ async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Er
                 launch(ctx, &group, replaces.as_deref(), &key).await?;
                 launched += 1;
             }
-            GroupAction::Terminate { name: victim, reason } => {
+            GroupAction::Terminate {
+                name: victim,
+                reason,
+            } => {
                 let Some(inst) = members.iter().find(|i| i.name_any() == *victim) else {
                     continue;
                 };
@@ -194,8 +203,8 @@ async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Er
         return finish_deletion(ctx, &api, &group, &members).await;
     }
     // ---- replacement: look again when a backoff or a grace period ends ----
-    let resync = super::replacement::requeue_after(replacement.as_ref())
-        .map_or(RESYNC, |d| d.min(RESYNC));
+    let resync =
+        super::replacement::requeue_after(replacement.as_ref()).map_or(RESYNC, |d| d.min(RESYNC));
     // ---- end replacement ----
     Ok(if actions.is_empty() {
         Action::requeue(resync)
@@ -220,7 +229,12 @@ async fn report_limit(
         && find(stored).is_none_or(|(s, r, _)| s != state || r != reason)
     {
         ctx.events
-            .warning(reference, "ScalingLimited", "Scale", format!("{reason}: {message}"))
+            .warning(
+                reference,
+                "ScalingLimited",
+                "Scale",
+                format!("{reason}: {message}"),
+            )
             .await;
     }
 }
@@ -242,7 +256,9 @@ async fn finish_deletion(
     let left = instances
         .list(&ListParams::default().labels(&group_selector(&name)))
         .await
-        .map_err(kube_err(format!("listing the Instances of ScalingGroup {ns}/{name}")))?;
+        .map_err(kube_err(format!(
+            "listing the Instances of ScalingGroup {ns}/{name}"
+        )))?;
     let uid = group.uid();
     if left
         .items
@@ -267,7 +283,11 @@ async fn finish_deletion(
     {
         Ok(_) => {}
         Err(e) if is_status(&e, 404) => {}
-        Err(e) => return Err(kube_err(format!("removing the finalizer of ScalingGroup {ns}/{name}"))(e)),
+        Err(e) => {
+            return Err(kube_err(format!(
+                "removing the finalizer of ScalingGroup {ns}/{name}"
+            ))(e));
+        }
     }
     ctx.fresh_groups.deleted(&ns, &name);
     tracing::info!(namespace = %ns, group = %name, "group drained and deleted");
@@ -275,7 +295,12 @@ async fn finish_deletion(
 }
 
 /// Creates one Instance of the group.
-async fn launch(ctx: &Context, group: &ScalingGroup, replaces: Option<&str>, key: &Key) -> Result<(), Error> {
+async fn launch(
+    ctx: &Context,
+    group: &ScalingGroup,
+    replaces: Option<&str>,
+    key: &Key,
+) -> Result<(), Error> {
     let ns = group.namespace().unwrap_or_default();
     let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
     let mut last_err = None;
@@ -305,9 +330,10 @@ async fn launch(ctx: &Context, group: &ScalingGroup, replaces: Option<&str>, key
             }
         }
     }
-    Err(kube_err(format!("creating an Instance of ScalingGroup {ns}/{}", group.name_any()))(
-        last_err.expect("three conflicts"),
-    ))
+    Err(kube_err(format!(
+        "creating an Instance of ScalingGroup {ns}/{}",
+        group.name_any()
+    ))(last_err.expect("three conflicts")))
 }
 
 /// Terminates an Instance through the graceful path: records the reason on it, then deletes
@@ -322,7 +348,12 @@ async fn terminate(
     let ns = inst.namespace().unwrap_or_default();
     let name = inst.name_any();
     let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
-    if inst.annotations().get(ANNOTATION_TERMINATION_REASON).map(String::as_str) != Some(reason.as_str()) {
+    if inst
+        .annotations()
+        .get(ANNOTATION_TERMINATION_REASON)
+        .map(String::as_str)
+        != Some(reason.as_str())
+    {
         let patch = json!({ "metadata": { "annotations": { ANNOTATION_TERMINATION_REASON: reason.as_str() } } });
         match api
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -444,7 +475,11 @@ mod tests {
     fn instance_names_have_the_contract_shape() {
         let n = instance_name("web");
         assert!(n.starts_with("web-") && n.len() == 9, "{n}");
-        assert!(n[4..].chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(
+            n[4..]
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
         let long = "a".repeat(80);
         assert!(instance_name(&long).len() <= 63);
     }
@@ -455,11 +490,17 @@ mod tests {
         let inst = build_instance(&g, "web-abcde", Some("web-old00"));
         let labels = inst.labels();
         assert_eq!(labels.get(LABEL_GROUP).map(String::as_str), Some("web"));
-        assert_eq!(labels.get(LABEL_INSTANCE).map(String::as_str), Some("web-abcde"));
+        assert_eq!(
+            labels.get(LABEL_INSTANCE).map(String::as_str),
+            Some("web-abcde")
+        );
         assert_eq!(labels.get("tier").map(String::as_str), Some("front"));
         let ann = inst.annotations();
         assert_eq!(ann.get(ANNOTATION_TEMPLATE_HASH), Some(&template_hash(&g)));
-        assert_eq!(ann.get(ANNOTATION_REPLACES).map(String::as_str), Some("web-old00"));
+        assert_eq!(
+            ann.get(ANNOTATION_REPLACES).map(String::as_str),
+            Some("web-old00")
+        );
         assert_eq!(ann.get("note").map(String::as_str), Some("x"));
         assert_eq!(inst.finalizers(), &[INSTANCE_FINALIZER.to_string()]);
         let owner = &inst.metadata.owner_references.as_ref().unwrap()[0];
@@ -491,10 +532,16 @@ mod tests {
         assert_eq!(pod.name_any(), "web-abcde");
         let labels = pod.labels();
         assert_eq!(labels.get(LABEL_GROUP).map(String::as_str), Some("web"));
-        assert_eq!(labels.get(LABEL_INSTANCE).map(String::as_str), Some("web-abcde"));
+        assert_eq!(
+            labels.get(LABEL_INSTANCE).map(String::as_str),
+            Some("web-abcde")
+        );
         assert!(!labels.contains_key(crate::api::LABEL_IN_SERVICE));
         let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("Instance", "i-uid"));
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("Instance", "i-uid")
+        );
         assert_eq!(pod.spec.unwrap().containers[0].name, "app");
     }
 }

@@ -163,11 +163,15 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context) -> Result<Action, Error>
     if stored.health_status != Some(verdict.status) && stored.health_status.is_some() {
         let note = format!(
             "health {} → {:?} ({:?})",
-            stored.health_status.map_or("unknown".into(), |h| format!("{h:?}")),
+            stored
+                .health_status
+                .map_or("unknown".into(), |h| format!("{h:?}")),
             verdict.status,
             verdict.detail
         );
-        ctx.events.normal(&reference, "HealthChanged", "Evaluate", note).await;
+        ctx.events
+            .normal(&reference, "HealthChanged", "Evaluate", note)
+            .await;
     }
 
     // ...then act.
@@ -181,11 +185,16 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context) -> Result<Action, Error>
     // Probe target: InService (or Standby: health still shown) with an address.
     let target = match (
         status.lifecycle_state,
-        status.address.as_deref().and_then(|a| a.parse::<IpAddr>().ok()),
+        status
+            .address
+            .as_deref()
+            .and_then(|a| a.parse::<IpAddr>().ok()),
         health_check.probe.as_ref(),
     ) {
         (Some(LifecycleState::InService | LifecycleState::Standby), Some(address), Some(probe))
-            if pod.as_ref().is_some_and(|p| p.metadata.deletion_timestamp.is_none()) =>
+            if pod
+                .as_ref()
+                .is_some_and(|p| p.metadata.deletion_timestamp.is_none()) =>
         {
             Some(ProbeTarget {
                 address,
@@ -328,7 +337,12 @@ async fn act(
                 Ok(created) => {
                     ctx.fresh_pods.remember(created);
                     ctx.events
-                        .normal(&reference, "PodCreated", "Launch", format!("created Pod {name}"))
+                        .normal(
+                            &reference,
+                            "PodCreated",
+                            "Launch",
+                            format!("created Pod {name}"),
+                        )
                         .await;
                 }
                 Err(e) if is_status(&e, 409) => {
@@ -349,7 +363,11 @@ async fn act(
         }
         PodAction::AddToService | PodAction::RemoveFromService => {
             let add = action == PodAction::AddToService;
-            let value = if add { json!("true") } else { serde_json::Value::Null };
+            let value = if add {
+                json!("true")
+            } else {
+                serde_json::Value::Null
+            };
             let patch = json!({ "metadata": { "labels": { LABEL_IN_SERVICE: value } } });
             match pods
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -358,11 +376,19 @@ async fn act(
                 Ok(written) => {
                     ctx.fresh_pods.remember(written);
                     let (reason, note) = if add {
-                        ("AddedToService", format!("Pod {name} labelled {LABEL_IN_SERVICE}=true"))
+                        (
+                            "AddedToService",
+                            format!("Pod {name} labelled {LABEL_IN_SERVICE}=true"),
+                        )
                     } else {
-                        ("RemovedFromService", format!("label {LABEL_IN_SERVICE} removed from Pod {name}"))
+                        (
+                            "RemovedFromService",
+                            format!("label {LABEL_IN_SERVICE} removed from Pod {name}"),
+                        )
                     };
-                    ctx.events.normal(&reference, reason, "ServiceMembership", note).await;
+                    ctx.events
+                        .normal(&reference, reason, "ServiceMembership", note)
+                        .await;
                 }
                 Err(e) if is_status(&e, 404) => {}
                 Err(e) => return Err(kube_err(format!("labelling Pod {ns}/{name}"))(e)),
@@ -494,7 +520,12 @@ async fn report_notes(
                 tracing::info!(namespace = %key.0, instance = %key.1, %state, reason, "state entered");
                 let r = format!("Entered{}", state.as_str().replace(':', ""));
                 ctx.events
-                    .normal(reference, &r, "Lifecycle", format!("entered {state} ({reason})"))
+                    .normal(
+                        reference,
+                        &r,
+                        "Lifecycle",
+                        format!("entered {state} ({reason})"),
+                    )
                     .await;
             }
             Note::Deregistered { delay_ends } => {
@@ -502,7 +533,9 @@ async fn report_notes(
                     Some(t) => format!("out of service; deregistration delay until {t}"),
                     None => "out of service; no deregistration delay applies".to_string(),
                 };
-                ctx.events.normal(reference, "Deregistered", "Lifecycle", note).await;
+                ctx.events
+                    .normal(reference, "Deregistered", "Lifecycle", note)
+                    .await;
             }
             Note::HookCompleted { hook, result } => {
                 ctx.events
@@ -520,7 +553,9 @@ async fn report_notes(
                         reference,
                         "LifecycleHookTimedOut",
                         "LifecycleHook",
-                        format!("lifecycle hook {hook} timed out; default result {result:?} applied"),
+                        format!(
+                            "lifecycle hook {hook} timed out; default result {result:?} applied"
+                        ),
                     )
                     .await;
             }
@@ -540,7 +575,9 @@ async fn report_notes(
                         reference,
                         "LifecycleHookHeartbeat",
                         "LifecycleHook",
-                        format!("heartbeat for lifecycle hook {hook}; it now times out at {deadline}"),
+                        format!(
+                            "heartbeat for lifecycle hook {hook}; it now times out at {deadline}"
+                        ),
                     )
                     .await;
             }

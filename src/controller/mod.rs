@@ -59,9 +59,11 @@ pub struct RunConfig {
 
 /// A client from the usual kubeconfig resolution, with the operator's User-Agent.
 pub async fn client() -> anyhow::Result<Client> {
-    let mut config = kube::Config::infer()
-        .await
-        .map_err(|e| anyhow::anyhow!("no Kubernetes configuration found (KUBECONFIG, ~/.kube/config, in-cluster): {e}"))?;
+    let mut config = kube::Config::infer().await.map_err(|e| {
+        anyhow::anyhow!(
+            "no Kubernetes configuration found (KUBECONFIG, ~/.kube/config, in-cluster): {e}"
+        )
+    })?;
     config.headers.push((
         hyper::header::USER_AGENT,
         hyper::header::HeaderValue::from_static(USER_AGENT),
@@ -124,13 +126,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -177,8 +180,11 @@ async fn run_controllers(
     identity: &str,
 ) -> anyhow::Result<()> {
     let ns = config.namespace.as_deref();
-    let (groups, mut group_triggers, group_watch) =
-        streams::fan_out(api::<ScalingGroup>(&client, ns), watcher::Config::default(), 2);
+    let (groups, mut group_triggers, group_watch) = streams::fan_out(
+        api::<ScalingGroup>(&client, ns),
+        watcher::Config::default(),
+        2,
+    );
     let (instances, mut instance_triggers, instance_watch) =
         streams::fan_out(api::<Instance>(&client, ns), watcher::Config::default(), 2);
     let (pods, mut pod_triggers, pod_watch) = streams::fan_out(
@@ -186,8 +192,11 @@ async fn run_controllers(
         watcher::Config::default().labels(LABEL_GROUP),
         1,
     );
-    let (nodes, mut node_triggers, node_watch) =
-        streams::fan_out(Api::<Node>::all(client.clone()), watcher::Config::default(), 1);
+    let (nodes, mut node_triggers, node_watch) = streams::fan_out(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+        1,
+    );
     let mut watches = tokio::task::JoinSet::new();
     for w in [group_watch, instance_watch, pod_watch, node_watch] {
         watches.spawn(w);
@@ -253,18 +262,19 @@ async fn run_controllers(
     let probe_changes = probes
         .changes()
         .map(|(ns, name)| ObjectRef::<Instance>::new(&name).within(&ns));
-    let instance_controller = Controller::for_stream(take(&mut instance_triggers), instances.clone())
-        .with_config(controller_config)
-        .owns_stream(take(&mut pod_triggers))
-        .watches_stream(take(&mut group_triggers), move |g: ScalingGroup| {
-            instance::instances_of_group(&group_ctx, &g)
-        })
-        .watches_stream(node_changes, move |n: Node| {
-            instance::instances_on_node(&node_ctx, &n)
-        })
-        .reconcile_on(probe_changes)
-        .run(instance::reconcile, instance::error_policy, ctx.clone())
-        .for_each(|_| futures::future::ready(()));
+    let instance_controller =
+        Controller::for_stream(take(&mut instance_triggers), instances.clone())
+            .with_config(controller_config)
+            .owns_stream(take(&mut pod_triggers))
+            .watches_stream(take(&mut group_triggers), move |g: ScalingGroup| {
+                instance::instances_of_group(&group_ctx, &g)
+            })
+            .watches_stream(node_changes, move |n: Node| {
+                instance::instances_on_node(&node_ctx, &n)
+            })
+            .reconcile_on(probe_changes)
+            .run(instance::reconcile, instance::error_policy, ctx.clone())
+            .for_each(|_| futures::future::ready(()));
 
     let gauge_metrics = metrics.clone();
     let gauge = async move {

@@ -63,9 +63,6 @@ where
         tracing::error!(kind = %kind, "watch ended");
     }
     .boxed();
-    let triggers = receivers
-        .into_iter()
-        .map(|rx| rx.map(Ok).boxed())
-        .collect();
+    let triggers = receivers.into_iter().map(|rx| rx.map(Ok).boxed()).collect();
     (reader, triggers, driver)
 }

@@ -5,16 +5,16 @@
 //! Capacity counts the Instances that count toward it ([`InstanceView::counts_toward_capacity`]:
 //! every state before Terminating, and not being deleted). Terminating Instances do not
 //! count, so a Terminating Instance is replaced at once (AWS TerminateThenLaunch). A *surge*
-//! Instance — one launched to replace an Instance that still counts (LaunchBeforeTerminate)
-//! — is left out of the scaling arithmetic, so scale-in never removes it as an excess and
-//! the replaced Instance is not launched again.
+//! Instance — one launched to replace an Unhealthy Instance that still counts
+//! (LaunchBeforeTerminate) — is left out of the scaling arithmetic, so scale-in never removes
+//! it as an excess and the replaced Instance is not launched again.
 
 use std::collections::HashSet;
 
 use crate::api::conditions::DesiredCondition;
 use crate::api::{
-    HealthStatus, InstanceSummary, LifecycleState, Process, ScaleInPolicy,
-    ScalingGroupSpec, ScalingGroupStatus,
+    HealthStatus, InstanceSummary, LifecycleState, Process, ScaleInPolicy, ScalingGroupSpec,
+    ScalingGroupStatus,
 };
 
 use super::InstanceView;
@@ -81,23 +81,12 @@ pub struct GroupFacts<'a> {
     pub deleting: bool,
 }
 
-/// Names of surge Instances: launched to replace an Instance that still counts toward
-/// capacity.
-pub fn surge_instances(instances: &[InstanceView]) -> HashSet<&str> {
-    let counting: HashSet<&str> = instances
-        .iter()
-        .filter(|i| i.counts_toward_capacity())
-        .map(|i| i.name.as_str())
-        .collect();
-    instances
-        .iter()
-        .filter(|i| i.counts_toward_capacity())
-        .filter(|i| {
-            i.replaces
-                .as_deref()
-                .is_some_and(|old| old != i.name && counting.contains(old))
-        })
-        .map(|i| i.name.as_str())
+/// Names of surge Instances: launched to replace an Unhealthy Instance that still counts
+/// toward capacity (see [`super::replacement::surge_instances`]); they are left out of the
+/// scaling arithmetic.
+pub fn surge_instances(instances: &[InstanceView]) -> HashSet<String> {
+    super::replacement::surge_instances(instances)
+        .into_iter()
         .collect()
 }
 
@@ -108,7 +97,7 @@ pub fn plan(facts: &GroupFacts<'_>, instances: &[InstanceView]) -> CapacityPlan 
     let surge = surge_instances(instances);
     let counting: Vec<&InstanceView> = instances
         .iter()
-        .filter(|i| i.counts_toward_capacity() && !surge.contains(i.name.as_str()))
+        .filter(|i| i.counts_toward_capacity() && !surge.contains(&i.name))
         .collect();
     let effective = counting.len() as i32;
     let mut plan = CapacityPlan {
@@ -200,10 +189,11 @@ pub fn plan(facts: &GroupFacts<'_>, instances: &[InstanceView]) -> CapacityPlan 
                     ),
                 });
             }
-            plan.actions.extend(chosen.into_iter().map(|name| GroupAction::Terminate {
-                name,
-                reason: TerminationReason::ScaleIn,
-            }));
+            plan.actions
+                .extend(chosen.into_iter().map(|name| GroupAction::Terminate {
+                    name,
+                    reason: TerminationReason::ScaleIn,
+                }));
         }
     }
     if plan.limit.is_none() {
@@ -229,7 +219,11 @@ fn paused_limit(effective: i32, desired: i32) -> Limit {
 /// - `Default`: Unhealthy first, then the oldest.
 ///
 /// Ties (same creation second) are broken by name, so the choice is deterministic.
-pub fn select_for_scale_in(policy: ScaleInPolicy, candidates: &[&InstanceView], n: usize) -> Vec<String> {
+pub fn select_for_scale_in(
+    policy: ScaleInPolicy,
+    candidates: &[&InstanceView],
+    n: usize,
+) -> Vec<String> {
     let mut sorted: Vec<&InstanceView> = candidates.to_vec();
     let oldest = |a: &&InstanceView, b: &&InstanceView| {
         a.created_at
@@ -287,7 +281,7 @@ pub fn instance_list(instances: &[InstanceView]) -> (Vec<InstanceSummary>, usize
     } else {
         sorted
             .into_iter()
-            .filter(|i| !(i.is_in_service_and_healthy() && !i.being_deleted))
+            .filter(|i| !i.is_in_service_and_healthy() || i.being_deleted)
             .take(MAX_LISTED_INSTANCES)
             .collect()
     };
@@ -384,7 +378,9 @@ pub fn ready_condition(
 /// The `ScalingLimited` condition for a plan's limit.
 pub fn scaling_limited_condition(limit: Option<&Limit>, desired: i32) -> DesiredCondition {
     match limit {
-        Some(l) => DesiredCondition::new(CONDITION_SCALING_LIMITED, true, l.reason, l.message.clone()),
+        Some(l) => {
+            DesiredCondition::new(CONDITION_SCALING_LIMITED, true, l.reason, l.message.clone())
+        }
         None => DesiredCondition::new(
             CONDITION_SCALING_LIMITED,
             false,
@@ -511,7 +507,10 @@ mod tests {
         s.scale_in.policy = ScaleInPolicy::Default;
         assert_eq!(terminated(&plan(&facts(&s), &all)), vec!["m-sick"]);
         s.desired_capacity = Some(1);
-        assert_eq!(terminated(&plan(&facts(&s), &all)), vec!["m-sick", "a-old", "b-mid"]);
+        assert_eq!(
+            terminated(&plan(&facts(&s), &all)),
+            vec!["m-sick", "a-old", "b-mid"]
+        );
         let p = plan(&facts(&s), &all);
         assert!(p.actions.iter().all(|a| matches!(
             a,
@@ -628,9 +627,16 @@ mod tests {
         // Once the old one terminates, the replacement counts.
         let mut old = inst("old", 0);
         old.state = LifecycleState::Terminating;
-        let p = plan(&facts(&s), &[old, inst("other", 1), surge]);
+        let p = plan(&facts(&s), &[old, inst("other", 1), surge.clone()]);
         assert!(p.actions.is_empty());
         assert_eq!(p.effective, 2);
+        // A ready surge Instance whose old Instance is healthy again is no longer surge: the
+        // group is one over and scales in (oldest first by the default policy).
+        let mut ready = surge;
+        ready.state = LifecycleState::InService;
+        let p = plan(&facts(&s), &[inst("old", 0), inst("other", 1), ready]);
+        assert_eq!(p.effective, 3);
+        assert_eq!(terminated(&p), vec!["old"]);
     }
 
     #[test]
@@ -644,7 +650,12 @@ mod tests {
         sick.health = Some(HealthStatus::Unhealthy);
         let mut leaving = inst("d", 0);
         leaving.state = LifecycleState::Terminating;
-        let st = status_counts(&s, "autoheal.dev/group=web", Some(4), &[inst("a", 0), pending, sick, leaving]);
+        let st = status_counts(
+            &s,
+            "autoheal.dev/group=web",
+            Some(4),
+            &[inst("a", 0), pending, sick, leaving],
+        );
         assert_eq!(st.desired_capacity, 3);
         assert_eq!(st.current_capacity, 3);
         assert_eq!(st.in_service_instances, 2);

@@ -81,7 +81,11 @@ impl TerminationReason {
     /// Why a deleted Instance is terminating: the reason its group annotated it with, else
     /// GroupDeleted when its group is being deleted or gone, else Unhealthy when its recorded
     /// health says so, else Deleted.
-    pub fn for_deletion(annotation: Option<&str>, group_gone_or_deleting: bool, unhealthy: bool) -> Self {
+    pub fn for_deletion(
+        annotation: Option<&str>,
+        group_gone_or_deleting: bool,
+        unhealthy: bool,
+    ) -> Self {
         if let Some(reason) = annotation.and_then(Self::parse) {
             reason
         } else if group_gone_or_deleting {
@@ -146,7 +150,9 @@ impl Record {
     }
 
     fn was_in_service(&self) -> bool {
-        self.history.iter().any(|e| e.state == LifecycleState::InService)
+        self.history
+            .iter()
+            .any(|e| e.state == LifecycleState::InService)
     }
 
     fn enter(&mut self, state: LifecycleState, reason: &str, now: Timestamp) {
@@ -315,8 +321,9 @@ fn action_for(facts: &Facts<'_>, record: &Record) -> Option<PodAction> {
             && !pod.in_service_label
             && !facts.add_to_service_suspended)
             .then_some(PodAction::AddToService),
-        Standby | Terminating | TerminatingWait => (pod.exists && pod.in_service_label)
-            .then_some(PodAction::RemoveFromService),
+        Standby | Terminating | TerminatingWait => {
+            (pod.exists && pod.in_service_label).then_some(PodAction::RemoveFromService)
+        }
         TerminatingProceed => (pod.exists && !pod.being_deleted).then_some(PodAction::DeletePod),
         Terminated => Some(PodAction::Finish),
     }
@@ -542,9 +549,7 @@ fn resolve_hooks(
         Hooks::Waiting(earliest)
     } else {
         Hooks::Done {
-            abandoned: open
-                .clone()
-                .any(|h| h.result == Some(HookResult::Abandon)),
+            abandoned: open.clone().any(|h| h.result == Some(HookResult::Abandon)),
         }
     }
 }
@@ -558,7 +563,12 @@ mod tests {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
     }
 
-    fn hook(name: &str, transition: HookTransition, timeout: i32, default: HookResult) -> LifecycleHook {
+    fn hook(
+        name: &str,
+        transition: HookTransition,
+        timeout: i32,
+        default: HookResult,
+    ) -> LifecycleHook {
         LifecycleHook {
             name: name.into(),
             transition,
@@ -722,7 +732,10 @@ mod tests {
         assert_eq!(s.record.state, Some(Terminating));
         assert_eq!(s.record.termination_reason.as_deref(), Some("ScaleIn"));
         assert_eq!(s.action, Some(PodAction::RemoveFromService));
-        assert_eq!(s.record.deregistered_at, None, "label removal not yet observed");
+        assert_eq!(
+            s.record.deregistered_at, None,
+            "label removal not yet observed"
+        );
         // The removal is observed a little later: the delay counts from then.
         let s = w.step(t(22));
         assert_eq!(s.record.deregistered_at, Some(Time(t(22))));
@@ -741,7 +754,13 @@ mod tests {
         assert_eq!(s.action, Some(PodAction::Finish));
         assert_eq!(
             w.states(),
-            vec![Pending, InService, Terminating, TerminatingProceed, Terminated]
+            vec![
+                Pending,
+                InService,
+                Terminating,
+                TerminatingProceed,
+                Terminated
+            ]
         );
     }
 
@@ -786,10 +805,7 @@ mod tests {
             "chained: nothing to drain"
         );
         assert_eq!(s.action, Some(PodAction::DeletePod));
-        assert_eq!(
-            w.states(),
-            vec![Pending, Terminating, TerminatingProceed]
-        );
+        assert_eq!(w.states(), vec![Pending, Terminating, TerminatingProceed]);
     }
 
     #[test]
@@ -810,14 +826,22 @@ mod tests {
         let s = w.step(t(0));
         assert_eq!(s.record.state, Some(Terminated));
         assert_eq!(s.action, Some(PodAction::Finish));
-        assert_eq!(w.states(), vec![Terminating, TerminatingProceed, Terminated]);
+        assert_eq!(
+            w.states(),
+            vec![Terminating, TerminatingProceed, Terminated]
+        );
         assert_eq!(s.record.termination_reason.as_deref(), Some("GroupDeleted"));
     }
 
     #[test]
     fn launch_hook_completed_by_annotation() {
         let mut w = World::new();
-        w.hooks = vec![hook("warm", HookTransition::Launch, 60, HookResult::Abandon)];
+        w.hooks = vec![hook(
+            "warm",
+            HookTransition::Launch,
+            60,
+            HookResult::Abandon,
+        )];
         w.step(t(0));
         w.run_pod();
         let s = w.step(t(2));
@@ -841,7 +865,12 @@ mod tests {
     fn launch_hook_abandoned_terminates() {
         let mut w = World::new();
         w.delay = 30;
-        w.hooks = vec![hook("warm", HookTransition::Launch, 60, HookResult::Continue)];
+        w.hooks = vec![hook(
+            "warm",
+            HookTransition::Launch,
+            60,
+            HookResult::Continue,
+        )];
         w.step(t(0));
         w.run_pod();
         w.step(t(1));
@@ -860,7 +889,12 @@ mod tests {
     #[test]
     fn hook_heartbeat_extends_and_timeout_applies_default() {
         let mut w = World::new();
-        w.hooks = vec![hook("warm", HookTransition::Launch, 30, HookResult::Continue)];
+        w.hooks = vec![hook(
+            "warm",
+            HookTransition::Launch,
+            30,
+            HookResult::Continue,
+        )];
         w.annotations
             .insert("hooks.autoheal.dev/warm.heartbeat".into(), "old".into());
         w.step(t(0));
@@ -889,7 +923,12 @@ mod tests {
     #[test]
     fn launch_hook_timeout_with_abandon_terminates() {
         let mut w = World::new();
-        w.hooks = vec![hook("warm", HookTransition::Launch, 30, HookResult::Abandon)];
+        w.hooks = vec![hook(
+            "warm",
+            HookTransition::Launch,
+            30,
+            HookResult::Abandon,
+        )];
         w.step(t(0));
         w.run_pod();
         w.step(t(0));
@@ -930,7 +969,12 @@ mod tests {
     #[test]
     fn invalid_hook_annotation_is_reported_and_ignored() {
         let mut w = World::new();
-        w.hooks = vec![hook("warm", HookTransition::Launch, 30, HookResult::Continue)];
+        w.hooks = vec![hook(
+            "warm",
+            HookTransition::Launch,
+            30,
+            HookResult::Continue,
+        )];
         w.step(t(0));
         w.run_pod();
         w.step(t(0));
@@ -944,7 +988,12 @@ mod tests {
     #[test]
     fn hook_removed_from_group_counts_as_continue() {
         let mut w = World::new();
-        w.hooks = vec![hook("warm", HookTransition::Launch, 30, HookResult::Abandon)];
+        w.hooks = vec![hook(
+            "warm",
+            HookTransition::Launch,
+            30,
+            HookResult::Abandon,
+        )];
         w.step(t(0));
         w.run_pod();
         w.step(t(0));
@@ -960,7 +1009,12 @@ mod tests {
     fn terminate_hooks_hold_after_the_delay() {
         let mut w = World::new();
         w.delay = 2;
-        w.hooks = vec![hook("drain", HookTransition::Terminate, 30, HookResult::Abandon)];
+        w.hooks = vec![hook(
+            "drain",
+            HookTransition::Terminate,
+            30,
+            HookResult::Abandon,
+        )];
         w.in_service();
         w.requested = Some(TerminationReason::Unhealthy);
         w.step(t(10));
@@ -980,7 +1034,12 @@ mod tests {
     #[test]
     fn terminate_hook_times_out_to_proceed() {
         let mut w = World::new();
-        w.hooks = vec![hook("drain", HookTransition::Terminate, 30, HookResult::Abandon)];
+        w.hooks = vec![hook(
+            "drain",
+            HookTransition::Terminate,
+            30,
+            HookResult::Abandon,
+        )];
         w.in_service();
         w.requested = Some(TerminationReason::Deleted);
         w.step(t(10));
@@ -999,7 +1058,12 @@ mod tests {
     #[test]
     fn restart_in_pending_wait_keeps_hook_deadlines() {
         let mut w = World::new();
-        w.hooks = vec![hook("warm", HookTransition::Launch, 100, HookResult::Continue)];
+        w.hooks = vec![hook(
+            "warm",
+            HookTransition::Launch,
+            100,
+            HookResult::Continue,
+        )];
         w.step(t(0));
         w.run_pod();
         w.step(t(0));
@@ -1011,7 +1075,12 @@ mod tests {
     #[test]
     fn deletion_during_pending_wait_terminates_and_drops_the_wait() {
         let mut w = World::new();
-        w.hooks = vec![hook("warm", HookTransition::Launch, 100, HookResult::Continue)];
+        w.hooks = vec![hook(
+            "warm",
+            HookTransition::Launch,
+            100,
+            HookResult::Continue,
+        )];
         w.step(t(0));
         w.run_pod();
         w.step(t(0));
@@ -1098,21 +1167,63 @@ mod tests {
     }
 
     #[test]
-    fn every_state_is_stable_without_new_facts() {
-        // From any reachable state, a second call with the same facts changes nothing more.
+    fn a_step_whose_action_was_not_taken_is_recomputed_identically() {
+        // The crash-safety property: once a step's record is stored, computing the step again
+        // (the action never ran) records nothing new and asks for the same action.
         let mut w = World::new();
         w.delay = 5;
         w.hooks = vec![
             hook("l", HookTransition::Launch, 30, HookResult::Continue),
             hook("d", HookTransition::Terminate, 30, HookResult::Continue),
         ];
-        for now in [0, 0, 1] {
+        let check = |w: &World, now: Timestamp| {
+            let first = next(&w.facts(), now);
+            let mut stored = World {
+                record: first.record.clone(),
+                ..World::new()
+            };
+            stored.annotations = w.annotations.clone();
+            stored.requested = w.requested;
+            stored.hooks = w.hooks.clone();
+            stored.delay = w.delay;
+            stored.pod = w.pod;
+            let again = next(&stored.facts(), now);
+            assert_eq!(again.record, first.record, "at {:?}", w.state());
+            assert_eq!(again.action, first.action, "at {:?}", w.state());
+        };
+        let mut now = 0;
+        let mut seen = Vec::new();
+        for round in 0..20 {
+            check(&w, t(now));
             w.step(t(now));
-            if w.state() == Some(Pending) {
-                w.run_pod();
+            seen.push(w.state());
+            match w.state() {
+                Some(Pending) => w.run_pod(),
+                Some(PendingWait) => {
+                    w.annotations
+                        .insert("hooks.autoheal.dev/l".into(), "Continue".into());
+                }
+                Some(InService) if round > 3 => w.requested = Some(TerminationReason::ScaleIn),
+                Some(TerminatingWait) => {
+                    w.annotations
+                        .insert("hooks.autoheal.dev/d".into(), "Continue".into());
+                }
+                Some(TerminatingProceed) => w.pod_gone(),
+                Some(Terminated) => break,
+                _ => {}
             }
-            let again = next(&w.facts(), t(now));
-            assert_eq!(again.record, w.record);
+            now += 3;
+        }
+        for state in [
+            Pending,
+            PendingWait,
+            InService,
+            Terminating,
+            TerminatingWait,
+            TerminatingProceed,
+            Terminated,
+        ] {
+            assert!(seen.contains(&Some(state)), "{state} visited: {seen:?}");
         }
     }
 }

@@ -120,6 +120,7 @@ pub struct Operator {
     dir: PathBuf,
     log: PathBuf,
     namespace: String,
+    starts: usize,
 }
 
 impl Operator {
@@ -157,6 +158,7 @@ impl Operator {
             log: dir.join("operator.log"),
             dir,
             namespace: ns.to_string(),
+            starts: 0,
         };
         op.spawn();
         op
@@ -183,6 +185,18 @@ impl Operator {
             .spawn()
             .expect("spawning the autoheal binary");
         self.child = Some(child);
+        self.starts += 1;
+    }
+
+    /// Waits until the current run has synced its caches and started its controllers
+    /// (the log line `caches synced`, once per start).
+    pub async fn wait_ready(&self) {
+        let starts = self.starts;
+        wait_for("the operator to sync its caches", TIMEOUT, || async {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            (text.matches("caches synced").count() >= starts).then_some(())
+        })
+        .await;
     }
 
     /// The operator's process id, while it runs.

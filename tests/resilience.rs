@@ -1,0 +1,306 @@
+//! Crash safety and quietness against the real API server:
+//! - the operator is killed with SIGKILL in Pending:Wait, Terminating and Terminating:Wait and
+//!   restarted: it resumes from status — no step repeated or skipped, the deregistration delay
+//!   still honoured, no orphan Pods, capacity converges;
+//! - a settled group of 20 Instances causes no write to the API server for 60 seconds.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use autoheal::api::{HookResult, HookTransition, Instance, LifecycleState};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
+use support::*;
+use testkit::wait_for;
+
+use LifecycleState::*;
+
+fn history(i: &Instance) -> Vec<LifecycleState> {
+    i.status
+        .as_ref()
+        .map(|s| s.state_history.iter().map(|e| e.state).collect())
+        .unwrap_or_default()
+}
+
+/// The operator's write requests in the audit log (user agent `autoheal/…`).
+fn operator_writes(env: &Env) -> Vec<testkit::AuditWrite> {
+    testkit::audit_writes(env.cp.audit_log_path())
+        .into_iter()
+        .filter(|w| w.user_agent.starts_with("autoheal/") && w.namespace == env.ns)
+        .collect()
+}
+
+fn at(w: &testkit::AuditWrite) -> Timestamp {
+    w.request_received_timestamp.parse().unwrap()
+}
+
+/// SIGKILL in Pending:Wait, Terminating and Terminating:Wait; each time the restarted operator
+/// resumes exactly where the status says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_every_waiting_state_resumes_from_status() {
+    let env = Env::new("crash").await;
+    let mut op = env.operator();
+    let delay = 6;
+    env.apply_group(
+        &GroupBuilder::new("web")
+            .desired(2)
+            .deregistration_delay(delay)
+            .hook("warm", HookTransition::Launch, 120, HookResult::Abandon)
+            .hook("bye", HookTransition::Terminate, 120, HookResult::Abandon)
+            .build(),
+    )
+    .await;
+
+    // --- Pending:Wait ---
+    let waiting = wait_for("two instances in Pending:Wait", TIMEOUT, || async {
+        let all = env.group_instances("web").await;
+        (all.len() == 2 && all.iter().all(|i| state_of(i) == Some(PendingWait))).then_some(all)
+    })
+    .await;
+    op.sigkill();
+    let before: BTreeMap<String, _> = waiting
+        .iter()
+        .map(|i| (i.name_any(), i.status.clone().unwrap()))
+        .collect();
+    op.restart();
+    op.wait_ready().await;
+    // Give the restarted operator time to act on every Instance (it would re-record here if
+    // it did not resume from status).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (name, status) in &before {
+        let now = env.instance(name).await.unwrap().status.unwrap();
+        assert_eq!(
+            now.state_history, status.state_history,
+            "{name}: history kept"
+        );
+        assert_eq!(
+            now.pending_hooks, status.pending_hooks,
+            "{name}: hook deadlines kept"
+        );
+    }
+    assert_eq!(
+        env.group_instances("web").await.len(),
+        2,
+        "nothing launched twice"
+    );
+    for name in before.keys() {
+        env.annotate_instance(name, "hooks.autoheal.dev/warm", Some("Continue"))
+            .await;
+    }
+    let all = env.wait_in_service("web", 2).await;
+    for i in &all {
+        assert_eq!(history(i), vec![Pending, PendingWait, InService]);
+    }
+
+    // --- Terminating (killed during the deregistration delay) ---
+    env.kubectl(&["-n", &env.ns, "scale", "sg/web", "--replicas=1"]);
+    let leaving = wait_for("one instance deregistered", TIMEOUT, || async {
+        let all = env.group_instances("web").await;
+        all.into_iter().find(|i| {
+            state_of(i) == Some(Terminating)
+                && i.status
+                    .as_ref()
+                    .is_some_and(|s| s.deregistered_at.is_some())
+        })
+    })
+    .await;
+    op.sigkill();
+    let name = leaving.name_any();
+    let stayed = all
+        .iter()
+        .find(|i| i.name_any() != name)
+        .unwrap()
+        .name_any();
+    let deregistered_at = leaving.status.as_ref().unwrap().deregistered_at.clone();
+    // Down for a moment inside the delay, then back.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    op.restart();
+    op.wait_ready().await;
+    let in_wait = env.wait_instance_state(&name, TerminatingWait).await;
+    let st = in_wait.status.clone().unwrap();
+    assert_eq!(
+        st.deregistered_at, deregistered_at,
+        "deregistration time kept"
+    );
+    assert_eq!(
+        history(&in_wait),
+        vec![
+            Pending,
+            PendingWait,
+            InService,
+            Terminating,
+            TerminatingWait
+        ]
+    );
+    let pod = env.pods().get(&name).await.unwrap();
+    assert!(pod.metadata.deletion_timestamp.is_none());
+    assert!(!pod_in_service(&pod));
+    // The delay counted from the recorded time, across the crash.
+    let entered_wait = st.entered(TerminatingWait).unwrap().0;
+    assert!(
+        entered_wait
+            >= deregistered_at.clone().unwrap().0 + SignedDuration::from_secs(delay.into()),
+        "Terminating:Wait entered at {entered_wait}, deregistered at {deregistered_at:?}"
+    );
+
+    // --- Terminating:Wait (killed; the hook is completed while the operator is down) ---
+    op.sigkill();
+    env.annotate_instance(&name, "hooks.autoheal.dev/bye", Some("Continue"))
+        .await;
+    op.restart();
+    op.wait_ready().await;
+    let proceeding = wait_for("the instance past Terminating:Wait", TIMEOUT, || async {
+        let i = env.instance(&name).await?;
+        matches!(state_of(&i), Some(TerminatingProceed | Terminated)).then_some(i)
+    })
+    .await;
+    let h = history(&proceeding);
+    assert_eq!(
+        &h[..6],
+        &[
+            Pending,
+            PendingWait,
+            InService,
+            Terminating,
+            TerminatingWait,
+            TerminatingProceed
+        ]
+    );
+    assert_eq!(
+        proceeding.status.unwrap().pending_hooks[0].result,
+        Some(HookResult::Continue)
+    );
+    env.wait_instance_gone(&name).await;
+
+    // Converged: one instance, one Pod, nothing orphaned.
+    let left = env.wait_in_service("web", 1).await;
+    assert_eq!(left[0].name_any(), stayed);
+    let pods = env.pods().list(&Default::default()).await.unwrap().items;
+    assert_eq!(
+        pods.len(),
+        1,
+        "no orphan Pods: {:?}",
+        pods.iter().map(|p| p.name_any()).collect::<Vec<_>>()
+    );
+
+    // The audit log: the leaving Pod's label was removed once, it was deleted once, and the
+    // delete came >= delay after the label removal.
+    let writes: Vec<_> = operator_writes(&env)
+        .into_iter()
+        .filter(|w| w.resource == "pods" && w.name == name)
+        .collect();
+    let deletes: Vec<_> = writes.iter().filter(|w| w.verb == "delete").collect();
+    assert_eq!(deletes.len(), 1, "Pod deleted exactly once: {writes:?}");
+    let patches: Vec<_> = writes.iter().filter(|w| w.verb == "patch").collect();
+    assert_eq!(
+        patches.len(),
+        2,
+        "label added once and removed once: {writes:?}"
+    );
+    let gap = at(patches[1]).duration_until(at(deletes[0]));
+    assert!(
+        gap >= SignedDuration::from_secs(delay.into()),
+        "Pod deleted {gap:?} after leaving service"
+    );
+    let creates = operator_writes(&env)
+        .into_iter()
+        .filter(|w| w.resource == "instances" && w.verb == "create" && w.code < 300)
+        .count();
+    assert_eq!(creates, 2, "no Instance launched twice");
+}
+
+/// A settled group of 20 Instances (with an HTTP probe running) causes no write to the API
+/// server for 60 seconds: no request from the operator in the audit log apart from its leader
+/// Lease renewals, and no resourceVersion change of the group, its Instances or Pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_group_of_20_makes_no_writes_for_60_seconds() {
+    let env = Env::new("quiet").await;
+    let _op = env.operator();
+    env.apply_group(
+        &GroupBuilder::new("web")
+            .max(20)
+            .desired(20)
+            .http_probe()
+            .build(),
+    )
+    .await;
+    env.wait_in_service("web", 20).await;
+    let groups = env.groups();
+    wait_for(
+        "Ready with 20 healthy instances",
+        Duration::from_secs(180),
+        || async {
+            let g = groups.get("web").await.ok()?;
+            let s = g.status.as_ref()?;
+            let ready = s
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (ready && s.healthy_instances == 20).then_some(())
+        },
+    )
+    .await;
+    // Settled: no operator write (other than the Lease) for 3 seconds.
+    let quiet_since = wait_for(
+        "the operator to settle",
+        Duration::from_secs(120),
+        || async {
+            let last = operator_writes(&env)
+                .iter()
+                .filter(|w| w.resource != "leases")
+                .map(at)
+                .max()?;
+            (last + SignedDuration::from_secs(3) < Timestamp::now()).then_some(Timestamp::now())
+        },
+    )
+    .await;
+
+    let versions =
+        |items: Vec<(String, Option<String>)>| items.into_iter().collect::<BTreeMap<_, _>>();
+    let snapshot = || async {
+        let g = env.group("web").await;
+        let instances = env.group_instances("web").await;
+        let pods = env.group_pods("web").await;
+        (
+            g.metadata.resource_version,
+            versions(
+                instances
+                    .iter()
+                    .map(|i| (i.name_any(), i.metadata.resource_version.clone()))
+                    .collect(),
+            ),
+            versions(
+                pods.iter()
+                    .map(|p| (p.name_any(), p.metadata.resource_version.clone()))
+                    .collect(),
+            ),
+        )
+    };
+    let before = snapshot().await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let after = snapshot().await;
+    // Let the apiserver flush the audit events of the last moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let writes: Vec<_> = operator_writes(&env)
+        .into_iter()
+        .filter(|w| at(w) >= quiet_since && w.resource != "leases")
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "writes by the operator while settled: {writes:#?}"
+    );
+    assert_eq!(before.0, after.0, "group resourceVersion unchanged");
+    assert_eq!(before.1, after.1, "Instance resourceVersions unchanged");
+    assert_eq!(before.2, after.2, "Pod resourceVersions unchanged");
+    let leases = operator_writes(&env)
+        .into_iter()
+        .filter(|w| at(w) >= quiet_since && w.resource == "leases")
+        .count();
+    assert!(
+        leases > 0,
+        "the leader Lease was renewed meanwhile (the operator was alive)"
+    );
+}
