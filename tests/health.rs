@@ -203,8 +203,6 @@ async fn podsim_behaviors_impair_with_evidence_and_recover() {
         ("WorkloadHealthy", "False", "PodFailed", "phase Failed"),
     )
     .await;
-    // The transition is an Event carrying the evidence.
-    wait_event(&env, &names[0], "Warning", "HTTP 503").await;
 
     for ((_, _, _), name) in cases.iter().zip(&names) {
         set_pod_behavior(&env, name, "healthy").await;
@@ -218,6 +216,10 @@ async fn podsim_behaviors_impair_with_evidence_and_recover() {
             "{probe:?}"
         );
     }
+    // Each transition was an Event carrying the evidence.
+    wait_event(&env, &names[0], "Warning", "HTTP 503").await;
+    wait_event(&env, &names[1], "Warning", "timeout after 1s").await;
+    wait_event(&env, &names[0], "Normal", "Unhealthy/Impaired → Healthy").await;
 }
 
 /// A Pod that stays Pending past `startupTimeoutSeconds` makes its Instance Impaired; once it
@@ -510,7 +512,8 @@ fn namespace_writes(env: &Env) -> Vec<testkit::AuditWrite> {
 async fn probing_healthy_instances_writes_nothing() {
     let env = Env::new("health-quiet").await;
     let op = env.operator();
-    env.apply_group(&probed_group("web", 20).build()).await;
+    env.apply_group(&probed_group("web", 20).max(20).build())
+        .await;
     let names: Vec<String> = env
         .wait_in_service("web", 20)
         .await
@@ -538,6 +541,10 @@ async fn probing_healthy_instances_writes_nothing() {
             quiet_since = tokio::time::Instant::now();
         }
     }
+    assert!(
+        seen > 20,
+        "the audit filter sees the setup writes of this namespace (got {seen})"
+    );
     let addr = admin_addr(&op).expect("the operator logs its admin address");
     let before = probe_successes(&addr).await.expect("probe metrics");
     tokio::time::sleep(Duration::from_secs(60)).await;

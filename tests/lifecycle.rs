@@ -89,8 +89,7 @@ async fn scale_0_5_2_7_and_back_with_kubectl() {
         env.kubectl(&["-n", &env.ns, "scale", "sg/web", &format!("--replicas={n}")]);
         let instances = env.wait_in_service("web", n).await;
         // Every Pod is labelled in service and carries both labels.
-        for pod in env.group_pods("web").await {
-            assert!(pod_in_service(&pod), "Pod {} in service", pod.name_any());
+        for pod in env.wait_pods_in_service("web", n).await {
             assert_eq!(
                 pod.labels().get("autoheal.dev/group").map(String::as_str),
                 Some("web")

@@ -134,7 +134,12 @@ fn revision<K: Resource>(obj: &K) -> Option<u64> {
 }
 
 enum FreshEntry<K> {
-    Written(Arc<K>, Instant),
+    /// Written by this process (`created`: by a create, so the store may not know it yet).
+    Written {
+        obj: Arc<K>,
+        at: Instant,
+        created: bool,
+    },
     Deleted(Instant),
 }
 
@@ -165,11 +170,26 @@ impl<K: Resource> Fresh<K> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Remembers an object as returned by a write.
+    /// Remembers an object as returned by an update or patch.
     pub fn remember(&self, obj: K) {
+        self.insert(obj, false);
+    }
+
+    /// Remembers an object as returned by its create.
+    pub fn remember_created(&self, obj: K) {
+        self.insert(obj, true);
+    }
+
+    fn insert(&self, obj: K, created: bool) {
         let key = (obj.namespace().unwrap_or_default(), obj.name_any());
-        self.lock()
-            .insert(key, FreshEntry::Written(Arc::new(obj), Instant::now()));
+        self.lock().insert(
+            key,
+            FreshEntry::Written {
+                obj: Arc::new(obj),
+                at: Instant::now(),
+                created,
+            },
+        );
     }
 
     /// Remembers that an object was deleted (the API said it is gone).
@@ -196,14 +216,12 @@ impl<K: Resource> Fresh<K> {
                     None
                 }
             }
-            FreshEntry::Written(written, at) => {
-                let written = written.clone();
+            FreshEntry::Written { obj, at, created } => {
+                let written = obj.clone();
                 match stored {
-                    None if at.elapsed() <= DELETED_TTL => {
-                        // Not in the store yet (just created) or deleted since: keep ours
-                        // for a while, the store will tell.
-                        Some(written)
-                    }
+                    // Created moments ago: the store will show it soon.
+                    None if *created && at.elapsed() <= DELETED_TTL => Some(written),
+                    // An object we updated is no longer in the store: it was deleted.
                     None => {
                         entries.remove(&key);
                         None
@@ -389,6 +407,21 @@ mod tests {
         fresh.remember((*cm("abc", "u")).clone());
         let got = fresh.resolve("ns", "x", Some(cm("5", "u"))).unwrap();
         assert_eq!(got.metadata.resource_version.as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn fresh_updates_do_not_resurrect_deleted_objects() {
+        let fresh = Fresh::<ConfigMap>::default();
+        fresh.remember((*cm("10", "u")).clone());
+        assert!(
+            fresh.resolve("ns", "x", None).is_none(),
+            "gone from the store: gone"
+        );
+        fresh.remember_created((*cm("10", "u")).clone());
+        assert!(
+            fresh.resolve("ns", "x", None).is_some(),
+            "just created: not yet in the store"
+        );
     }
 
     #[test]

@@ -229,6 +229,10 @@ fn requeue(
             status.entered(LifecycleState::Pending),
             health_check.startup_timeout_seconds,
         )),
+        // Waiting for the Pod to go: its deletion event wakes us; look again anyway.
+        Some(LifecycleState::TerminatingProceed) => {
+            candidates.extend(now.checked_add(SignedDuration::from_secs(5)).ok())
+        }
         _ => {}
     }
     let next = candidates.into_iter().filter(|t| *t > now).min();
@@ -335,7 +339,7 @@ async fn act(
             let pod = build_pod(inst);
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(created) => {
-                    ctx.fresh_pods.remember(created);
+                    ctx.fresh_pods.remember_created(created);
                     ctx.events
                         .normal(
                             &reference,

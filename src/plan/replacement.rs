@@ -456,13 +456,12 @@ pub fn in_flight_units(instances: &[InstanceView]) -> BTreeSet<String> {
         if !r.counts_toward_capacity() || r.is_unhealthy() || old == r.name {
             continue;
         }
-        if !settled(r) {
-            units.insert(old.to_string());
-        } else if r.is_in_service_and_healthy()
+        // Still starting, or ready while its old Instance has yet to be told to leave.
+        let ready_awaiting_old = r.is_in_service_and_healthy()
             && index
                 .get(old)
-                .is_some_and(|o| is_candidate(o) && o.replaces.as_deref() != Some(&r.name))
-        {
+                .is_some_and(|o| is_candidate(o) && o.replaces.as_deref() != Some(&r.name));
+        if !settled(r) || ready_awaiting_old {
             units.insert(old.to_string());
         }
     }

@@ -399,6 +399,20 @@ impl Env {
         wait_in_service(&self.client, &self.ns, group, n, TIMEOUT).await
     }
 
+    /// Waits until the group has exactly `n` Pods, all labelled `autoheal.dev/in-service=true`
+    /// (the label follows the InService record by a moment).
+    pub async fn wait_pods_in_service(&self, group: &str, n: usize) -> Vec<Pod> {
+        wait_for(
+            &format!("{n} Pods of group {group} labelled in service"),
+            TIMEOUT,
+            || async {
+                let pods = self.group_pods(group).await;
+                (pods.len() == n && pods.iter().all(pod_in_service)).then_some(pods)
+            },
+        )
+        .await
+    }
+
     /// Waits until the group's status shows the condition `type_` with `status`.
     pub async fn wait_group_condition(
         &self,

@@ -1048,8 +1048,8 @@ proptest! {
         let newly = plan.memory.judged.iter().filter(|n| !w.memory.judged.contains(n)).count();
         prop_assert!(i64::from(plan.memory.consecutive_failures) <= i64::from(w.memory.consecutive_failures.max(0)) + newly as i64);
         prop_assert!(plan.memory.recent_failures.len() <= MAX_RECENT_FAILURES);
-        if !plan.terminate.is_empty() || !plan.launch_replacements_for.is_empty() {
-            prop_assert!(plan.memory.last_replacement_time.is_some());
+        if !new_starts.is_empty() {
+            prop_assert_eq!(plan.memory.last_replacement_time, Some(w.now));
         }
     }
 
