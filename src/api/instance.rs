@@ -1,5 +1,8 @@
 //! The `Instance` custom resource: one member of a ScalingGroup, backed by one Pod.
 
+// `printcolumn(type_ = ...)` repeats per column by design of kube-derive.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};

@@ -1,5 +1,8 @@
 //! The `ScalingGroup` custom resource: N Instances kept healthy.
 
+// `printcolumn(type_ = ...)` repeats per column by design of kube-derive.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
