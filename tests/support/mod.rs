@@ -133,6 +133,14 @@ impl Operator {
 
     /// As [`Operator::start`], with extra command-line arguments.
     pub fn start_with(cp: &ControlPlane, ns: &str, extra: &[&str]) -> Operator {
+        let mut args = vec!["--lease-namespace", ns];
+        args.extend_from_slice(extra);
+        Self::start_as(cp.kubeconfig_path(), ns, &args)
+    }
+
+    /// Starts `autoheal run --namespace NS --admin-addr 127.0.0.1:0 --leader-identity …` with
+    /// the given kubeconfig and extra arguments (e.g. `--lease-namespace`).
+    pub fn start_as(kubeconfig: &Path, ns: &str, extra: &[&str]) -> Operator {
         let dir =
             std::env::temp_dir().join(format!("autoheal-operator-{ns}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -142,8 +150,6 @@ impl Operator {
             ns,
             "--admin-addr",
             "127.0.0.1:0",
-            "--lease-namespace",
-            ns,
             "--leader-identity",
             &format!("autoheal-test-{ns}"),
         ]
@@ -154,7 +160,7 @@ impl Operator {
         let mut op = Operator {
             child: None,
             args,
-            kubeconfig: cp.kubeconfig_path().to_path_buf(),
+            kubeconfig: kubeconfig.to_path_buf(),
             log: dir.join("operator.log"),
             dir,
             namespace: ns.to_string(),
