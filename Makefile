@@ -4,7 +4,7 @@ CARGO ?= cargo
 LOCAL := $(CURDIR)/.local
 export KUBECONFIG := $(LOCAL)/kubeconfig
 
-.PHONY: all build test crds crds-check cluster-up cluster-down demo k8s-bins bench-probe fmt lint clean
+.PHONY: all build test crds cluster-up cluster-down demo k8s-bins bench-probe fmt lint clean
 
 all: build
 
@@ -19,10 +19,11 @@ k8s-bins:
 crds:
 	$(CARGO) run -q --bin autoheal -- crds --output-dir crds
 
-## test: everything CI runs
+## test: everything CI runs: unit and end-to-end tests against a real control plane, then lint
 test: k8s-bins
 	$(CARGO) build --workspace --all-targets
-	$(CARGO) test --workspace --no-fail-fast -- --nocapture
+	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) lint
 
 cluster-up: k8s-bins
 	$(CARGO) run -q -p testkit --bin cluster -- up --dir $(LOCAL)
