@@ -3,7 +3,8 @@
 //! Each reconcile reads the Instance, its group, Pod and Node from the stores, asks the pure
 //! lifecycle state machine ([`crate::plan::lifecycle::next`]) and the health evaluator
 //! ([`crate::health::assess`]) what the status should be, writes the status if it differs
-//! (server-side apply), and only then takes the step's action on the Pod or the Instance.
+//! (server-side apply), publishes the Events of the change ([`crate::health::events`], the
+//! lifecycle notes), and only then takes the step's action on the Pod or the Instance.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -24,7 +25,7 @@ use crate::api::{
     HealthCheck, HealthStatus, Instance, InstanceStatus, LABEL_GROUP, LABEL_IN_SERVICE,
     LABEL_INSTANCE, LifecycleState, Process, ScalingGroup,
 };
-use crate::health::{HealthInputs, ProbeTarget, assess};
+use crate::health::{self, HealthEvent, HealthInputs, ProbeTarget, assess};
 use crate::plan::lifecycle::{
     self, ANNOTATION_TERMINATION_REASON, FINALIZER, Facts, Note, PodAction, PodFacts, Record,
     TerminationReason,
@@ -154,25 +155,16 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context) -> Result<Action, Error>
         lifecycle::ceil_to_second(now),
     );
 
+    // The health Events compare the verdict with the status as stored: before it is replaced.
+    let health_events = health::events(&inst, &verdict);
+
     // Record first...
     if status != stored {
         write_status(&api, &name, &status, ctx).await?;
     }
     let reference = inst.object_ref(&());
-    report_notes(ctx, &key, &reference, &step.notes, &verdict.warnings).await;
-    if stored.health_status != Some(verdict.status) && stored.health_status.is_some() {
-        let note = format!(
-            "health {} → {:?} ({:?})",
-            stored
-                .health_status
-                .map_or("unknown".into(), |h| format!("{h:?}")),
-            verdict.status,
-            verdict.detail
-        );
-        ctx.events
-            .normal(&reference, "HealthChanged", "Evaluate", note)
-            .await;
-    }
+    report_notes(ctx, &key, &reference, &step.notes).await;
+    report_health(ctx, &reference, &health_events).await;
 
     // ...then act.
     if let Some(action) = step.action {
@@ -205,35 +197,27 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context) -> Result<Action, Error>
     };
     ctx.probes.set_target(&key, target);
 
-    Ok(requeue(&status, health_check, step.wake_at, now))
+    Ok(requeue(
+        status.lifecycle_state,
+        step.wake_at,
+        verdict.recheck_at,
+        now,
+    ))
 }
 
-/// When to look again: a lifecycle deadline, the end of the health grace period or startup
-/// timeout (time-driven health changes), or the resync period.
+/// When to look again, the earliest of: a lifecycle deadline (`wake_at`), the next time the
+/// passage of time alone may change the health verdict (`recheck_at`: end of the grace period,
+/// startup timeout, an `unhealthyConditions` rule reaching `forSeconds`), or the resync period.
 fn requeue(
-    status: &InstanceStatus,
-    health_check: &HealthCheck,
+    state: Option<LifecycleState>,
     wake_at: Option<Timestamp>,
+    recheck_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Action {
-    let mut candidates: Vec<Timestamp> = wake_at.into_iter().collect();
-    let after = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>, secs: i32| {
-        t.and_then(|t| t.0.checked_add(SignedDuration::from_secs(secs.into())).ok())
-    };
-    match status.lifecycle_state {
-        Some(LifecycleState::InService) => candidates.extend(after(
-            status.entered(LifecycleState::InService),
-            health_check.grace_period_seconds,
-        )),
-        Some(LifecycleState::Pending | LifecycleState::PendingWait) => candidates.extend(after(
-            status.entered(LifecycleState::Pending),
-            health_check.startup_timeout_seconds,
-        )),
+    let mut candidates: Vec<Timestamp> = wake_at.into_iter().chain(recheck_at).collect();
+    if state == Some(LifecycleState::TerminatingProceed) {
         // Waiting for the Pod to go: its deletion event wakes us; look again anyway.
-        Some(LifecycleState::TerminatingProceed) => {
-            candidates.extend(now.checked_add(SignedDuration::from_secs(5)).ok())
-        }
-        _ => {}
+        candidates.extend(now.checked_add(SignedDuration::from_secs(5)).ok());
     }
     let next = candidates.into_iter().filter(|t| *t > now).min();
     match next {
@@ -509,15 +493,35 @@ async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Resu
     Ok(())
 }
 
-/// Reports the state machine's notes and the evaluator's warnings as Events.
+/// Publishes the health evaluator's Events: transitions with their evidence, and annotation
+/// values not understood (each once: [`health::events`] leaves out those already recorded).
+async fn report_health(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    events: &[HealthEvent],
+) {
+    for e in events {
+        if e.warning {
+            ctx.events
+                .warning(reference, e.reason, "Evaluate", e.note.clone())
+                .await;
+        } else {
+            ctx.events
+                .normal(reference, e.reason, "Evaluate", e.note.clone())
+                .await;
+        }
+    }
+}
+
+/// Reports the state machine's notes as Events; its annotation warnings (hook completions the
+/// health evaluator does not read) once per value.
 async fn report_notes(
     ctx: &Context,
     key: &Key,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
     notes: &[Note],
-    health_warnings: &[String],
 ) {
-    let mut warnings: Vec<String> = health_warnings.to_vec();
+    let mut warnings: Vec<String> = Vec::new();
     for note in notes {
         match note {
             Note::Entered { state, reason } => {
@@ -639,4 +643,68 @@ pub fn instances_on_node(ctx: &Context, node: &Node) -> Vec<ObjectRef<Instance>>
             Some(ObjectRef::new(instance).within(&p.namespace()?))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn after(action: &Action) -> Option<Duration> {
+        // `Action` only exposes its delay through Debug/PartialEq: compare with candidates.
+        [50u64, 1_050, 5_050, 10_050]
+            .into_iter()
+            .map(Duration::from_millis)
+            .chain([RESYNC])
+            .find(|d| *action == Action::requeue(*d))
+    }
+
+    #[test]
+    fn requeue_at_the_earliest_of_lifecycle_and_health_deadlines() {
+        let now = at("2026-01-01T00:00:00Z");
+        let lifecycle = Some(at("2026-01-01T00:00:10Z"));
+        let health = Some(at("2026-01-01T00:00:01Z"));
+        let state = Some(LifecycleState::InService);
+        assert_eq!(
+            after(&requeue(state, lifecycle, health, now)),
+            Some(Duration::from_millis(1_050))
+        );
+        assert_eq!(
+            after(&requeue(state, lifecycle, None, now)),
+            Some(Duration::from_millis(10_050))
+        );
+        assert_eq!(
+            after(&requeue(state, None, health, now)),
+            Some(Duration::from_millis(1_050))
+        );
+        assert_eq!(
+            after(&requeue(
+                Some(LifecycleState::TerminatingProceed),
+                lifecycle,
+                None,
+                now
+            )),
+            Some(Duration::from_millis(5_050))
+        );
+    }
+
+    #[test]
+    fn requeue_soon_for_a_passed_lifecycle_deadline_else_resync() {
+        let now = at("2026-01-01T00:00:00Z");
+        let past = Some(at("2025-12-31T23:59:59Z"));
+        let state = Some(LifecycleState::InService);
+        assert_eq!(
+            after(&requeue(state, past, None, now)),
+            Some(Duration::from_millis(50))
+        );
+        assert_eq!(after(&requeue(state, None, None, now)), Some(RESYNC));
+        // A health deadline in the past is not one (assess only gives future ones).
+        assert_eq!(after(&requeue(state, None, past, now)), Some(RESYNC));
+        // Far away: capped at the resync period.
+        let far = Some(at("2026-02-01T00:00:00Z"));
+        assert_eq!(after(&requeue(state, None, far, now)), Some(RESYNC));
+    }
 }
