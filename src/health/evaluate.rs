@@ -22,7 +22,7 @@
 //! | 8 | workload failing: Node NotReady/Unknown, Pod phase Unknown, an `unhealthyConditions` rule held for `forSeconds` | Unhealthy | Impaired | yes (row 7 first) |
 //! | 9 | probe verdict unhealthy (`unhealthyThreshold` consecutive failures) | Unhealthy | Impaired | yes |
 //! | 10 | a signal failing below its threshold: probe failures < `unhealthyThreshold`, an `unhealthyConditions` rule matching for less than `forSeconds` | Healthy | Warning | yes |
-//! | 11 | a probe is configured and has not produced enough results yet | Healthy | InsufficientData | yes |
+//! | 11 | a probe is configured and has not produced enough results yet (and no decided probe verdict is recorded in status, see below) | Healthy | InsufficientData | yes |
 //! | 12 | otherwise | Healthy | OK | — |
 //!
 //! Notes on the choices:
@@ -42,6 +42,10 @@
 //!   to hold since the Pod's creation.
 //! - A Terminating Instance is not judged again (row 0): its recorded verdict and conditions
 //!   explain why it is leaving, and nothing is written or emitted while it goes.
+//! - A probe target without enough results whose Instance already records a decided
+//!   `ProbeHealthy` (True/Passing or False) keeps that recorded verdict until the engine decides
+//!   anew: after an operator restart, healthy Instances stay `OK` instead of flapping through
+//!   `InsufficientData`, and nothing is rewritten.
 //! - Messages carry evidence but no ever-changing values (no "for 12s"): they change only when
 //!   the evidence changes, so writing the verdict writes only on change.
 //!
@@ -827,8 +831,40 @@ fn probe_signal(inputs: &HealthInputs<'_>) -> Signal {
             healthy,
             v.message.clone(),
         ),
-        None => signal(Level::NoData, "InsufficientData", None, v.message.clone()),
+        None => match carried_probe_verdict(inputs.instance) {
+            // A restarted operator's engine starts without results: until it has new ones, the
+            // recorded verdict stands, so a restart rewrites nothing.
+            Some((true, _, message)) => signal(Level::Ok, "Passing", Some(true), message),
+            Some((false, reason, message)) => signal(Level::Impaired, reason, Some(false), message),
+            None => signal(Level::NoData, "InsufficientData", None, v.message.clone()),
+        },
         Some(true) => signal(Level::Ok, "Passing", Some(true), v.message.clone()),
+    }
+}
+
+/// The probe verdict recorded in the Instance's `ProbeHealthy` condition, when it is a decided
+/// one (`True` or `False`): `(healthy, reason, message)`.
+fn carried_probe_verdict(instance: &Instance) -> Option<(bool, &'static str, String)> {
+    let recorded = instance
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_PROBE)?;
+    let known_reasons = [
+        "Passing",
+        "UnexpectedStatus",
+        "Timeout",
+        "ConnectionRefused",
+        "ConnectionReset",
+        "ProbeError",
+        "ProbeFailing",
+    ];
+    let reason = known_reasons.into_iter().find(|r| *r == recorded.reason)?;
+    match recorded.status.as_str() {
+        "True" if reason == "Passing" => Some((true, reason, recorded.message.clone())),
+        "False" => Some((false, reason, recorded.message.clone())),
+        _ => None,
     }
 }
 

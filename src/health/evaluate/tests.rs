@@ -321,6 +321,57 @@ fn insufficient_data_until_the_probe_decides() {
 }
 
 #[test]
+fn a_recorded_probe_verdict_stands_until_the_engine_decides_again() {
+    let mut f = fixture().probe_ok();
+    let recorded = |status: &str, reason: &str, message: &str| Condition {
+        type_: "ProbeHealthy".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: None,
+        last_transition_time: Time(t(200)),
+    };
+    // After a restart the engine has no results; the recorded Passing verdict stands.
+    f.instance.status.as_mut().unwrap().conditions = vec![recorded(
+        "True",
+        "Passing",
+        "HTTP 200 from 127.0.1.5:8080/healthz",
+    )];
+    f.probe = Some(verdict(None, 0, None, "no verdict yet"));
+    let v = f.assess(t(AFTER_GRACE));
+    is(&v, HealthStatus::Healthy, HealthDetail::OK);
+    let p = cond(&v, "ProbeHealthy");
+    assert_eq!(
+        (p.status, p.message.as_str()),
+        ("True", "HTTP 200 from 127.0.1.5:8080/healthz")
+    );
+    // A recorded failure stands too.
+    f.instance.status.as_mut().unwrap().conditions =
+        vec![recorded("False", "ConnectionRefused", "connection refused")];
+    let v = f.assess(t(AFTER_GRACE));
+    is(&v, HealthStatus::Unhealthy, HealthDetail::Impaired);
+    assert_eq!(cond(&v, "ProbeHealthy").reason, "ConnectionRefused");
+    // A failure after the restart is the engine's own evidence again (Warning), not the record.
+    f.probe = Some(verdict(
+        None,
+        1,
+        Some(ResultClass::Timeout),
+        "timeout after 1s",
+    ));
+    let v = f.assess(t(AFTER_GRACE));
+    is(&v, HealthStatus::Healthy, HealthDetail::Warning);
+    // An undecided record (never probed) carries nothing.
+    f.instance.status.as_mut().unwrap().conditions =
+        vec![recorded("Unknown", "NotProbed", "not probed yet")];
+    f.probe = Some(verdict(None, 0, None, "no verdict yet"));
+    is(
+        &f.assess(t(AFTER_GRACE)),
+        HealthStatus::Healthy,
+        HealthDetail::InsufficientData,
+    );
+}
+
+#[test]
 fn maintaining_never_replaced_but_evidence_shown() {
     let v = fixture()
         .probe_failing()
