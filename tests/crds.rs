@@ -353,6 +353,11 @@ async fn invalid_specs_are_refused_with_a_human_message() {
             "lifecycle hook name must be alphanumeric",
         ),
         (
+            "group name too long for its instance names",
+            group(&"g".repeat(58), ""),
+            "ScalingGroup names must be at most 57 characters",
+        ),
+        (
             "pod template without containers",
             group("a", "").replace(
                 "          containers:\n          - name: web\n            image: example/web:1\n",
@@ -372,7 +377,11 @@ async fn invalid_specs_are_refused_with_a_human_message() {
         if out.status.success() {
             failures.push(format!("{what}: was accepted"));
             // Clean up so the next case can reuse the name.
-            kubectl_ok(cp, &["-n", &ns, "delete", "sg/a", "--wait=false"], None);
+            kubectl_ok(
+                cp,
+                &["-n", &ns, "delete", "sg", "--all", "--wait=false"],
+                None,
+            );
         } else if !stderr.contains(message) {
             failures.push(format!("{what}: expected {message:?}, got: {stderr}"));
         }

@@ -64,14 +64,16 @@ use super::instance::{HealthDetail, HealthStatus, LifecycleState, PodTemplate};
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    validation = Rule::new("size(self.metadata.name) <= 57").message("ScalingGroup names must be at most 57 characters (Instance names add 6 and must fit a 63-character label value)")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.minSize <= self.maxSize").message("minSize must be <= maxSize"))]
 #[x_kube(validation = Rule::new("!has(self.desiredCapacity) || self.desiredCapacity >= self.minSize").message("desiredCapacity must be >= minSize"))]
 #[x_kube(validation = Rule::new("!has(self.desiredCapacity) || self.desiredCapacity <= self.maxSize").message("desiredCapacity must be <= maxSize"))]
 pub struct ScalingGroupSpec {
-    /// The fewest Instances the group may have. Scaling and `kubectl scale` are clamped to it.
+    /// The fewest Instances the group may have; `desiredCapacity` (and `kubectl scale`) below it
+    /// is refused.
     #[schemars(range(min = 0, max = 10000))]
     pub min_size: i32,
     /// The most Instances the group may have (a LaunchBeforeTerminate replacement may add one
