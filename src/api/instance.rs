@@ -282,8 +282,9 @@ pub struct InstanceStatus {
     /// Lifecycle hooks this Instance waits on, or has completed in its current transition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_hooks: Vec<PendingHook>,
-    /// Every lifecycle state entered, with its time.
+    /// Every lifecycle state entered, with its time (the launch and the latest 31).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub state_history: Vec<StateEntry>,
     /// Healthy (aggregate), WorkloadHealthy, ProbeHealthy and CustomHealthy, each with its
     /// evidence in the message.

@@ -106,11 +106,11 @@ impl Context {
             .into_iter()
             .filter(|i| i.namespace().as_deref() == Some(ns.as_str()) && i.spec.group_name == name)
             .filter(|i| controlled_by(i.as_ref(), uid.as_deref()))
-            .map(|i| {
+            // An Instance this process just finished (finalizer removed) may linger in the
+            // store until the watch delivers its deletion: resolve() leaves it out.
+            .filter_map(|i| {
                 let n = i.name_any();
-                self.fresh_instances
-                    .resolve(&ns, &n, Some(i))
-                    .expect("stored object")
+                self.fresh_instances.resolve(&ns, &n, Some(i))
             })
             .collect();
         members.sort_by_key(|i| i.name_any());
@@ -239,11 +239,6 @@ impl<K: Resource> Fresh<K> {
                 }
             }
         }
-    }
-
-    /// Forgets everything about an object.
-    pub fn forget(&self, ns: &str, name: &str) {
-        self.lock().remove(&(ns.to_string(), name.to_string()));
     }
 }
 

@@ -158,8 +158,13 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context) -> Result<Action, Error>
     // The health Events compare the verdict with the status as stored: before it is replaced.
     let health_events = health::events(&inst, &verdict);
 
-    // Record first...
-    if status != stored {
+    // Record first (conditions other managers set on the Instance are theirs: they are neither
+    // compared nor applied, and server-side apply leaves them in place)...
+    let mut stored_own = stored.clone();
+    stored_own
+        .conditions
+        .retain(|c| health::CONDITION_TYPES.contains(&c.type_.as_str()));
+    if status != stored_own {
         write_status(&api, &name, &status, ctx).await?;
     }
     let reference = inst.object_ref(&());

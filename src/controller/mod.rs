@@ -161,6 +161,27 @@ fn take<K>(triggers: &mut Vec<streams::Trigger<K>>) -> streams::Trigger<K> {
     triggers.pop().expect("one trigger per subscriber")
 }
 
+/// What of a ScalingGroup its Instances depend on: identity, spec generation, annotations
+/// and deletion.
+#[derive(Debug, Clone, PartialEq)]
+struct GroupSignature {
+    uid: Option<String>,
+    generation: Option<i64>,
+    annotations: Option<std::collections::BTreeMap<String, String>>,
+    deleting: bool,
+}
+
+impl GroupSignature {
+    fn of(group: &ScalingGroup) -> Self {
+        Self {
+            uid: group.metadata.uid.clone(),
+            generation: group.metadata.generation,
+            annotations: group.metadata.annotations.clone(),
+            deleting: group.metadata.deletion_timestamp.is_some(),
+        }
+    }
+}
+
 fn node_ready(node: &Node) -> Option<String> {
     node.status
         .as_ref()?
@@ -259,6 +280,20 @@ async fn run_controllers(
         };
         futures::future::ready(keep)
     });
+    // The group writes its status on most Instance changes; Instances depend only on the
+    // group's spec, annotations and deletion, so status-only changes are not passed on.
+    let mut group_seen: HashMap<(String, String), GroupSignature> = HashMap::new();
+    let group_changes = take(&mut group_triggers).filter(move |g| {
+        let keep = match g {
+            Ok(group) => {
+                let key = (group.namespace().unwrap_or_default(), group.name_any());
+                let signature = GroupSignature::of(group);
+                group_seen.insert(key, signature.clone()) != Some(signature)
+            }
+            Err(_) => false,
+        };
+        futures::future::ready(keep)
+    });
     let probe_changes = probes
         .changes()
         .map(|(ns, name)| ObjectRef::<Instance>::new(&name).within(&ns));
@@ -266,7 +301,7 @@ async fn run_controllers(
         Controller::for_stream(take(&mut instance_triggers), instances.clone())
             .with_config(controller_config)
             .owns_stream(take(&mut pod_triggers))
-            .watches_stream(take(&mut group_triggers), move |g: ScalingGroup| {
+            .watches_stream(group_changes, move |g: ScalingGroup| {
                 instance::instances_of_group(&group_ctx, &g)
             })
             .watches_stream(node_changes, move |n: Node| {

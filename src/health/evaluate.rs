@@ -72,6 +72,13 @@ pub const CONDITION_WORKLOAD: &str = "WorkloadHealthy";
 pub const CONDITION_PROBE: &str = "ProbeHealthy";
 /// Condition type: the custom (annotation) signal.
 pub const CONDITION_CUSTOM: &str = "CustomHealthy";
+/// Every condition type the evaluator owns on an Instance.
+pub const CONDITION_TYPES: [&str; 4] = [
+    CONDITION_HEALTHY,
+    CONDITION_WORKLOAD,
+    CONDITION_PROBE,
+    CONDITION_CUSTOM,
+];
 /// Event reason of a Warning Event for an annotation value that cannot be understood.
 pub const REASON_ANNOTATION_NOT_UNDERSTOOD: &str = "AnnotationNotUnderstood";
 

@@ -441,14 +441,6 @@ impl ProbeEngine {
             .map(|e| e.verdict.clone())
     }
 
-    /// The target of an Instance, if set.
-    pub fn target(&self, key: &InstanceKey) -> Option<ProbeTarget> {
-        lock(&self.inner.targets)
-            .map
-            .get(key)
-            .map(|e| e.target.clone())
-    }
-
     /// How many Instances are probed.
     pub fn target_count(&self) -> usize {
         lock(&self.inner.targets).map.len()
@@ -847,7 +839,7 @@ async fn http_exchange(
             return Err(ExchangeError::ClosedEarly);
         }
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut resp = httparse::Response::new(&mut headers);
         let head_len = match resp.parse(buf) {
             Ok(httparse::Status::Complete(len)) => len,

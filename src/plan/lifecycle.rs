@@ -119,6 +119,9 @@ pub struct Record {
     pub deregistered_at: Option<Time>,
 }
 
+/// The most `status.stateHistory` entries kept.
+pub const MAX_STATE_HISTORY: usize = 32;
+
 impl Record {
     /// The record held in a status.
     pub fn from_status(status: &InstanceStatus) -> Self {
@@ -155,6 +158,9 @@ impl Record {
             .any(|e| e.state == LifecycleState::InService)
     }
 
+    /// Records entering `state`. The history keeps its first entry (the launch) and the
+    /// latest [`MAX_STATE_HISTORY`] − 1, so an Instance toggled in and out of Standby forever
+    /// does not grow its status without bound.
     fn enter(&mut self, state: LifecycleState, reason: &str, now: Timestamp) {
         self.state = Some(state);
         self.history.push(StateEntry {
@@ -162,6 +168,9 @@ impl Record {
             entered_at: Time(now),
             reason: Some(reason.to_string()),
         });
+        if self.history.len() > MAX_STATE_HISTORY {
+            self.history.remove(1);
+        }
     }
 }
 
@@ -1225,5 +1234,24 @@ mod tests {
         ] {
             assert!(seen.contains(&Some(state)), "{state} visited: {seen:?}");
         }
+    }
+
+    #[test]
+    fn state_history_is_bounded_and_keeps_the_launch() {
+        let mut record = Record::default();
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        record.enter(LifecycleState::Pending, "Launched", t0);
+        for i in 0..100 {
+            let state = if i % 2 == 0 {
+                LifecycleState::Standby
+            } else {
+                LifecycleState::InService
+            };
+            record.enter(state, "Toggled", t0);
+        }
+        assert_eq!(record.history.len(), MAX_STATE_HISTORY);
+        assert_eq!(record.history[0].state, LifecycleState::Pending);
+        assert_eq!(record.state, Some(LifecycleState::InService));
+        assert!(record.entered(LifecycleState::InService).is_some());
     }
 }

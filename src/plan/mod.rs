@@ -95,15 +95,3 @@ impl InstanceView {
         self.state == LifecycleState::InService && self.health == Some(HealthStatus::Healthy)
     }
 }
-
-/// Whether maintenance or standby annotations exclude an Instance from replacement.
-pub fn excluded_from_replacement(instance: &Instance) -> bool {
-    let parsed = annotations::HealthAnnotations::parse(
-        instance
-            .metadata
-            .annotations
-            .as_ref()
-            .unwrap_or(&Default::default()),
-    );
-    parsed.maintenance || parsed.standby
-}
