@@ -817,13 +817,19 @@ fn probe_signal(inputs: &HealthInputs<'_>) -> Signal {
         );
     }
     let Some(v) = inputs.probe else {
-        return signal(
-            Level::NoData,
-            "NotProbed",
-            None,
-            "not probed yet (probing starts when the Instance is InService and has an address)"
-                .into(),
-        );
+        return match carried_probe_verdict(inputs.instance) {
+            // A restarted operator evaluates before it registers the probe target: the
+            // recorded verdict stands meanwhile.
+            Some((true, _, message)) => signal(Level::Ok, "Passing", Some(true), message),
+            Some((false, reason, message)) => signal(Level::Impaired, reason, Some(false), message),
+            None => signal(
+                Level::NoData,
+                "NotProbed",
+                None,
+                "not probed yet (probing starts when the Instance is InService and has an address)"
+                    .into(),
+            ),
+        };
     };
     match v.healthy {
         Some(false) => signal(

@@ -360,6 +360,19 @@ fn a_recorded_probe_verdict_stands_until_the_engine_decides_again() {
     ));
     let v = f.assess(t(AFTER_GRACE));
     is(&v, HealthStatus::Healthy, HealthDetail::Warning);
+    // Before the restarted operator registers the target there is no engine verdict at all:
+    // the record stands as well.
+    f.instance.status.as_mut().unwrap().conditions = vec![recorded(
+        "True",
+        "Passing",
+        "HTTP 200 from 127.0.1.5:8080/healthz",
+    )];
+    f.probe = None;
+    is(
+        &f.assess(t(AFTER_GRACE)),
+        HealthStatus::Healthy,
+        HealthDetail::OK,
+    );
     // An undecided record (never probed) carries nothing.
     f.instance.status.as_mut().unwrap().conditions =
         vec![recorded("Unknown", "NotProbed", "not probed yet")];
