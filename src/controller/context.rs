@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 
@@ -77,6 +78,36 @@ pub struct Context {
 }
 
 impl Context {
+    /// Runs one reconcile of `controller`, recording its duration in the metrics.
+    pub async fn timed(
+        &self,
+        controller: &'static str,
+        reconcile: impl std::future::Future<Output = Result<Action, Error>>,
+    ) -> Result<Action, Error> {
+        let started = Instant::now();
+        let result = reconcile.await;
+        self.metrics
+            .observe_reconcile(controller, started.elapsed());
+        result
+    }
+
+    /// Counts and logs a failed reconcile of `object`, and retries it after a short backoff.
+    pub fn retry_after_error<K: Resource>(
+        &self,
+        controller: &'static str,
+        object: &K,
+        err: &Error,
+    ) -> Action {
+        self.metrics.inc_reconcile_errors(controller);
+        tracing::warn!(
+            controller,
+            namespace = object.namespace().unwrap_or_default(),
+            name = %object.name_any(),
+            "reconcile failed: {err}"
+        );
+        Action::requeue(Duration::from_secs(2))
+    }
+
     /// The group from the store, or this process's newer write of it.
     pub fn group(&self, ns: &str, name: &str) -> Option<Arc<ScalingGroup>> {
         let stored = self.groups.get(&ObjectRef::new(name).within(ns));

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
@@ -45,20 +45,12 @@ pub const GROUP_FINALIZER: &str = "autoheal.dev/group-drain";
 
 /// Reconciles one ScalingGroup.
 pub async fn reconcile(obj: Arc<ScalingGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&obj, &ctx).await;
-    ctx.metrics.observe_reconcile(CONTROLLER, started.elapsed());
-    result
+    ctx.timed(CONTROLLER, reconcile_inner(&obj, &ctx)).await
 }
 
 /// Retries a failed reconcile with a short backoff.
 pub fn error_policy(obj: Arc<ScalingGroup>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.inc_reconcile_errors(CONTROLLER);
-    tracing::warn!(
-        namespace = obj.namespace().unwrap_or_default(), group = %obj.name_any(),
-        "reconcile failed: {err}"
-    );
-    Action::requeue(Duration::from_secs(2))
+    ctx.retry_after_error(CONTROLLER, obj.as_ref(), err)
 }
 
 async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Error> {
@@ -120,10 +112,9 @@ async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Er
         deleting,
     };
     let plan = capacity::plan(&facts, &views);
-    // ---- replacement (src/controller/replacement.rs): plan, merge with capacity actions ----
+    // Replacement of unhealthy Instances (src/controller/replacement.rs), merged with capacity.
     let replacement = super::replacement::plan(&group, paused, deleting, &views);
     let actions = super::replacement::merge_actions(&plan.actions, replacement.as_ref(), &views);
-    // ---- end replacement ----
     // Status first (from the store's view; the next reconcile, once the store shows this
     // reconcile's launches and terminations, updates the counts), then the actions.
     let stored = group.status.clone().unwrap_or_default();
@@ -138,12 +129,11 @@ async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Er
         capacity::ready_condition(&group.spec, &views, deleting),
         capacity::scaling_limited_condition(plan.limit.as_ref(), plan.desired),
     ];
-    // ---- replacement: its memory and ReplacementAllowed are written before acting ----
+    // The replacement memory and ReplacementAllowed are recorded before acting.
     super::replacement::record(replacement.as_ref(), &stored, &mut status, &mut owned);
-    // ---- end replacement ----
     let owned_types: Vec<String> = owned.iter().map(|c| c.type_.clone()).collect();
     let mut conditions = settle(&stored.conditions, owned, group.metadata.generation, now);
-    // Conditions of other parts of the group reconcile (ReplacementAllowed) are kept as they are.
+    // Conditions this pass does not decide (e.g. ReplacementAllowed while deleting) are kept.
     conditions.extend(
         stored
             .conditions
@@ -173,9 +163,8 @@ async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Er
     }
 
     // Act only once the status records what is about to be done (replacement memory).
-    // ---- replacement: Events before the actions they announce ----
+    // Replacement Events go out before the actions they announce.
     super::replacement::emit_events(ctx, &group, &members, replacement.as_ref()).await;
-    // ---- end replacement ----
 
     let mut launched = 0;
     for action in &actions {
@@ -202,10 +191,9 @@ async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Er
     if deleting {
         return finish_deletion(ctx, &api, &group, &members).await;
     }
-    // ---- replacement: look again when a backoff or a grace period ends ----
+    // Look again when a replacement backoff or grace period ends.
     let resync =
         super::replacement::requeue_after(replacement.as_ref()).map_or(RESYNC, |d| d.min(RESYNC));
-    // ---- end replacement ----
     Ok(if actions.is_empty() {
         Action::requeue(resync)
     } else {

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -39,20 +39,12 @@ pub const CONTROLLER: &str = "instance";
 
 /// Reconciles one Instance.
 pub async fn reconcile(obj: Arc<Instance>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&obj, &ctx).await;
-    ctx.metrics.observe_reconcile(CONTROLLER, started.elapsed());
-    result
+    ctx.timed(CONTROLLER, reconcile_inner(&obj, &ctx)).await
 }
 
 /// Retries a failed reconcile with a short backoff.
 pub fn error_policy(obj: Arc<Instance>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.inc_reconcile_errors(CONTROLLER);
-    tracing::warn!(
-        namespace = obj.namespace().unwrap_or_default(), instance = %obj.name_any(),
-        "reconcile failed: {err}"
-    );
-    Action::requeue(Duration::from_secs(2))
+    ctx.retry_after_error(CONTROLLER, obj.as_ref(), err)
 }
 
 async fn reconcile_inner(obj: &Instance, ctx: &Context) -> Result<Action, Error> {

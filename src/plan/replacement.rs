@@ -74,6 +74,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::InstanceView;
+use super::lifecycle::TerminationReason;
 use crate::api::conditions::DesiredCondition;
 use crate::api::{
     HealthDetail, HealthStatus, LifecycleState, Process, ReplacementStrategy, ScalingGroupSpec,
@@ -82,10 +83,6 @@ use crate::api::{
 
 /// The condition type this planner decides on the ScalingGroup.
 pub const CONDITION_TYPE: &str = "ReplacementAllowed";
-
-/// The termination reason the Instance controller records for an Instance replaced because it
-/// was Unhealthy.
-pub const TERMINATION_REASON_UNHEALTHY: &str = "Unhealthy";
 
 /// At most this many names are kept in `status.judgedReplacements` (the schema's limit).
 pub const MAX_JUDGED: usize = 10_000;
@@ -376,7 +373,7 @@ pub fn is_candidate(i: &InstanceView) -> bool {
 /// state, with termination reason `Unhealthy` or while Unhealthy.
 pub fn leaving_for_health(i: &InstanceView) -> bool {
     (i.being_deleted || i.state.is_terminating())
-        && (i.termination_reason.as_deref() == Some(TERMINATION_REASON_UNHEALTHY)
+        && (i.termination_reason.as_deref() == Some(TerminationReason::Unhealthy.as_str())
             || i.is_unhealthy())
 }
 
@@ -875,7 +872,7 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
     for i in after.iter_mut() {
         if terminate.contains(&i.name) {
             i.being_deleted = true;
-            i.termination_reason = Some(TERMINATION_REASON_UNHEALTHY.into());
+            i.termination_reason = Some(TerminationReason::Unhealthy.as_str().into());
         }
     }
     for (n, old) in launch.iter().enumerate() {
