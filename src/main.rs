@@ -1,10 +1,15 @@
 //! The `autoheal` operator binary.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use k8s_openapi::jiff::SignedDuration;
 
+use autoheal::controller::context::Settings;
+use autoheal::controller::error::BackoffConfig;
 use autoheal::controller::{RunConfig, leader::LeaderConfig};
+use autoheal::plan::replacement::Backoff;
 
 /// autoheal: auto scaling groups with health checking and automatic repair for Kubernetes.
 #[derive(Parser)]
@@ -62,6 +67,26 @@ struct RunArgs {
     /// restarts, else hostname-pid).
     #[arg(long, env = "POD_NAME")]
     leader_identity: Option<String>,
+    /// Wait before the next replacement after the first failed one; doubles per failure.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    replacement_backoff_base: Duration,
+    /// Longest wait between replacements after failures.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    replacement_backoff_cap: Duration,
+    /// Wait before retrying an object whose reconcile failed; doubles per failure.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    error_backoff_base: Duration,
+    /// Longest wait before retrying an object whose reconcile keeps failing.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    error_backoff_cap: Duration,
+}
+
+/// Parses a duration such as `500ms`, `10s`, `5m` or `1h 30m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let parsed: SignedDuration = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration such as 500ms, 10s or 5m: {e}"))?;
+    Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
 }
 
 fn default_identity() -> String {
@@ -98,7 +123,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace,
         admin_addr: args.admin_addr,
         leader,
+        settings: Settings {
+            replacement_backoff: Backoff {
+                base: args.replacement_backoff_base,
+                cap: args.replacement_backoff_cap,
+            },
+            error_backoff: BackoffConfig {
+                base: args.error_backoff_base,
+                cap: args.error_backoff_cap,
+            },
+        },
     };
+    raise_open_files_limit();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         namespace = config.namespace.as_deref().unwrap_or("<all>"),
@@ -108,6 +144,23 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(autoheal::controller::run(config))
+}
+
+/// Raises the soft open-files limit to the hard limit: each probed Instance holds a
+/// kept-alive connection.
+fn raise_open_files_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {

@@ -13,7 +13,8 @@
 //! | `autoheal_probe_verdict_changes_total` | counter | — (notifications sent to the reconcile loop) |
 //! | `autoheal_instances` | gauge | `state`, `health` (set by the reconcilers via [`Metrics::set_instances`]) |
 //! | `autoheal_reconcile_duration_seconds` | histogram | `controller` |
-//! | `autoheal_reconcile_errors_total` | counter | `controller` |
+//! | `autoheal_reconcile_errors_total` | counter | `controller`, `kind` (`conflict`, `forbidden`, `rejected`, `not_found`, `server_error`, `transport`, `invalid`, `other`) |
+//! | `autoheal_reconcile_backing_off` | gauge | `controller` (objects waiting out an error backoff) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+pub use crate::api::types::{ProbeKind, ResultClass};
 
 /// Installs the global tracing subscriber: human-readable lines on stderr, filtered by
 /// `RUST_LOG` (default `info`), colored only when stderr is a terminal. Calling it again is
@@ -36,78 +39,6 @@ pub fn init_tracing() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// The kind of a probe (`kind` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProbeKind {
-    /// An HTTP(S) GET probe.
-    Http,
-    /// A TCP connect probe.
-    Tcp,
-}
-
-impl ProbeKind {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Http => "http",
-            Self::Tcp => "tcp",
-        }
-    }
-}
-
-/// The class of one probe result (`result` label); failure classes are kept apart as GCP
-/// does with UNHEALTHY vs TIMEOUT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ResultClass {
-    /// The probe passed.
-    Success,
-    /// An HTTP answer with a status outside `expectedStatuses`.
-    HttpStatus,
-    /// No answer within `timeoutSeconds`.
-    Timeout,
-    /// The connection was refused (nothing listens).
-    Refused,
-    /// The connection was reset or closed before an answer.
-    Reset,
-    /// Anything else (unreachable, malformed answer, TLS failure...).
-    Error,
-}
-
-impl ResultClass {
-    /// Every class, in label order.
-    pub const ALL: [ResultClass; 6] = [
-        Self::Success,
-        Self::HttpStatus,
-        Self::Timeout,
-        Self::Refused,
-        Self::Reset,
-        Self::Error,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::HttpStatus => "http_status",
-            Self::Timeout => "timeout",
-            Self::Refused => "refused",
-            Self::Reset => "reset",
-            Self::Error => "error",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Self::Success => 0,
-            Self::HttpStatus => 1,
-            Self::Timeout => 2,
-            Self::Refused => 3,
-            Self::Reset => 4,
-            Self::Error => 5,
-        }
-    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -130,6 +61,12 @@ struct InstanceLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ControllerLabels {
     controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    controller: String,
+    kind: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -158,7 +95,8 @@ struct Inner {
     verdict_changes: Counter,
     instances: Family<InstanceLabels, Gauge>,
     reconcile_duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
-    reconcile_errors: Family<ControllerLabels, Counter>,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    backing_off: Family<ControllerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -201,7 +139,8 @@ impl Metrics {
             Family::<ControllerLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 reconcile_histogram,
             );
-        let reconcile_errors = Family::<ControllerLabels, Counter>::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let backing_off = Family::<ControllerLabels, Gauge>::default();
 
         registry.register(
             "probe_duration_seconds",
@@ -240,8 +179,13 @@ impl Metrics {
         );
         registry.register(
             "reconcile_errors",
-            "Failed reconciles by controller",
+            "Failed reconciles by controller and error kind",
             reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_backing_off",
+            "Objects whose reconcile waits out an error backoff, by controller",
+            backing_off.clone(),
         );
         Self {
             inner: Arc::new(Inner {
@@ -254,6 +198,7 @@ impl Metrics {
                 instances,
                 reconcile_duration,
                 reconcile_errors,
+                backing_off,
             }),
         }
     }
@@ -311,14 +256,25 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
-    /// Counts one failed reconcile of `controller`.
-    pub fn inc_reconcile_errors(&self, controller: &str) {
+    /// Counts one failed reconcile of `controller`, by error `kind`.
+    pub fn inc_reconcile_errors(&self, controller: &str, kind: &str) {
         self.inner
             .reconcile_errors
+            .get_or_create(&ErrorLabels {
+                controller: controller.into(),
+                kind: kind.into(),
+            })
+            .inc();
+    }
+
+    /// Sets how many objects of `controller` wait out an error backoff.
+    pub fn set_backing_off(&self, controller: &str, n: usize) {
+        self.inner
+            .backing_off
             .get_or_create(&ControllerLabels {
                 controller: controller.into(),
             })
-            .inc();
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The probe results counted so far for `kind` and `class` (for tests and benchmarks).
@@ -356,7 +312,7 @@ mod tests {
         m.inc_verdict_changes();
         m.set_instances([(("InService", "Healthy"), 2), (("Pending", "Unknown"), 1)]);
         m.observe_reconcile("instance", Duration::from_millis(12));
-        m.inc_reconcile_errors("instance");
+        m.inc_reconcile_errors("instance", "forbidden");
         let text = m.clone().encode();
         for needle in [
             "autoheal_probe_duration_seconds_bucket{",
@@ -367,7 +323,7 @@ mod tests {
             "autoheal_probe_verdict_changes_total 1",
             "autoheal_instances{state=\"InService\",health=\"Healthy\"} 2",
             "autoheal_reconcile_duration_seconds_count{controller=\"instance\"} 1",
-            "autoheal_reconcile_errors_total{controller=\"instance\"} 1",
+            "autoheal_reconcile_errors_total{controller=\"instance\",kind=\"forbidden\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

@@ -13,10 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use autoheal::api::reason;
 use autoheal::api::{
     HealthStatus, Instance, LABEL_GROUP, LifecycleState, Process, ReplacementStrategy, ScalingGroup,
 };
-use autoheal::plan::replacement::reason;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;

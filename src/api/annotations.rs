@@ -6,27 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use super::HookResult;
-
-/// `autoheal.dev/health`: `Unhealthy` / `Healthy` (SetInstanceHealth).
-pub const HEALTH: &str = "autoheal.dev/health";
-/// `autoheal.dev/health-reason`: free text copied into the condition message.
-pub const HEALTH_REASON: &str = "autoheal.dev/health-reason";
-/// `autoheal.dev/respect-grace-period`: `"false"` lets a manual Unhealthy act in the grace period.
-pub const RESPECT_GRACE_PERIOD: &str = "autoheal.dev/respect-grace-period";
-/// `autoheal.dev/maintenance`: `"true"` → Maintaining, never replaced.
-pub const MAINTENANCE: &str = "autoheal.dev/maintenance";
-/// `autoheal.dev/standby`: `"true"` → Standby: out of service, health not acted on.
-pub const STANDBY: &str = "autoheal.dev/standby";
-/// `autoheal.dev/paused` on a ScalingGroup: `"true"` reconciles nothing but status.
-pub const PAUSED: &str = "autoheal.dev/paused";
-/// `autoheal.dev/reset-replacement-failures` on a ScalingGroup: setting it to a value not seen
-/// before clears the consecutive replacement failure count (and `ReplacementsKeepFailing`).
-pub const RESET_REPLACEMENT_FAILURES: &str = "autoheal.dev/reset-replacement-failures";
-/// Prefix of lifecycle hook completion annotations: `hooks.autoheal.dev/<hook>`.
-pub const HOOK_PREFIX: &str = "hooks.autoheal.dev/";
-/// Suffix of lifecycle hook heartbeat annotations: `hooks.autoheal.dev/<hook>.heartbeat`.
-pub const HEARTBEAT_SUFFIX: &str = ".heartbeat";
+use super::names::{
+    ANNOTATION_HEALTH, ANNOTATION_HEALTH_REASON, ANNOTATION_MAINTENANCE, ANNOTATION_PAUSED,
+    ANNOTATION_RESPECT_GRACE_PERIOD, ANNOTATION_STANDBY, HEARTBEAT_SUFFIX, HOOK_PREFIX,
+};
+use super::types::HookResult;
 
 /// An annotation whose value could not be understood; it is ignored and reported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,21 +54,20 @@ impl HealthAnnotations {
     /// Parses the health annotations from an object's annotations.
     pub fn parse(annotations: &BTreeMap<String, String>) -> Self {
         let mut errors = Vec::new();
-        let health =
-            annotations
-                .get(HEALTH)
-                .and_then(|v| match v.trim().to_ascii_lowercase().as_str() {
-                    "unhealthy" => Some(ManualHealth::Unhealthy),
-                    "healthy" => Some(ManualHealth::Healthy),
-                    _ => {
-                        errors.push(AnnotationError {
-                            key: HEALTH.into(),
-                            value: v.clone(),
-                            expected: "Unhealthy or Healthy",
-                        });
-                        None
-                    }
-                });
+        let health = annotations.get(ANNOTATION_HEALTH).and_then(|v| {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "unhealthy" => Some(ManualHealth::Unhealthy),
+                "healthy" => Some(ManualHealth::Healthy),
+                _ => {
+                    errors.push(AnnotationError {
+                        key: ANNOTATION_HEALTH.into(),
+                        value: v.clone(),
+                        expected: "Unhealthy or Healthy",
+                    });
+                    None
+                }
+            }
+        });
         let mut flag = |key: &str, default: bool| match annotations.get(key) {
             None => default,
             Some(v) => parse_bool(v).unwrap_or_else(|| {
@@ -96,13 +79,13 @@ impl HealthAnnotations {
                 default
             }),
         };
-        let respect_grace_period = flag(RESPECT_GRACE_PERIOD, true);
-        let maintenance = flag(MAINTENANCE, false);
-        let standby = flag(STANDBY, false);
+        let respect_grace_period = flag(ANNOTATION_RESPECT_GRACE_PERIOD, true);
+        let maintenance = flag(ANNOTATION_MAINTENANCE, false);
+        let standby = flag(ANNOTATION_STANDBY, false);
         Self {
             health,
             reason: annotations
-                .get(HEALTH_REASON)
+                .get(ANNOTATION_HEALTH_REASON)
                 .map(|r| r.trim().to_string())
                 .filter(|r| !r.is_empty()),
             respect_grace_period,
@@ -125,10 +108,10 @@ pub fn parse_bool(value: &str) -> Option<bool> {
 /// Whether a ScalingGroup's annotations pause it; a value that is not understood does not
 /// pause and is returned as an error to report.
 pub fn paused(annotations: &BTreeMap<String, String>) -> Result<bool, AnnotationError> {
-    match annotations.get(PAUSED) {
+    match annotations.get(ANNOTATION_PAUSED) {
         None => Ok(false),
         Some(v) => parse_bool(v).ok_or_else(|| AnnotationError {
-            key: PAUSED.into(),
+            key: ANNOTATION_PAUSED.into(),
             value: v.clone(),
             expected: "\"true\" or \"false\"",
         }),
@@ -188,11 +171,11 @@ mod tests {
     #[test]
     fn values_parse_case_insensitively() {
         let parsed = HealthAnnotations::parse(&map(&[
-            (HEALTH, "unhealthy"),
-            (HEALTH_REASON, " disk full "),
-            (RESPECT_GRACE_PERIOD, "FALSE"),
-            (MAINTENANCE, "True"),
-            (STANDBY, "false"),
+            (ANNOTATION_HEALTH, "unhealthy"),
+            (ANNOTATION_HEALTH_REASON, " disk full "),
+            (ANNOTATION_RESPECT_GRACE_PERIOD, "FALSE"),
+            (ANNOTATION_MAINTENANCE, "True"),
+            (ANNOTATION_STANDBY, "false"),
         ]));
         assert_eq!(parsed.health, Some(ManualHealth::Unhealthy));
         assert_eq!(parsed.reason.as_deref(), Some("disk full"));
@@ -205,9 +188,9 @@ mod tests {
     #[test]
     fn garbage_values_are_errors_and_never_act() {
         let parsed = HealthAnnotations::parse(&map(&[
-            (HEALTH, "broken!"),
-            (MAINTENANCE, "yes"),
-            (RESPECT_GRACE_PERIOD, "nope"),
+            (ANNOTATION_HEALTH, "broken!"),
+            (ANNOTATION_MAINTENANCE, "yes"),
+            (ANNOTATION_RESPECT_GRACE_PERIOD, "nope"),
         ]));
         assert_eq!(parsed.health, None);
         assert!(!parsed.maintenance);
@@ -222,9 +205,9 @@ mod tests {
 
     #[test]
     fn paused_and_hook_completion() {
-        assert_eq!(paused(&map(&[(PAUSED, "true")])), Ok(true));
+        assert_eq!(paused(&map(&[(ANNOTATION_PAUSED, "true")])), Ok(true));
         assert_eq!(paused(&BTreeMap::new()), Ok(false));
-        assert!(paused(&map(&[(PAUSED, "maybe")])).is_err());
+        assert!(paused(&map(&[(ANNOTATION_PAUSED, "maybe")])).is_err());
         let a = map(&[
             ("hooks.autoheal.dev/warm", "Continue"),
             ("hooks.autoheal.dev/x", "?"),

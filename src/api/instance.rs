@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
-use super::scaling_group::{HookResult, HookTransition};
+use super::types::{HookResult, HookTransition};
 
 /// One member of a ScalingGroup. It owns one Pod of the same name.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

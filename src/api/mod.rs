@@ -4,22 +4,16 @@
 pub mod annotations;
 pub mod conditions;
 pub mod instance;
+pub mod names;
 pub mod scaling_group;
+pub mod types;
 
 pub use instance::*;
+pub use names::*;
 pub use scaling_group::*;
+pub use types::{HookResult, HookTransition};
 
 use kube::CustomResourceExt;
-
-/// The API group of both kinds.
-pub const GROUP: &str = "autoheal.dev";
-
-/// Label on Instances and Pods naming their ScalingGroup.
-pub const LABEL_GROUP: &str = "autoheal.dev/group";
-/// Label on Instances and Pods naming their Instance.
-pub const LABEL_INSTANCE: &str = "autoheal.dev/instance";
-/// Label on Pods of Instances that are in service (point Services at it).
-pub const LABEL_IN_SERVICE: &str = "autoheal.dev/in-service";
 
 /// The label selector of a group's Instances and Pods.
 pub fn group_selector(group: &str) -> String {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::instance::{HealthDetail, HealthStatus, LifecycleState, PodTemplate};
+use super::types::{HookResult, HookTransition};
 
 /// A group of Instances (each backed by a Pod) that autoheal keeps at `desiredCapacity`,
 /// health-checks, and repairs.
@@ -430,27 +431,6 @@ pub struct LifecycleHook {
 
 fn default_heartbeat_timeout_seconds() -> i32 {
     3600
-}
-
-/// The transition a lifecycle hook holds.
-#[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
-)]
-pub enum HookTransition {
-    /// Holds new Instances in Pending:Wait.
-    Launch,
-    /// Holds leaving Instances in Terminating:Wait.
-    Terminate,
-}
-
-/// The outcome of a lifecycle hook.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum HookResult {
-    /// Proceed with the transition.
-    Continue,
-    /// For Launch: terminate the Instance (and relaunch). For Terminate: proceed, as Continue.
-    #[default]
-    Abandon,
 }
 
 /// How Instances are chosen on scale-in.

@@ -11,40 +11,24 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::api::{Instance, ScalingGroup};
+use crate::clock::Clock;
 use crate::health::ProbeEngine;
+use crate::plan::replacement::Backoff;
 use crate::telemetry::Metrics;
 
+use super::error::{BackoffConfig, Error, ErrorBackoff};
 use super::events::EventSink;
 
 /// (namespace, name) of an object.
 pub type Key = (String, String);
 
-/// Errors of one reconcile; the controller retries with a backoff.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An API request failed.
-    #[error("{action}: {source}")]
-    Kube {
-        /// What was being done, naming the object.
-        action: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
-    /// A request could not be built.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// Wraps an API error with what was being done.
-pub fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| Error::Kube { action, source }
-}
-
-/// Whether an API error is the HTTP status `code`.
-pub fn is_status(err: &kube::Error, code: u16) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == code)
+/// Tunables of the reconcilers (`autoheal run` flags; tests shorten them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Backoff between replacement starts after failed replacements.
+    pub replacement_backoff: Backoff,
+    /// Backoff of a reconcile after an error.
+    pub error_backoff: BackoffConfig,
 }
 
 /// Shared state of the controllers.
@@ -65,6 +49,12 @@ pub struct Context {
     pub metrics: Metrics,
     /// Where Events go.
     pub events: EventSink,
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
+    /// Tunables.
+    pub settings: Settings,
+    /// Per-object backoff after errors.
+    pub backoff: ErrorBackoff,
     /// Groups as last written by this process (read-your-writes).
     pub fresh_groups: Fresh<ScalingGroup>,
     /// Instances as last written by this process (read-your-writes).
@@ -78,52 +68,107 @@ pub struct Context {
 }
 
 impl Context {
-    /// Runs one reconcile of `controller`, recording its duration in the metrics.
+    /// A context over these stores, with empty overlays and expectations.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        groups: Store<ScalingGroup>,
+        instances: Store<Instance>,
+        pods: Store<Pod>,
+        nodes: Store<Node>,
+        probes: ProbeEngine,
+        metrics: Metrics,
+        events: EventSink,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            client,
+            fresh_groups: Fresh::new(groups.clone()),
+            fresh_instances: Fresh::new(instances.clone()),
+            fresh_pods: Fresh::new(pods.clone()),
+            groups,
+            instances,
+            pods,
+            nodes,
+            probes,
+            metrics,
+            events,
+            clock,
+            backoff: ErrorBackoff::new(settings.error_backoff),
+            settings,
+            expectations: Expectations::default(),
+            reported: Reported::default(),
+        }
+    }
+
+    /// Runs one reconcile of `controller` for `key`, recording its duration; a success
+    /// resets the object's error backoff.
     pub async fn timed(
         &self,
         controller: &'static str,
+        key: &Key,
         reconcile: impl std::future::Future<Output = Result<Action, Error>>,
     ) -> Result<Action, Error> {
         let started = Instant::now();
         let result = reconcile.await;
         self.metrics
             .observe_reconcile(controller, started.elapsed());
+        if result.is_ok() && self.backoff.succeeded(controller, key) {
+            self.metrics
+                .set_backing_off(controller, self.backoff.backing_off(controller));
+        }
         result
     }
 
-    /// Counts and logs a failed reconcile of `object`, and retries it after a short backoff.
+    /// Counts and logs a failed reconcile of `object` and retries it after the object's
+    /// exponential backoff (a conflict from a stale read is retried at once).
     pub fn retry_after_error<K: Resource>(
         &self,
         controller: &'static str,
         object: &K,
         err: &Error,
     ) -> Action {
-        self.metrics.inc_reconcile_errors(controller);
-        tracing::warn!(
-            controller,
-            namespace = object.namespace().unwrap_or_default(),
-            name = %object.name_any(),
-            "reconcile failed: {err}"
-        );
-        Action::requeue(Duration::from_secs(2))
+        let kind = err.kind();
+        let key: Key = (object.namespace().unwrap_or_default(), object.name_any());
+        let (delay, failures) = self.backoff.failed(controller, &key, kind);
+        self.metrics.inc_reconcile_errors(controller, kind.as_str());
+        self.metrics
+            .set_backing_off(controller, self.backoff.backing_off(controller));
+        if kind == super::error::ErrorKind::Conflict {
+            tracing::debug!(
+                controller,
+                namespace = %key.0,
+                name = %key.1,
+                "stale read, retrying: {err}"
+            );
+        } else {
+            tracing::warn!(
+                controller,
+                namespace = %key.0,
+                name = %key.1,
+                kind = kind.as_str(),
+                failures,
+                retry_in = ?delay,
+                "reconcile failed: {err}"
+            );
+        }
+        Action::requeue(delay)
     }
 
     /// The group from the store, or this process's newer write of it.
     pub fn group(&self, ns: &str, name: &str) -> Option<Arc<ScalingGroup>> {
-        let stored = self.groups.get(&ObjectRef::new(name).within(ns));
-        self.fresh_groups.resolve(ns, name, stored)
+        self.fresh_groups.get(ns, name)
     }
 
     /// The Instance from the store, or this process's newer write of it.
     pub fn instance(&self, ns: &str, name: &str) -> Option<Arc<Instance>> {
-        let stored = self.instances.get(&ObjectRef::new(name).within(ns));
-        self.fresh_instances.resolve(ns, name, stored)
+        self.fresh_instances.get(ns, name)
     }
 
     /// The Pod from the store, or this process's newer write of it.
     pub fn pod(&self, ns: &str, name: &str) -> Option<Arc<Pod>> {
-        let stored = self.pods.get(&ObjectRef::new(name).within(ns));
-        self.fresh_pods.resolve(ns, name, stored)
+        self.fresh_pods.get(ns, name)
     }
 
     /// The Instances controlled by `group` (owner reference with its uid), freshest copies.
@@ -139,10 +184,7 @@ impl Context {
             .filter(|i| controlled_by(i.as_ref(), uid.as_deref()))
             // An Instance this process just finished (finalizer removed) may linger in the
             // store until the watch delivers its deletion: resolve() leaves it out.
-            .filter_map(|i| {
-                let n = i.name_any();
-                self.fresh_instances.resolve(&ns, &n, Some(i))
-            })
+            .filter_map(|i| self.fresh_instances.resolve(Some(i)))
             .collect();
         members.sort_by_key(|i| i.name_any());
         members
@@ -159,117 +201,149 @@ pub fn controlled_by<K: Resource>(obj: &K, uid: Option<&str>) -> bool {
         .any(|r| r.controller == Some(true) && r.uid == uid)
 }
 
-/// Parses a resourceVersion (an etcd revision in practice; opaque by contract).
-fn revision<K: Resource>(obj: &K) -> Option<u64> {
-    obj.meta().resource_version.as_deref()?.parse().ok()
-}
-
 enum FreshEntry<K> {
-    /// Written by this process (`created`: by a create, so the store may not know it yet).
+    /// Written by this process. `base` is the resourceVersion the store showed for the
+    /// object when it was written (`None`: the store did not have it, e.g. a create).
     Written {
         obj: Arc<K>,
+        base: Option<String>,
         at: Instant,
-        created: bool,
     },
-    Deleted(Instant),
+    /// Deleted by this process (the API said it is gone or going).
+    Deleted { uid: Option<String>, at: Instant },
 }
 
-/// How long a deletion seen through the API hides a lagging store's copy (and a written copy
-/// stands in for one the store does not have).
-const DELETED_TTL: Duration = Duration::from_secs(60);
+/// How long an entry may stand in for the store at most (a lost watch event must not pin an
+/// old copy forever).
+const FRESH_TTL: Duration = Duration::from_secs(60);
 
-/// Read-your-writes overlay over a reflector store: objects this process wrote, kept until
-/// the store shows the same or a newer resourceVersion.
+/// Read-your-writes overlay over a reflector store: the objects this process wrote, used
+/// until the store moves past the version they were written over.
 ///
-/// Without it a reconcile that runs before the watch delivered the process's own write would
-/// see the old object and could record a transition twice or repeat an action. Revisions are
-/// compared as numbers (etcd revisions); when either does not parse, the store wins.
-pub struct Fresh<K> {
+/// A watch delivers a write some milliseconds after the API answered it; a reconcile that
+/// runs in between (another event of the same object) would see the old object and repeat
+/// the step it just took. No resourceVersion is ever compared by order (they are opaque):
+/// the overlay only asks whether the store still shows the version it showed at the time of
+/// the write. Once it shows anything else, the store has seen that write or a later one, and
+/// wins. Entries are tied to the object's UID, so an object deleted and re-created under the
+/// same name is never hidden nor shadowed by its predecessor. Status writes also carry the
+/// resourceVersion they were computed from, so a stale copy can never overwrite a newer one.
+pub struct Fresh<K: kube::Resource<DynamicType = ()> + 'static> {
+    store: Store<K>,
     entries: Mutex<HashMap<Key, FreshEntry<K>>>,
 }
 
-impl<K> Default for Fresh<K> {
-    fn default() -> Self {
+impl<K> Fresh<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    /// An overlay over `store`.
+    pub fn new(store: Store<K>) -> Self {
         Self {
+            store,
             entries: Mutex::new(HashMap::new()),
         }
     }
-}
 
-impl<K: Resource> Fresh<K> {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, FreshEntry<K>>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Remembers an object as returned by an update or patch.
+    fn stored(&self, ns: &str, name: &str) -> Option<Arc<K>> {
+        let reference = ObjectRef::new(name);
+        let reference = if ns.is_empty() {
+            reference
+        } else {
+            reference.within(ns)
+        };
+        self.store.get(&reference)
+    }
+
+    /// Remembers an object as returned by a create, update or patch.
     pub fn remember(&self, obj: K) {
-        self.insert(obj, false);
-    }
-
-    /// Remembers an object as returned by its create.
-    pub fn remember_created(&self, obj: K) {
-        self.insert(obj, true);
-    }
-
-    fn insert(&self, obj: K, created: bool) {
-        let key = (obj.namespace().unwrap_or_default(), obj.name_any());
+        let ns = obj.namespace().unwrap_or_default();
+        let name = obj.name_any();
+        let base = self
+            .stored(&ns, &name)
+            .filter(|s| s.meta().uid == obj.meta().uid)
+            .and_then(|s| s.meta().resource_version.clone());
+        if base.is_some() && base == obj.meta().resource_version {
+            // The store already shows this write.
+            self.lock().remove(&(ns, name));
+            return;
+        }
         self.lock().insert(
-            key,
+            (ns, name),
             FreshEntry::Written {
                 obj: Arc::new(obj),
+                base,
                 at: Instant::now(),
-                created,
             },
         );
     }
 
-    /// Remembers that an object was deleted (the API said it is gone).
-    pub fn deleted(&self, ns: &str, name: &str) {
+    /// Remembers that an object (`uid`) was deleted or its deletion finished.
+    pub fn deleted(&self, ns: &str, name: &str, uid: Option<String>) {
         self.lock().insert(
             (ns.into(), name.into()),
-            FreshEntry::Deleted(Instant::now()),
+            FreshEntry::Deleted {
+                uid,
+                at: Instant::now(),
+            },
         );
     }
 
-    /// The freshest known copy: the store's, unless this process wrote a newer one.
-    pub fn resolve(&self, ns: &str, name: &str, stored: Option<Arc<K>>) -> Option<Arc<K>> {
-        let key = (ns.to_string(), name.to_string());
+    /// Forgets what this process wrote of an object (its write turned out stale).
+    pub fn forget(&self, ns: &str, name: &str) {
+        self.lock().remove(&(ns.to_string(), name.to_string()));
+    }
+
+    /// The freshest known copy of `ns/name`.
+    pub fn get(&self, ns: &str, name: &str) -> Option<Arc<K>> {
+        let stored = self.stored(ns, name);
+        self.resolve_key((ns.to_string(), name.to_string()), stored)
+    }
+
+    /// The freshest known copy of an object the store holds.
+    pub fn resolve(&self, stored: Option<Arc<K>>) -> Option<Arc<K>> {
+        let s = stored.as_ref()?;
+        let key = (s.namespace().unwrap_or_default(), s.name_any());
+        self.resolve_key(key, stored)
+    }
+
+    fn resolve_key(&self, key: Key, stored: Option<Arc<K>>) -> Option<Arc<K>> {
         let mut entries = self.lock();
         let Some(entry) = entries.get(&key) else {
             return stored;
         };
-        match entry {
-            FreshEntry::Deleted(at) => {
-                if stored.is_none() || at.elapsed() > DELETED_TTL {
-                    entries.remove(&key);
-                    stored
-                } else {
-                    None
-                }
-            }
-            FreshEntry::Written { obj, at, created } => {
-                let written = obj.clone();
-                match stored {
+        let (keep, answer) = match entry {
+            FreshEntry::Deleted { uid, at } => match &stored {
+                // The same object, still in a lagging store: hidden for a while.
+                Some(s) if s.meta().uid == *uid && at.elapsed() <= FRESH_TTL => (true, None),
+                // Gone, or a new object under the same name: the store is right.
+                _ => (false, stored),
+            },
+            FreshEntry::Written { obj, base, at } => {
+                let fresh = at.elapsed() <= FRESH_TTL;
+                match &stored {
                     // Created moments ago: the store will show it soon.
-                    None if *created && at.elapsed() <= DELETED_TTL => Some(written),
-                    // An object we updated is no longer in the store: it was deleted.
-                    None => {
-                        entries.remove(&key);
-                        None
+                    None if base.is_none() && fresh => (true, Some(obj.clone())),
+                    // Not (or no longer) in the store: deleted.
+                    None => (false, None),
+                    Some(s) if s.meta().uid != obj.meta().uid => (false, stored),
+                    // The store still shows the version the write was made over.
+                    Some(s) if fresh && s.meta().resource_version == *base => {
+                        (true, Some(obj.clone()))
                     }
-                    Some(s) => {
-                        let same_object = s.meta().uid == written.meta().uid;
-                        match (revision(s.as_ref()), revision(written.as_ref())) {
-                            (Some(a), Some(b)) if same_object && a < b => Some(written),
-                            _ => {
-                                entries.remove(&key);
-                                Some(s)
-                            }
-                        }
-                    }
+                    // It moved on: it has this write, or a later one.
+                    Some(_) => (false, stored),
                 }
             }
+        };
+        if !keep {
+            entries.remove(&key);
         }
+        answer
     }
 }
 
@@ -288,47 +362,53 @@ const EXPECTATION_TTL: Duration = Duration::from_secs(60);
 /// yet (as ReplicaSet's expectations). A group reconcile plans nothing while its group has
 /// unmet expectations, so a lagging store never causes a second launch or termination.
 ///
-/// Kept in memory only: after a restart the stores are listed afresh, which shows every
+/// Keyed by the group's UID: a group deleted and re-created under the same name starts with
+/// none. Kept in memory only: after a restart the stores are listed afresh, which shows every
 /// Instance created or deleted before the crash.
 #[derive(Default)]
 pub struct Expectations {
-    inner: Mutex<HashMap<Key, Expected>>,
+    inner: Mutex<HashMap<String, Expected>>,
 }
 
 impl Expectations {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Expected>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Expected>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Expects an Instance `name` of `group` to appear.
-    pub fn expect_create(&self, group: &Key, name: &str) {
+    /// Expects an Instance `name` of the group `group_uid` to appear.
+    pub fn expect_create(&self, group_uid: &str, name: &str) {
         let mut inner = self.lock();
-        let e = inner.entry(group.clone()).or_default();
+        let e = inner.entry(group_uid.into()).or_default();
         e.creates.insert(name.into());
         e.since.get_or_insert_with(Instant::now);
     }
 
-    /// Expects an Instance `name` of `group` to show its deletion.
-    pub fn expect_delete(&self, group: &Key, name: &str) {
+    /// Expects an Instance `name` of the group `group_uid` to show its deletion.
+    pub fn expect_delete(&self, group_uid: &str, name: &str) {
         let mut inner = self.lock();
-        let e = inner.entry(group.clone()).or_default();
+        let e = inner.entry(group_uid.into()).or_default();
         e.deletes.insert(name.into());
         e.since.get_or_insert_with(Instant::now);
     }
 
     /// Drops an expectation whose request failed.
-    pub fn forget(&self, group: &Key, name: &str) {
-        if let Some(e) = self.lock().get_mut(group) {
+    pub fn forget(&self, group_uid: &str, name: &str) {
+        if let Some(e) = self.lock().get_mut(group_uid) {
             e.creates.remove(name);
             e.deletes.remove(name);
         }
     }
 
+    /// Drops every expectation of a group that is gone.
+    pub fn forget_group(&self, group_uid: &str) {
+        self.lock().remove(group_uid);
+    }
+
     /// Whether the store (given as the group's Instances) shows every expected change;
     /// met expectations are cleared.
-    pub fn satisfied(&self, group: &Key, members: &[Arc<Instance>]) -> bool {
+    pub fn satisfied(&self, group_uid: &str, members: &[Arc<Instance>]) -> bool {
         let mut inner = self.lock();
-        let Some(e) = inner.get_mut(group) else {
+        let Some(e) = inner.get_mut(group_uid) else {
             return true;
         };
         let by_name: HashMap<String, &Arc<Instance>> =
@@ -340,16 +420,16 @@ impl Expectations {
                 .is_some_and(|i| i.metadata.deletion_timestamp.is_none())
         });
         if e.creates.is_empty() && e.deletes.is_empty() {
-            inner.remove(group);
+            inner.remove(group_uid);
             return true;
         }
         if e.since.is_some_and(|s| s.elapsed() > EXPECTATION_TTL) {
             tracing::warn!(
-                namespace = %group.0, group = %group.1,
+                group_uid,
                 creates = ?e.creates, deletes = ?e.deletes,
                 "expected Instance changes never showed up in the watch; planning anew"
             );
-            inner.remove(group);
+            inner.remove(group_uid);
             return true;
         }
         false
@@ -397,9 +477,11 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::ObjectMeta;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
 
-    fn cm(rv: &str, uid: &str) -> Arc<ConfigMap> {
-        Arc::new(ConfigMap {
+    fn cm(rv: &str, uid: &str) -> ConfigMap {
+        ConfigMap {
             metadata: ObjectMeta {
                 name: Some("x".into()),
                 namespace: Some("ns".into()),
@@ -408,56 +490,117 @@ mod tests {
                 ..Default::default()
             },
             ..Default::default()
-        })
+        }
+    }
+
+    /// A store holding `objects`, with its writer to change it.
+    fn store(objects: &[ConfigMap]) -> (Store<ConfigMap>, Writer<ConfigMap>) {
+        let mut writer = Writer::<ConfigMap>::default();
+        writer.apply_watcher_event(&Event::Init);
+        for o in objects {
+            writer.apply_watcher_event(&Event::InitApply(o.clone()));
+        }
+        writer.apply_watcher_event(&Event::InitDone);
+        (writer.as_reader(), writer)
+    }
+
+    fn rv(obj: Option<Arc<ConfigMap>>) -> Option<String> {
+        obj.and_then(|o| o.metadata.resource_version.clone())
     }
 
     #[test]
-    fn fresh_prefers_newer_writes_until_the_store_catches_up() {
-        let fresh = Fresh::<ConfigMap>::default();
-        fresh.remember((*cm("10", "u")).clone());
-        let got = fresh.resolve("ns", "x", Some(cm("9", "u"))).unwrap();
-        assert_eq!(got.metadata.resource_version.as_deref(), Some("10"));
-        let got = fresh.resolve("ns", "x", Some(cm("11", "u"))).unwrap();
-        assert_eq!(got.metadata.resource_version.as_deref(), Some("11"));
-        // Entry dropped: the store is used from now on.
-        let got = fresh.resolve("ns", "x", Some(cm("9", "u"))).unwrap();
-        assert_eq!(got.metadata.resource_version.as_deref(), Some("9"));
-    }
-
-    #[test]
-    fn fresh_ignores_other_objects_and_unparsable_versions() {
-        let fresh = Fresh::<ConfigMap>::default();
-        fresh.remember((*cm("10", "u")).clone());
-        let got = fresh.resolve("ns", "x", Some(cm("5", "other"))).unwrap();
-        assert_eq!(got.metadata.uid.as_deref(), Some("other"));
-        fresh.remember((*cm("abc", "u")).clone());
-        let got = fresh.resolve("ns", "x", Some(cm("5", "u"))).unwrap();
-        assert_eq!(got.metadata.resource_version.as_deref(), Some("5"));
-    }
-
-    #[test]
-    fn fresh_updates_do_not_resurrect_deleted_objects() {
-        let fresh = Fresh::<ConfigMap>::default();
-        fresh.remember((*cm("10", "u")).clone());
-        assert!(
-            fresh.resolve("ns", "x", None).is_none(),
-            "gone from the store: gone"
+    fn a_write_stands_until_the_store_moves_off_the_version_it_was_made_over() {
+        let (s, mut w) = store(&[cm("9", "u")]);
+        let fresh = Fresh::new(s);
+        fresh.remember(cm("10", "u"));
+        assert_eq!(
+            rv(fresh.get("ns", "x")).as_deref(),
+            Some("10"),
+            "store lags"
         );
-        fresh.remember_created((*cm("10", "u")).clone());
+        // Versions are opaque: any other version than the base means the store moved on.
+        w.apply_watcher_event(&Event::Apply(cm("a7", "u")));
+        assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("a7"));
+        // The entry is gone: the store is used from now on.
+        w.apply_watcher_event(&Event::Apply(cm("9", "u")));
+        assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("9"));
+    }
+
+    #[test]
+    fn a_write_the_store_already_shows_leaves_no_entry() {
+        let (s, _w) = store(&[cm("10", "u")]);
+        let fresh = Fresh::new(s);
+        fresh.remember(cm("10", "u"));
+        assert!(fresh.lock().is_empty());
+    }
+
+    #[test]
+    fn a_new_object_under_the_same_name_is_never_shadowed() {
+        let (s, mut w) = store(&[cm("9", "old")]);
+        let fresh = Fresh::new(s);
+        fresh.remember(cm("10", "old"));
+        w.apply_watcher_event(&Event::Delete(cm("9", "old")));
+        w.apply_watcher_event(&Event::Apply(cm("3", "new")));
+        let got = fresh.get("ns", "x").unwrap();
+        assert_eq!(got.metadata.uid.as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn a_deletion_hides_only_the_deleted_object() {
+        let (s, mut w) = store(&[cm("5", "old")]);
+        let fresh = Fresh::new(s);
+        fresh.deleted("ns", "x", Some("old".into()));
+        assert!(fresh.get("ns", "x").is_none(), "the lagging copy is hidden");
+        // Deleted and re-created under the same name (kubectl delete && kubectl apply):
+        // the new object is served at once.
+        w.apply_watcher_event(&Event::Delete(cm("5", "old")));
+        w.apply_watcher_event(&Event::Apply(cm("8", "new")));
+        assert_eq!(
+            fresh.get("ns", "x").unwrap().metadata.uid.as_deref(),
+            Some("new")
+        );
+    }
+
+    #[test]
+    fn a_deletion_seen_before_the_store_lists_the_new_object_does_not_hide_it() {
+        let (s, mut w) = store(&[]);
+        let fresh = Fresh::new(s);
+        fresh.deleted("ns", "x", Some("old".into()));
+        assert!(fresh.get("ns", "x").is_none());
+        w.apply_watcher_event(&Event::Apply(cm("8", "new")));
+        assert!(fresh.get("ns", "x").is_some());
+    }
+
+    #[test]
+    fn a_create_stands_in_until_the_store_shows_it_and_updates_do_not_resurrect() {
+        let (s, mut w) = store(&[]);
+        let fresh = Fresh::new(s);
+        fresh.remember(cm("10", "u"));
         assert!(
-            fresh.resolve("ns", "x", None).is_some(),
+            fresh.get("ns", "x").is_some(),
             "just created: not yet in the store"
         );
+        w.apply_watcher_event(&Event::Apply(cm("10", "u")));
+        assert!(fresh.get("ns", "x").is_some());
+        w.apply_watcher_event(&Event::Delete(cm("10", "u")));
+        assert!(fresh.get("ns", "x").is_none());
+        // An update of an object the store had: once the store drops it, it is gone.
+        let (s, mut w) = store(&[cm("1", "u")]);
+        let fresh = Fresh::new(s);
+        fresh.remember(cm("2", "u"));
+        w.apply_watcher_event(&Event::Delete(cm("1", "u")));
+        assert!(fresh.get("ns", "x").is_none(), "gone from the store: gone");
     }
 
     #[test]
-    fn fresh_deleted_hides_the_stale_copy() {
-        let fresh = Fresh::<ConfigMap>::default();
-        fresh.deleted("ns", "x");
-        assert!(fresh.resolve("ns", "x", Some(cm("5", "u"))).is_none());
-        assert!(fresh.resolve("ns", "x", None).is_none());
-        // Cleared once the store agrees.
-        assert!(fresh.resolve("ns", "x", Some(cm("6", "u"))).is_some());
+    fn expectations_are_per_group_uid() {
+        let e = Expectations::default();
+        e.expect_create("uid-1", "web-aaaaa");
+        assert!(!e.satisfied("uid-1", &[]));
+        // The same group name re-created: a new UID, no inherited expectations.
+        assert!(e.satisfied("uid-2", &[]));
+        e.forget_group("uid-1");
+        assert!(e.satisfied("uid-1", &[]));
     }
 
     #[test]

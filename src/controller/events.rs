@@ -14,6 +14,8 @@ use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Client;
+
+use crate::clock::Clock;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
 /// The reporting controller name on every Event.
@@ -82,15 +84,17 @@ impl Series {
 #[derive(Clone)]
 pub struct EventSink {
     client: Client,
+    clock: Arc<dyn Clock>,
     instance: String,
     series: Arc<Mutex<Series>>,
 }
 
 impl EventSink {
     /// A sink reporting as `autoheal` from `instance` (e.g. the leader identity).
-    pub fn new(client: Client, instance: &str) -> Self {
+    pub fn new(client: Client, instance: &str, clock: Arc<dyn Clock>) -> Self {
         Self {
             client,
+            clock,
             instance: instance.into(),
             series: Arc::default(),
         }
@@ -139,7 +143,7 @@ impl EventSink {
             action: action.into(),
             note: note.clone(),
         };
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let event = self.lock().next(&key, now, || Event {
             action: Some(action.into()),
             reason: Some(reason.into()),

@@ -18,57 +18,68 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::api::conditions::{DesiredCondition, settle};
 use crate::api::{
+    ANNOTATION_REPLACES, ANNOTATION_TEMPLATE_HASH, ANNOTATION_TERMINATION_REASON, CONDITION_READY,
+    CONDITION_REPLACEMENT_ALLOWED, CONDITION_SCALING_LIMITED, FINALIZER_GROUP, FINALIZER_INSTANCE,
     Instance, InstanceSpec, LABEL_GROUP, LABEL_INSTANCE, ScalingGroup, ScalingGroupStatus,
     annotations, group_selector,
 };
+use crate::plan::InstanceView;
 use crate::plan::capacity::{self, GroupAction, GroupFacts};
-use crate::plan::lifecycle::{
-    self, ANNOTATION_TERMINATION_REASON, FINALIZER as INSTANCE_FINALIZER,
-};
-use crate::plan::{ANNOTATION_REPLACES, ANNOTATION_TEMPLATE_HASH, InstanceView};
+use crate::plan::group::template_hash;
+use crate::plan::lifecycle;
 
-use super::context::{Context, Error, Key, is_status, kube_err};
+use super::context::{Context, Key};
+use super::error::{Error, ErrorKind, is_status, kube_err};
 use super::instance::finalizer_patch;
 use super::{FIELD_MANAGER, RESYNC};
 
 /// The controller name in metrics and logs.
 pub const CONTROLLER: &str = "scalinggroup";
 
-/// Finalizer on every ScalingGroup: holds a deleted group until its Instances have gone
-/// through the graceful termination path.
-pub const GROUP_FINALIZER: &str = "autoheal.dev/group-drain";
-
 /// Reconciles one ScalingGroup.
 pub async fn reconcile(obj: Arc<ScalingGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.timed(CONTROLLER, reconcile_inner(&obj, &ctx)).await
+    let key: Key = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let now = ctx.clock.now();
+    ctx.timed(CONTROLLER, &key, reconcile_inner(&obj, &ctx, now))
+        .await
 }
 
-/// Retries a failed reconcile with a short backoff.
+/// Retries a failed reconcile after the object's error backoff.
 pub fn error_policy(obj: Arc<ScalingGroup>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.retry_after_error(CONTROLLER, obj.as_ref(), err)
 }
 
-async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_inner(
+    obj: &ScalingGroup,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Action, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let key: Key = (ns.clone(), name.clone());
     let Some(group) = ctx.group(&ns, &name) else {
-        return Ok(Action::await_change());
+        // Hidden by this process's own deletion while the store lags: look again soon, so
+        // nothing the store still holds is left without a last word.
+        return Ok(super::store_lags_or_gone(
+            ctx.groups.get(&ObjectRef::new(&name).within(&ns)).is_some(),
+        ));
     };
+    let group_uid = group.uid().unwrap_or_default();
     let api: Api<ScalingGroup> = Api::namespaced(ctx.client.clone(), &ns);
     let deleting = group.metadata.deletion_timestamp.is_some();
-    let has_finalizer = group.finalizers().iter().any(|f| f == GROUP_FINALIZER);
+    let has_finalizer = group.finalizers().iter().any(|f| f == FINALIZER_GROUP);
     if deleting && !has_finalizer {
         return Ok(Action::await_change());
     }
     if !has_finalizer {
         let mut finalizers = group.finalizers().to_vec();
-        finalizers.push(GROUP_FINALIZER.into());
+        finalizers.push(FINALIZER_GROUP.into());
         let written = api
             .patch(
                 &name,
@@ -84,7 +95,7 @@ async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Er
     }
 
     let members = ctx.members(&group);
-    if !ctx.expectations.satisfied(&key, &members) {
+    if !ctx.expectations.satisfied(&group_uid, &members) {
         // Our own launches or terminations have not reached the store yet.
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
@@ -113,7 +124,14 @@ async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Er
     };
     let plan = capacity::plan(&facts, &views);
     // Replacement of unhealthy Instances (src/controller/replacement.rs), merged with capacity.
-    let replacement = super::replacement::plan(&group, paused, deleting, &views);
+    let replacement = super::replacement::plan(
+        &group,
+        paused,
+        deleting,
+        &views,
+        ctx.settings.replacement_backoff,
+        now,
+    );
     let actions = super::replacement::merge_actions(&plan.actions, replacement.as_ref(), &views);
     // Status first (from the store's view; the next reconcile, once the store shows this
     // reconcile's launches and terminations, updates the counts), then the actions.
@@ -124,42 +142,37 @@ async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Er
         group.metadata.generation,
         &views,
     );
-    let now = lifecycle::ceil_to_second(Timestamp::now());
+    let condition_time = lifecycle::ceil_to_second(now);
     let mut owned: Vec<DesiredCondition> = vec![
         capacity::ready_condition(&group.spec, &views, deleting),
         capacity::scaling_limited_condition(plan.limit.as_ref(), plan.desired),
     ];
     // The replacement memory and ReplacementAllowed are recorded before acting.
     super::replacement::record(replacement.as_ref(), &stored, &mut status, &mut owned);
-    let owned_types: Vec<String> = owned.iter().map(|c| c.type_.clone()).collect();
-    let mut conditions = settle(&stored.conditions, owned, group.metadata.generation, now);
-    // Conditions this pass does not decide (e.g. ReplacementAllowed while deleting) are kept.
+    let decided: Vec<String> = owned.iter().map(|c| c.type_.clone()).collect();
+    let mut conditions = settle(
+        &stored.conditions,
+        owned,
+        group.metadata.generation,
+        condition_time,
+    );
+    // Our conditions this pass does not decide (e.g. ReplacementAllowed while deleting) are
+    // kept; conditions other managers set are theirs: neither compared nor applied.
     conditions.extend(
         stored
             .conditions
             .iter()
-            .filter(|c| !owned_types.contains(&c.type_))
+            .filter(|c| GROUP_CONDITIONS.contains(&c.type_.as_str()) && !decided.contains(&c.type_))
             .cloned(),
     );
     status.conditions = conditions;
+    let mut stored_own = stored.clone();
+    stored_own
+        .conditions
+        .retain(|c| GROUP_CONDITIONS.contains(&c.type_.as_str()));
     report_limit(ctx, &reference, &stored, &status).await;
-    if status != stored {
-        let patch = json!({
-            "apiVersion": "autoheal.dev/v1alpha1",
-            "kind": "ScalingGroup",
-            "status": status,
-        });
-        let written = api
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(kube_err(format!(
-                "writing the status of ScalingGroup {ns}/{name}"
-            )))?;
-        ctx.fresh_groups.remember(written);
+    if status != stored_own {
+        write_status(ctx, &api, &group, &status).await?;
     }
 
     // Act only once the status records what is about to be done (replacement memory).
@@ -170,7 +183,7 @@ async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Er
     for action in &actions {
         match action {
             GroupAction::Launch { replaces } => {
-                launch(ctx, &group, replaces.as_deref(), &key).await?;
+                launch(ctx, &group, replaces.as_deref(), &group_uid).await?;
                 launched += 1;
             }
             GroupAction::Terminate {
@@ -180,7 +193,7 @@ async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Er
                 let Some(inst) = members.iter().find(|i| i.name_any() == *victim) else {
                     continue;
                 };
-                terminate(ctx, &group, inst, *reason, &key).await?;
+                terminate(ctx, &group, inst, *reason, &group_uid).await?;
             }
         }
     }
@@ -201,6 +214,53 @@ async fn reconcile_inner(obj: &ScalingGroup, ctx: &Context) -> Result<Action, Er
     })
 }
 
+/// The condition types the group reconciler owns on a ScalingGroup.
+const GROUP_CONDITIONS: [&str; 3] = [
+    CONDITION_READY,
+    CONDITION_SCALING_LIMITED,
+    CONDITION_REPLACEMENT_ALLOWED,
+];
+
+/// Applies the group's status, guarded by the resourceVersion it was computed from: a status
+/// computed from a stale copy gets 409 (and the reconcile runs again on the newer one).
+async fn write_status(
+    ctx: &Context,
+    api: &Api<ScalingGroup>,
+    group: &ScalingGroup,
+    status: &ScalingGroupStatus,
+) -> Result<(), Error> {
+    let ns = group.namespace().unwrap_or_default();
+    let name = group.name_any();
+    let patch = json!({
+        "apiVersion": "autoheal.dev/v1alpha1",
+        "kind": "ScalingGroup",
+        "metadata": { "resourceVersion": group.resource_version() },
+        "status": status,
+    });
+    let written = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(kube_err(format!(
+            "writing the status of ScalingGroup {ns}/{name}"
+        )));
+    match written {
+        Ok(written) => {
+            ctx.fresh_groups.remember(written);
+            Ok(())
+        }
+        Err(e) => {
+            if e.kind() == ErrorKind::Conflict {
+                ctx.fresh_groups.forget(&ns, &name);
+            }
+            Err(e)
+        }
+    }
+}
+
 /// An Event when ScalingLimited turns True or changes reason.
 async fn report_limit(
     ctx: &Context,
@@ -209,7 +269,7 @@ async fn report_limit(
     status: &ScalingGroupStatus,
 ) {
     let find = |s: &ScalingGroupStatus| {
-        crate::api::conditions::find(&s.conditions, capacity::CONDITION_SCALING_LIMITED)
+        crate::api::conditions::find(&s.conditions, crate::api::CONDITION_SCALING_LIMITED)
             .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
     };
     if let Some((state, reason, message)) = find(status)
@@ -258,7 +318,7 @@ async fn finish_deletion(
     let finalizers: Vec<String> = group
         .finalizers()
         .iter()
-        .filter(|f| *f != GROUP_FINALIZER)
+        .filter(|f| *f != FINALIZER_GROUP)
         .cloned()
         .collect();
     match api
@@ -277,7 +337,9 @@ async fn finish_deletion(
             ))(e));
         }
     }
-    ctx.fresh_groups.deleted(&ns, &name);
+    ctx.fresh_groups.deleted(&ns, &name, group.uid());
+    ctx.expectations
+        .forget_group(&group.uid().unwrap_or_default());
     tracing::info!(namespace = %ns, group = %name, "group drained and deleted");
     Ok(Action::await_change())
 }
@@ -287,7 +349,7 @@ async fn launch(
     ctx: &Context,
     group: &ScalingGroup,
     replaces: Option<&str>,
-    key: &Key,
+    group_uid: &str,
 ) -> Result<(), Error> {
     let ns = group.namespace().unwrap_or_default();
     let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
@@ -295,10 +357,10 @@ async fn launch(
     for _ in 0..3 {
         let inst = build_instance(group, &instance_name(&group.name_any()), replaces);
         let name = inst.name_any();
-        ctx.expectations.expect_create(key, &name);
+        ctx.expectations.expect_create(group_uid, &name);
         match api.create(&PostParams::default(), &inst).await {
             Ok(created) => {
-                ctx.fresh_instances.remember_created(created);
+                ctx.fresh_instances.remember(created);
                 let note = match replaces {
                     Some(old) => format!("launched Instance {name} to replace {old}"),
                     None => format!("launched Instance {name}"),
@@ -309,7 +371,7 @@ async fn launch(
                 return Ok(());
             }
             Err(e) => {
-                ctx.expectations.forget(key, &name);
+                ctx.expectations.forget(group_uid, &name);
                 if is_status(&e, 409) {
                     last_err = Some(e);
                     continue; // name taken: draw another
@@ -331,7 +393,7 @@ async fn terminate(
     group: &ScalingGroup,
     inst: &Instance,
     reason: lifecycle::TerminationReason,
-    key: &Key,
+    group_uid: &str,
 ) -> Result<(), Error> {
     let ns = inst.namespace().unwrap_or_default();
     let name = inst.name_any();
@@ -352,7 +414,7 @@ async fn terminate(
             Err(e) => return Err(kube_err(format!("annotating Instance {ns}/{name}"))(e)),
         }
     }
-    ctx.expectations.expect_delete(key, &name);
+    ctx.expectations.expect_delete(group_uid, &name);
     match api.delete(&name, &DeleteParams::default()).await {
         Ok(outcome) => {
             if let Some(obj) = outcome.left() {
@@ -360,11 +422,11 @@ async fn terminate(
             }
         }
         Err(e) if is_status(&e, 404) => {
-            ctx.expectations.forget(key, &name);
+            ctx.expectations.forget(group_uid, &name);
             return Ok(());
         }
         Err(e) => {
-            ctx.expectations.forget(key, &name);
+            ctx.expectations.forget(group_uid, &name);
             return Err(kube_err(format!("deleting Instance {ns}/{name}"))(e));
         }
     }
@@ -389,17 +451,6 @@ pub fn instance_name(group: &str) -> String {
         .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
         .collect();
     format!("{prefix}-{suffix}")
-}
-
-/// A stable hash of the group's Instance template (FNV-1a over its JSON), 10 hex digits.
-pub fn template_hash(group: &ScalingGroup) -> String {
-    let bytes = serde_json::to_vec(&group.spec.template).unwrap_or_default();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{:010x}", hash & 0xff_ffff_ffff)
 }
 
 /// A new Instance of the group: template labels and annotations, the group and Instance
@@ -430,7 +481,7 @@ pub fn build_instance(group: &ScalingGroup, name: &str, replaces: Option<&str>) 
         namespace: group.namespace(),
         labels: Some(labels),
         annotations: Some(annotations),
-        finalizers: Some(vec![INSTANCE_FINALIZER.into()]),
+        finalizers: Some(vec![FINALIZER_INSTANCE.into()]),
         owner_references: group.controller_owner_ref(&()).map(|r| vec![r]),
         ..ObjectMeta::default()
     };
@@ -490,7 +541,7 @@ mod tests {
             Some("web-old00")
         );
         assert_eq!(ann.get("note").map(String::as_str), Some("x"));
-        assert_eq!(inst.finalizers(), &[INSTANCE_FINALIZER.to_string()]);
+        assert_eq!(inst.finalizers(), &[FINALIZER_INSTANCE.to_string()]);
         let owner = &inst.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(owner.uid, "g-uid");
         assert_eq!(owner.controller, Some(true));

@@ -22,16 +22,15 @@ use serde_json::json;
 
 use crate::api::conditions::settle;
 use crate::api::{
-    HealthCheck, HealthStatus, Instance, InstanceStatus, LABEL_GROUP, LABEL_IN_SERVICE,
-    LABEL_INSTANCE, LifecycleState, Process, ScalingGroup,
+    ANNOTATION_TERMINATION_REASON, FINALIZER_INSTANCE, HealthCheck, HealthStatus, Instance,
+    InstanceStatus, LABEL_GROUP, LABEL_IN_SERVICE, LABEL_INSTANCE, LifecycleState, Process,
+    ScalingGroup,
 };
 use crate::health::{self, HealthEvent, HealthInputs, ProbeTarget, assess};
-use crate::plan::lifecycle::{
-    self, ANNOTATION_TERMINATION_REASON, FINALIZER, Facts, Note, PodAction, PodFacts, Record,
-    TerminationReason,
-};
+use crate::plan::lifecycle::{self, Facts, Note, PodAction, PodFacts, Record, TerminationReason};
 
-use super::context::{Context, Error, Key, controlled_by, is_status, kube_err};
+use super::context::{Context, Key, controlled_by};
+use super::error::{Error, ErrorKind, is_status, kube_err};
 use super::{FIELD_MANAGER, RESYNC};
 
 /// The controller name in metrics and logs.
@@ -39,25 +38,32 @@ pub const CONTROLLER: &str = "instance";
 
 /// Reconciles one Instance.
 pub async fn reconcile(obj: Arc<Instance>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.timed(CONTROLLER, reconcile_inner(&obj, &ctx)).await
+    let key: Key = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let now = ctx.clock.now();
+    ctx.timed(CONTROLLER, &key, reconcile_inner(&obj, &ctx, now))
+        .await
 }
 
-/// Retries a failed reconcile with a short backoff.
+/// Retries a failed reconcile after the object's error backoff.
 pub fn error_policy(obj: Arc<Instance>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.retry_after_error(CONTROLLER, obj.as_ref(), err)
 }
 
-async fn reconcile_inner(obj: &Instance, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Result<Action, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let key: Key = (ns.clone(), name.clone());
     let Some(inst) = ctx.instance(&ns, &name) else {
         ctx.probes.set_target(&key, None);
         ctx.reported.forget(&key);
-        return Ok(Action::await_change());
+        return Ok(super::store_lags_or_gone(
+            ctx.instances
+                .get(&ObjectRef::new(&name).within(&ns))
+                .is_some(),
+        ));
     };
     let deleting = inst.metadata.deletion_timestamp.is_some();
-    let has_finalizer = inst.finalizers().iter().any(|f| f == FINALIZER);
+    let has_finalizer = inst.finalizers().iter().any(|f| f == FINALIZER_INSTANCE);
     if deleting && !has_finalizer {
         // Nothing holds it: it is going away whatever we do.
         ctx.probes.set_target(&key, None);
@@ -79,7 +85,6 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context) -> Result<Action, Error>
         .and_then(|p| p.spec.as_ref()?.node_name.clone())
         .and_then(|n| ctx.nodes.get(&ObjectRef::new(&n)));
 
-    let now = Timestamp::now();
     let stored = inst.status.clone().unwrap_or_default();
     let record = Record::from_status(&stored);
     let annotations = inst.annotations().clone();
@@ -155,20 +160,19 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context) -> Result<Action, Error>
     let mut stored_own = stored.clone();
     stored_own
         .conditions
-        .retain(|c| health::CONDITION_TYPES.contains(&c.type_.as_str()));
+        .retain(|c| crate::api::INSTANCE_HEALTH_CONDITIONS.contains(&c.type_.as_str()));
     if status != stored_own {
-        write_status(&api, &name, &status, ctx).await?;
+        write_status(&api, &inst, &status, ctx).await?;
     }
     let reference = inst.object_ref(&());
     report_notes(ctx, &key, &reference, &step.notes).await;
     report_health(ctx, &reference, &health_events).await;
 
     // ...then act.
-    if let Some(action) = step.action {
-        act(ctx, &inst, pod.as_deref(), action, &status).await?;
-        if action == PodAction::Finish {
-            return Ok(Action::await_change());
-        }
+    if let Some(action) = step.action
+        && let Some(done) = act(ctx, &inst, pod.as_deref(), action, &status).await?
+    {
+        return Ok(done);
     }
 
     // Probe target: InService (or Standby: health still shown) with an address.
@@ -253,33 +257,49 @@ pub fn pod_facts(pod: Option<&Pod>) -> PodFacts {
     }
 }
 
+/// Applies the Instance's status, guarded by the resourceVersion it was computed from: a
+/// status computed from a stale copy gets 409 (and the reconcile runs again on the newer one).
 async fn write_status(
     api: &Api<Instance>,
-    name: &str,
+    inst: &Instance,
     status: &InstanceStatus,
     ctx: &Context,
 ) -> Result<(), Error> {
+    let ns = inst.namespace().unwrap_or_default();
+    let name = inst.name_any();
     let patch = json!({
         "apiVersion": "autoheal.dev/v1alpha1",
         "kind": "Instance",
+        "metadata": { "resourceVersion": inst.resource_version() },
         "status": status,
     });
-    let written = api
+    match api
         .patch_status(
-            name,
+            &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
         .await
-        .map_err(kube_err(format!("writing the status of Instance {name}")))?;
-    ctx.fresh_instances.remember(written);
-    Ok(())
+        .map_err(kube_err(format!(
+            "writing the status of Instance {ns}/{name}"
+        ))) {
+        Ok(written) => {
+            ctx.fresh_instances.remember(written);
+            Ok(())
+        }
+        Err(e) => {
+            if e.kind() == ErrorKind::Conflict {
+                ctx.fresh_instances.forget(&ns, &name);
+            }
+            Err(e)
+        }
+    }
 }
 
 async fn add_finalizer(api: &Api<Instance>, inst: &Instance, ctx: &Context) -> Result<(), Error> {
     let name = inst.name_any();
     let mut finalizers = inst.finalizers().to_vec();
-    finalizers.push(FINALIZER.into());
+    finalizers.push(FINALIZER_INSTANCE.into());
     let written = api
         .patch(
             &name,
@@ -303,14 +323,15 @@ pub fn finalizer_patch<K: Resource>(obj: &K, finalizers: &[String]) -> serde_jso
     })
 }
 
-/// Carries out a step's action (idempotent).
+/// Carries out a step's action (idempotent). `Some(action)` ends the reconcile there: the
+/// Instance is finished, or the step waits for something.
 async fn act(
     ctx: &Context,
     inst: &Instance,
     pod: Option<&Pod>,
     action: PodAction,
     status: &InstanceStatus,
-) -> Result<(), Error> {
+) -> Result<Option<Action>, Error> {
     let ns = inst.namespace().unwrap_or_default();
     let name = inst.name_any();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -320,7 +341,7 @@ async fn act(
             let pod = build_pod(inst);
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(created) => {
-                    ctx.fresh_pods.remember_created(created);
+                    ctx.fresh_pods.remember(created);
                     ctx.events
                         .normal(
                             &reference,
@@ -380,7 +401,7 @@ async fn act(
             }
         }
         PodAction::DeletePod => {
-            let Some(pod) = pod else { return Ok(()) };
+            let Some(pod) = pod else { return Ok(None) };
             let params = DeleteParams {
                 preconditions: Some(Preconditions {
                     uid: pod.uid(),
@@ -392,7 +413,7 @@ async fn act(
                 Ok(outcome) => {
                     match outcome.left() {
                         Some(p) => ctx.fresh_pods.remember(p),
-                        None => ctx.fresh_pods.deleted(&ns, &name),
+                        None => ctx.fresh_pods.deleted(&ns, &name, pod.uid()),
                     }
                     let grace = pod
                         .spec
@@ -412,14 +433,14 @@ async fn act(
                 Err(e) => return Err(kube_err(format!("deleting Pod {ns}/{name}"))(e)),
             }
         }
-        PodAction::Finish => finish(ctx, inst, status).await?,
+        PodAction::Finish => return finish(ctx, inst, status).await.map(Some),
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Terminated: makes sure the Pod is really gone, deletes the Instance if nobody did, and
-/// removes the finalizer.
-async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Result<(), Error> {
+/// removes the finalizer. Waits (a requeue, not an error) while the Pod still exists.
+async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Result<Action, Error> {
     let ns = inst.namespace().unwrap_or_default();
     let name = inst.name_any();
     let key: Key = (ns.clone(), name.clone());
@@ -432,30 +453,30 @@ async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Resu
         .map_err(kube_err(format!("reading Pod {ns}/{name}")))?
         && controlled_by(&p, inst.uid().as_deref())
     {
-        return Err(Error::Invalid(format!(
-            "Pod {ns}/{name} still exists; waiting for it before removing Instance {name}"
-        )));
+        tracing::debug!(namespace = %ns, instance = %name, "waiting for the Pod to go");
+        // Its deletion event wakes this reconcile; look again anyway.
+        return Ok(Action::requeue(Duration::from_secs(5)));
     }
     ctx.probes.set_target(&key, None);
     let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
     if inst.metadata.deletion_timestamp.is_none() {
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
-            Err(e) if is_status(&e, 404) => return Ok(()),
+            Err(e) if is_status(&e, 404) => return Ok(Action::await_change()),
             Err(e) => return Err(kube_err(format!("deleting Instance {ns}/{name}"))(e)),
         }
     }
-    if inst.finalizers().iter().any(|f| f == FINALIZER) {
+    if inst.finalizers().iter().any(|f| f == FINALIZER_INSTANCE) {
         // The delete above may have changed the object: patch the latest copy.
         let latest = match api.get_opt(&name).await {
             Ok(Some(latest)) => latest,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(Action::await_change()),
             Err(e) => return Err(kube_err(format!("reading Instance {ns}/{name}"))(e)),
         };
         let finalizers: Vec<String> = latest
             .finalizers()
             .iter()
-            .filter(|f| *f != FINALIZER)
+            .filter(|f| *f != FINALIZER_INSTANCE)
             .cloned()
             .collect();
         match api
@@ -475,7 +496,7 @@ async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Resu
             }
         }
     }
-    ctx.fresh_instances.deleted(&ns, &name);
+    ctx.fresh_instances.deleted(&ns, &name, inst.uid());
     ctx.reported.forget(&key);
     let reason = status.termination_reason.as_deref().unwrap_or("Deleted");
     ctx.events
@@ -487,7 +508,7 @@ async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Resu
         )
         .await;
     tracing::info!(namespace = %ns, instance = %name, reason, "instance terminated");
-    Ok(())
+    Ok(Action::await_change())
 }
 
 /// Publishes the health evaluator's Events: transitions with their evidence, and annotation

@@ -8,6 +8,7 @@
 //!   health, and writes Instance status. Only it writes Instance status.
 
 pub mod context;
+pub mod error;
 pub mod events;
 pub mod group;
 pub mod instance;
@@ -30,10 +31,11 @@ use kube::{Client, ResourceExt};
 
 use crate::admin::{AdminServer, AdminState};
 use crate::api::{Instance, LABEL_GROUP, ScalingGroup};
+use crate::clock::{Clock, SystemClock};
 use crate::health::ProbeEngine;
 use crate::telemetry::Metrics;
 
-use context::Context;
+use context::{Context, Settings};
 use events::EventSink;
 use leader::LeaderConfig;
 
@@ -55,6 +57,19 @@ pub struct RunConfig {
     pub admin_addr: SocketAddr,
     /// Leader election, or `None` to run unconditionally.
     pub leader: Option<LeaderConfig>,
+    /// Tunables of the reconcilers.
+    pub settings: Settings,
+}
+
+/// What a reconcile does when the overlay hides an object: while the store still holds it
+/// (this process's deletion has not reached the watch yet), look again soon, so a reconcile
+/// that finds nothing is never the last word on an object that exists.
+fn store_lags_or_gone(store_holds_it: bool) -> kube::runtime::controller::Action {
+    if store_holds_it {
+        kube::runtime::controller::Action::requeue(Duration::from_secs(1))
+    } else {
+        kube::runtime::controller::Action::await_change()
+    }
 }
 
 /// A client from the usual kubeconfig resolution, with the operator's User-Agent.
@@ -71,8 +86,15 @@ pub async fn client() -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
+/// How long a graceful shutdown waits for in-flight reconciles before giving up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 /// Runs the operator until SIGINT/SIGTERM (Ok) or until leadership is lost (Err: the process
 /// exits and a fresh one competes again).
+///
+/// On SIGTERM the controllers stop taking new work, the reconciles in flight finish (each
+/// step is recorded in status before it is taken, so none is left half done), and only then
+/// is the leader Lease released, so a follower takes over at once.
 pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let client = client().await?;
     let metrics = Metrics::new();
@@ -81,12 +103,16 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(server.run());
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
 
     let result = match &config.leader {
         None => {
+            let controllers =
+                run_controllers(client, &config, metrics, admin, "autoheal", stopping);
+            tokio::pin!(controllers);
             tokio::select! {
-                r = run_controllers(client, &config, metrics, admin, "autoheal") => r,
-                _ = &mut shutdown => Ok(()),
+                r = &mut controllers => r,
+                _ = &mut shutdown => drain(&stop, controllers).await,
             }
         }
         Some(leader_config) => {
@@ -102,12 +128,21 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             };
             if outcome? {
                 tracing::info!(identity = %leader_config.identity, "leading: starting controllers");
+                let controllers = run_controllers(
+                    client,
+                    &config,
+                    metrics,
+                    admin,
+                    &leader_config.identity,
+                    stopping,
+                );
+                tokio::pin!(controllers);
                 let result = tokio::select! {
-                    r = run_controllers(client, &config, metrics, admin, &leader_config.identity) => r,
+                    r = &mut controllers => r,
                     _ = leader::lost_leadership(&mut election.changes) => {
                         Err(anyhow::anyhow!("lost the leader lease; exiting"))
                     }
-                    _ = &mut shutdown => Ok(()),
+                    _ = &mut shutdown => drain(&stop, controllers).await,
                 };
                 // Dropping the receiver releases the lease (when still held).
                 drop(election.changes);
@@ -120,6 +155,34 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     };
     admin_task.abort();
     result
+}
+
+/// Asks the controllers to stop and waits (at most [`SHUTDOWN_GRACE`]) for the reconciles in
+/// flight to finish.
+async fn drain(
+    stop: &tokio::sync::watch::Sender<bool>,
+    controllers: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let _ = stop.send(true);
+    match tokio::time::timeout(SHUTDOWN_GRACE, controllers).await {
+        Ok(result) => {
+            tracing::info!("in-flight reconciles finished");
+            result
+        }
+        Err(_) => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running at shutdown; leaving them");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves once `stopping` turns true (or its sender is gone).
+fn stopped(
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+    async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    }
 }
 
 async fn shutdown_signal() {
@@ -199,6 +262,7 @@ async fn run_controllers(
     metrics: Metrics,
     admin: AdminState,
     identity: &str,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let ns = config.namespace.as_deref();
     let (groups, mut group_triggers, group_watch) = streams::fan_out(
@@ -242,27 +306,26 @@ async fn run_controllers(
     admin.set_ready(true);
 
     let probes = ProbeEngine::start(metrics.clone());
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        groups: groups.clone(),
-        instances: instances.clone(),
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        groups.clone(),
+        instances.clone(),
         pods,
         nodes,
-        probes: probes.clone(),
-        metrics: metrics.clone(),
-        events: EventSink::new(client.clone(), identity),
-        fresh_groups: Default::default(),
-        fresh_instances: Default::default(),
-        fresh_pods: Default::default(),
-        expectations: Default::default(),
-        reported: Default::default(),
-    });
+        probes.clone(),
+        metrics.clone(),
+        EventSink::new(client.clone(), identity, clock.clone()),
+        clock,
+        config.settings,
+    ));
 
     let controller_config = ControllerConfig::default().debounce(Duration::from_millis(100));
 
     let group_controller = Controller::for_stream(take(&mut group_triggers), groups)
         .with_config(controller_config.clone())
         .owns_stream(take(&mut instance_triggers))
+        .graceful_shutdown_on(stopped(stopping.clone()))
         .run(group::reconcile, group::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
 
@@ -308,6 +371,7 @@ async fn run_controllers(
                 instance::instances_on_node(&node_ctx, &n)
             })
             .reconcile_on(probe_changes)
+            .graceful_shutdown_on(stopped(stopping.clone()))
             .run(instance::reconcile, instance::error_policy, ctx.clone())
             .for_each(|_| futures::future::ready(()));
 
@@ -335,9 +399,16 @@ async fn run_controllers(
         }
     };
 
+    // Both controllers end together on a graceful shutdown (after their reconciles in flight).
+    let controllers = futures::future::join(group_controller, instance_controller);
     tokio::select! {
-        _ = group_controller => tracing::error!("the ScalingGroup controller stopped"),
-        _ = instance_controller => tracing::error!("the Instance controller stopped"),
+        _ = controllers => {
+            if *stopping.borrow() {
+                admin.set_ready(false);
+                return Ok(());
+            }
+            tracing::error!("the controllers stopped");
+        }
         _ = gauge => {}
         _ = watches.join_next() => tracing::error!("a watch stopped"),
     }

@@ -19,7 +19,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use crate::api::conditions::{DesiredCondition, find};
-use crate::api::{Instance, ScalingGroup, ScalingGroupStatus, annotations};
+use crate::api::{Instance, ScalingGroup, ScalingGroupStatus};
 use crate::plan::InstanceView;
 use crate::plan::capacity::GroupAction;
 use crate::plan::lifecycle::TerminationReason;
@@ -39,13 +39,15 @@ pub fn plan(
     paused: bool,
     deleting: bool,
     views: &[InstanceView],
+    backoff: Backoff,
+    now: Timestamp,
 ) -> Option<ReplacementPlan> {
     if deleting {
         return None;
     }
     let stored = group.status.clone().unwrap_or_default();
     let memory = ReplacementMemory::from_status(&stored);
-    let template_hash = super::group::template_hash(group);
+    let template_hash = crate::plan::group::template_hash(group);
     Some(planner::plan_replacements(&ReplacementInputs {
         spec: &group.spec,
         paused,
@@ -54,11 +56,14 @@ pub fn plan(
         template_hash: &template_hash,
         reset_request: group
             .annotations()
-            .get(annotations::RESET_REPLACEMENT_FAILURES)
+            .get(crate::api::names::ANNOTATION_RESET_REPLACEMENT_FAILURES)
             .map(String::as_str),
-        previous_condition: find(&stored.conditions, planner::CONDITION_TYPE),
-        backoff: Backoff::default(),
-        now: Timestamp::now(),
+        previous_condition: find(
+            &stored.conditions,
+            crate::api::CONDITION_REPLACEMENT_ALLOWED,
+        ),
+        backoff,
+        now,
     }))
 }
 

@@ -59,28 +59,14 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use super::ProbeVerdict;
 use crate::api::annotations::{HealthAnnotations, ManualHealth};
 use crate::api::conditions::DesiredCondition;
+use crate::api::types::ResultClass;
+use crate::api::{
+    CONDITION_CUSTOM, CONDITION_HEALTHY, CONDITION_PROBE, CONDITION_WORKLOAD,
+    REASON_ANNOTATION_NOT_UNDERSTOOD,
+};
 use crate::api::{
     HealthCheck, HealthDetail, HealthStatus, Instance, LifecycleState, UnhealthyCondition,
 };
-use crate::telemetry::ResultClass;
-
-/// Condition type: the aggregate verdict.
-pub const CONDITION_HEALTHY: &str = "Healthy";
-/// Condition type: the workload signal.
-pub const CONDITION_WORKLOAD: &str = "WorkloadHealthy";
-/// Condition type: the probe signal.
-pub const CONDITION_PROBE: &str = "ProbeHealthy";
-/// Condition type: the custom (annotation) signal.
-pub const CONDITION_CUSTOM: &str = "CustomHealthy";
-/// Every condition type the evaluator owns on an Instance.
-pub const CONDITION_TYPES: [&str; 4] = [
-    CONDITION_HEALTHY,
-    CONDITION_WORKLOAD,
-    CONDITION_PROBE,
-    CONDITION_CUSTOM,
-];
-/// Event reason of a Warning Event for an annotation value that cannot be understood.
-pub const REASON_ANNOTATION_NOT_UNDERSTOOD: &str = "AnnotationNotUnderstood";
 
 /// Everything the evaluator looks at for one Instance (all read from the stores).
 #[derive(Debug, Clone, Copy)]

@@ -4,7 +4,7 @@
 pub mod evaluate;
 pub mod probe;
 
-pub use evaluate::{CONDITION_TYPES, HealthEvent, HealthInputs, Verdict, assess, events};
+pub use evaluate::{HealthEvent, HealthInputs, Verdict, assess, events};
 pub use probe::{
     EngineOptions, InstanceKey, ProbeCounter, ProbeEngine, ProbeResult, ProbeTarget, ProbeVerdict,
 };

@@ -74,9 +74,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+pub use crate::api::types::{ProbeKind, ResultClass};
 use crate::api::{Probe, Scheme};
 use crate::telemetry::Metrics;
-pub use crate::telemetry::{ProbeKind, ResultClass};
 
 /// What to probe for one Instance.
 #[derive(Debug, Clone, PartialEq)]
@@ -355,7 +355,6 @@ impl ProbeEngine {
 
     /// An engine with explicit options.
     pub fn with_options(metrics: Metrics, options: EngineOptions) -> Self {
-        raise_fd_limit();
         let limit = Arc::new(Semaphore::new(options.max_concurrency.max(1)));
         Self {
             inner: Arc::new(Inner {
@@ -468,23 +467,6 @@ impl Inner {
         self.metrics.inc_verdict_changes();
         lock(&self.subscribers).retain(|tx| tx.send(key.clone()).is_ok());
         true
-    }
-}
-
-/// Raises the soft open-files limit to the hard limit: each probed Instance holds a
-/// kept-alive connection.
-fn raise_fd_limit() {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
     }
 }
 

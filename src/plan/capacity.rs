@@ -12,6 +12,7 @@
 use std::collections::HashSet;
 
 use crate::api::conditions::DesiredCondition;
+use crate::api::{CONDITION_READY, CONDITION_SCALING_LIMITED};
 use crate::api::{
     HealthStatus, InstanceSummary, LifecycleState, Process, ScaleInPolicy, ScalingGroupSpec,
     ScalingGroupStatus,
@@ -23,11 +24,6 @@ use super::lifecycle::TerminationReason;
 /// The most Instances listed in `status.instances` (beyond this only the ones not
 /// InService+Healthy are listed, themselves bounded by this number).
 pub const MAX_LISTED_INSTANCES: usize = 256;
-
-/// Condition type: kstatus-compatible readiness of the group.
-pub const CONDITION_READY: &str = "Ready";
-/// Condition type: something keeps the group from its desired capacity.
-pub const CONDITION_SCALING_LIMITED: &str = "ScalingLimited";
 
 /// Something the group reconciler does to reach its target.
 #[derive(Debug, Clone, PartialEq, Eq)]

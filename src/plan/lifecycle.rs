@@ -31,13 +31,6 @@ use crate::api::{
     StateEntry,
 };
 
-/// Finalizer on every Instance: holds it while the graceful termination path runs.
-pub const FINALIZER: &str = "autoheal.dev/instance-termination";
-
-/// Annotation the group sets on an Instance just before deleting it, naming why
-/// (a [`TerminationReason`]); a plain `kubectl delete` leaves it unset.
-pub const ANNOTATION_TERMINATION_REASON: &str = "autoheal.dev/termination-reason";
-
 /// Why an Instance is leaving (written to `status.terminationReason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TerminationReason {
@@ -340,7 +333,7 @@ fn action_for(facts: &Facts<'_>, record: &Record) -> Option<PodAction> {
 
 fn standby_requested(annotations: &BTreeMap<String, String>) -> bool {
     annotations
-        .get(annotations::STANDBY)
+        .get(crate::api::names::ANNOTATION_STANDBY)
         .and_then(|v| annotations::parse_bool(v))
         .unwrap_or(false)
 }
@@ -1104,12 +1097,12 @@ mod tests {
         let mut w = World::new();
         w.in_service();
         w.annotations
-            .insert(annotations::STANDBY.into(), "true".into());
+            .insert(crate::api::names::ANNOTATION_STANDBY.into(), "true".into());
         let s = w.step(t(5));
         assert_eq!(s.record.state, Some(Standby));
         assert_eq!(s.action, Some(PodAction::RemoveFromService));
         assert_eq!(w.step(t(6)).action, None);
-        w.annotations.remove(annotations::STANDBY);
+        w.annotations.remove(crate::api::names::ANNOTATION_STANDBY);
         let s = w.step(t(7));
         assert_eq!(s.record.state, Some(InService));
         assert_eq!(s.action, Some(PodAction::AddToService));
@@ -1120,7 +1113,7 @@ mod tests {
         let mut w = World::new();
         w.in_service();
         w.annotations
-            .insert(annotations::STANDBY.into(), "maybe".into());
+            .insert(crate::api::names::ANNOTATION_STANDBY.into(), "maybe".into());
         assert_eq!(w.step(t(5)).record.state, Some(InService));
     }
 

@@ -2,18 +2,17 @@
 //! replacement planner of a ScalingGroup. No I/O; time is an input.
 
 pub mod capacity;
+pub mod group;
 pub mod lifecycle;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{HealthDetail, HealthStatus, Instance, LifecycleState, annotations};
+use crate::api::{
+    ANNOTATION_REPLACES, ANNOTATION_TEMPLATE_HASH, HealthDetail, HealthStatus, Instance,
+    LifecycleState, annotations,
+};
 
 pub mod replacement;
-
-/// Annotation on a replacement Instance naming the Instance it replaces.
-pub const ANNOTATION_REPLACES: &str = "autoheal.dev/replaces";
-/// Annotation on an Instance recording the hash of the group template it was launched from.
-pub const ANNOTATION_TEMPLATE_HASH: &str = "autoheal.dev/template-hash";
 
 /// What the planners need to know of one Instance: a pure snapshot built from the store.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +72,7 @@ impl InstanceView {
             standby: marks.standby,
             termination_reason: status.termination_reason.or_else(|| {
                 annotations
-                    .get(lifecycle::ANNOTATION_TERMINATION_REASON)
+                    .get(crate::api::ANNOTATION_TERMINATION_REASON)
                     .cloned()
             }),
         }

@@ -75,46 +75,19 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::InstanceView;
 use super::lifecycle::TerminationReason;
+use crate::api::CONDITION_REPLACEMENT_ALLOWED;
 use crate::api::conditions::DesiredCondition;
+use crate::api::names::reason;
 use crate::api::{
     HealthDetail, HealthStatus, LifecycleState, Process, ReplacementStrategy, ScalingGroupSpec,
-    ScalingGroupStatus, annotations,
+    ScalingGroupStatus,
 };
-
-/// The condition type this planner decides on the ScalingGroup.
-pub const CONDITION_TYPE: &str = "ReplacementAllowed";
 
 /// At most this many names are kept in `status.judgedReplacements` (the schema's limit).
 pub const MAX_JUDGED: usize = 10_000;
 
 /// At most this many failed replacement names are kept in memory for the condition message.
 pub const MAX_RECENT_FAILURES: usize = 16;
-
-/// Reasons of the `ReplacementAllowed` condition and of the Events this planner emits.
-pub mod reason {
-    /// Condition True: replacements may proceed.
-    pub const ALLOWED: &str = "ReplacementAllowed";
-    /// Condition True: replacement is allowed but waits for the backoff after failures.
-    pub const BACKING_OFF: &str = "BackingOff";
-    /// Condition False: more Instances are Unhealthy than `maxUnhealthy` (circuit breaker).
-    pub const TOO_MANY_UNHEALTHY: &str = "TooManyUnhealthy";
-    /// Condition False: a process replacement needs is suspended.
-    pub const SUSPENDED: &str = "Suspended";
-    /// Condition False: the group is paused.
-    pub const PAUSED: &str = "Paused";
-    /// Condition False: `maxConsecutiveFailures` replacements in a row failed.
-    pub const KEEP_FAILING: &str = "ReplacementsKeepFailing";
-    /// Event: an Unhealthy Instance is being replaced.
-    pub const REPLACING: &str = "ReplacingUnhealthy";
-    /// Event: a surge replacement is ready; the Instance it replaces leaves.
-    pub const REPLACEMENT_READY: &str = "ReplacementReady";
-    /// Event: a replacement was Unhealthy before its grace period ended well.
-    pub const REPLACEMENT_FAILED: &str = "ReplacementFailed";
-    /// Event: a replacement is InService and OK after its grace period.
-    pub const REPLACEMENT_SUCCEEDED: &str = "ReplacementSucceeded";
-    /// Event: the consecutive failure count was cleared (template change or reset annotation).
-    pub const FAILURES_RESET: &str = "ReplacementFailuresReset";
-}
 
 /// The exponential backoff between replacements after failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -593,7 +566,7 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
                 instance: None,
                 message: format!(
                     "{}={token:?}: {} consecutive replacement failure(s) cleared; replacement resumes",
-                    annotations::RESET_REPLACEMENT_FAILURES,
+                    crate::api::names::ANNOTATION_RESET_REPLACEMENT_FAILURES,
                     memory.consecutive_failures
                 ),
             });
@@ -965,12 +938,12 @@ fn blocking_condition(
     };
     if inputs.paused {
         return Some(DesiredCondition::new(
-            CONDITION_TYPE,
+            CONDITION_REPLACEMENT_ALLOWED,
             false,
             reason::PAUSED,
             format!(
                 "The group is paused ({}=true): nothing is replaced{not_replaced}",
-                annotations::PAUSED
+                crate::api::names::ANNOTATION_PAUSED
             ),
         ));
     }
@@ -991,7 +964,7 @@ fn blocking_condition(
             "Unhealthy instances are not replaced"
         };
         return Some(DesiredCondition::new(
-            CONDITION_TYPE,
+            CONDITION_REPLACEMENT_ALLOWED,
             false,
             reason::SUSPENDED,
             format!(
@@ -1012,14 +985,14 @@ fn blocking_condition(
             .map(|h| format!(" of template {}", short(h)))
             .unwrap_or_default();
         return Some(DesiredCondition::new(
-            CONDITION_TYPE,
+            CONDITION_REPLACEMENT_ALLOWED,
             false,
             reason::KEEP_FAILING,
             format!(
                 "{} replacements{template} in a row{failed} were Unhealthy when their health check grace period ended (maxConsecutiveFailures {}): replacement is stopped until the template changes or the group is annotated {}=<new value>{not_replaced}",
                 memory.consecutive_failures,
                 limits.max_consecutive_failures,
-                annotations::RESET_REPLACEMENT_FAILURES
+                crate::api::names::ANNOTATION_RESET_REPLACEMENT_FAILURES
             ),
         ));
     }
@@ -1036,7 +1009,7 @@ fn blocking_condition(
             format!(" ({})", limits.problems.join("; "))
         };
         return Some(DesiredCondition::new(
-            CONDITION_TYPE,
+            CONDITION_REPLACEMENT_ALLOWED,
             false,
             reason::TOO_MANY_UNHEALTHY,
             format!(
@@ -1071,7 +1044,7 @@ fn allowed_condition(
     if backing_off {
         let until = until.map_or("later".to_string(), |t| t.to_string());
         DesiredCondition::new(
-            CONDITION_TYPE,
+            CONDITION_REPLACEMENT_ALLOWED,
             true,
             reason::BACKING_OFF,
             format!(
@@ -1083,7 +1056,7 @@ fn allowed_condition(
         )
     } else {
         DesiredCondition::new(
-            CONDITION_TYPE,
+            CONDITION_REPLACEMENT_ALLOWED,
             true,
             reason::ALLOWED,
             format!("Unhealthy instances are replaced ({limits_text})"),

@@ -10,8 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time
 use proptest::prelude::*;
 
 use super::*;
-use crate::api::annotations as ann;
 use crate::api::conditions::settle;
+use crate::api::names as ann;
 use crate::api::{
     ConditionStatus, HttpProbe, InstanceSpec, InstanceStatus, PodTemplate, Probe, Scheme,
     StateEntry,
@@ -388,7 +388,7 @@ fn a_recorded_probe_verdict_stands_until_the_engine_decides_again() {
 fn maintaining_never_replaced_but_evidence_shown() {
     let v = fixture()
         .probe_failing()
-        .annotate(&[(ann::MAINTENANCE, "true")])
+        .annotate(&[(ann::ANNOTATION_MAINTENANCE, "true")])
         .assess(t(AFTER_GRACE));
     is(&v, HealthStatus::Healthy, HealthDetail::Maintaining);
     assert!(v.message.contains(FAIL_MSG), "{}", v.message);
@@ -419,7 +419,7 @@ fn initializing_while_not_running() {
 fn not_applicable_in_standby_or_when_suspended() {
     let v = fixture()
         .probe_failing()
-        .annotate(&[(ann::STANDBY, "true")])
+        .annotate(&[(ann::ANNOTATION_STANDBY, "true")])
         .assess(t(AFTER_GRACE));
     is(&v, HealthStatus::Healthy, HealthDetail::NotApplicable);
     assert_eq!(v.reason, "Standby");
@@ -797,8 +797,8 @@ fn manual_unhealthy_acts_at_once_outside_grace() {
     let v = fixture()
         .probe_ok()
         .annotate(&[
-            (ann::HEALTH, "Unhealthy"),
-            (ann::HEALTH_REASON, "disk full"),
+            (ann::ANNOTATION_HEALTH, "Unhealthy"),
+            (ann::ANNOTATION_HEALTH_REASON, "disk full"),
         ])
         .assess(t(AFTER_GRACE));
     is(&v, HealthStatus::Unhealthy, HealthDetail::Impaired);
@@ -813,7 +813,7 @@ fn manual_unhealthy_acts_at_once_outside_grace() {
 
 #[test]
 fn manual_unhealthy_waits_for_the_grace_period() {
-    let f = fixture().annotate(&[(ann::HEALTH, "Unhealthy")]);
+    let f = fixture().annotate(&[(ann::ANNOTATION_HEALTH, "Unhealthy")]);
     let v = f.assess(t(120));
     is(&v, HealthStatus::Healthy, HealthDetail::Initializing);
     assert_eq!(v.recheck_at, Some(t(160)));
@@ -833,8 +833,8 @@ fn manual_unhealthy_waits_for_the_grace_period() {
 fn manual_unhealthy_acts_in_grace_when_told_not_to_respect_it() {
     let v = fixture()
         .annotate(&[
-            (ann::HEALTH, "Unhealthy"),
-            (ann::RESPECT_GRACE_PERIOD, "false"),
+            (ann::ANNOTATION_HEALTH, "Unhealthy"),
+            (ann::ANNOTATION_RESPECT_GRACE_PERIOD, "false"),
         ])
         .assess(t(120));
     is(&v, HealthStatus::Unhealthy, HealthDetail::Impaired);
@@ -846,8 +846,8 @@ fn manual_unhealthy_acts_in_grace_when_told_not_to_respect_it() {
     // respect-grace-period=true is the default behaviour.
     let v = fixture()
         .annotate(&[
-            (ann::HEALTH, "Unhealthy"),
-            (ann::RESPECT_GRACE_PERIOD, "true"),
+            (ann::ANNOTATION_HEALTH, "Unhealthy"),
+            (ann::ANNOTATION_RESPECT_GRACE_PERIOD, "true"),
         ])
         .assess(t(120));
     is(&v, HealthStatus::Healthy, HealthDetail::Initializing);
@@ -857,7 +857,7 @@ fn manual_unhealthy_acts_in_grace_when_told_not_to_respect_it() {
 fn manual_unhealthy_acts_on_a_pending_instance() {
     let v = fixture()
         .pending()
-        .annotate(&[(ann::HEALTH, "Unhealthy")])
+        .annotate(&[(ann::ANNOTATION_HEALTH, "Unhealthy")])
         .assess(t(10));
     is(&v, HealthStatus::Unhealthy, HealthDetail::Impaired);
 }
@@ -867,8 +867,8 @@ fn manual_healthy_clears_the_mark_but_does_not_mask_failures() {
     let v = fixture()
         .probe_ok()
         .annotate(&[
-            (ann::HEALTH, "Healthy"),
-            (ann::HEALTH_REASON, "fixed by hand"),
+            (ann::ANNOTATION_HEALTH, "Healthy"),
+            (ann::ANNOTATION_HEALTH_REASON, "fixed by hand"),
         ])
         .assess(t(AFTER_GRACE));
     is(&v, HealthStatus::Healthy, HealthDetail::OK);
@@ -877,7 +877,7 @@ fn manual_healthy_clears_the_mark_but_does_not_mask_failures() {
     assert!(c.message.contains("fixed by hand"));
     let v = fixture()
         .probe_failing()
-        .annotate(&[(ann::HEALTH, "Healthy")])
+        .annotate(&[(ann::ANNOTATION_HEALTH, "Healthy")])
         .assess(t(AFTER_GRACE));
     is(&v, HealthStatus::Unhealthy, HealthDetail::Impaired);
     assert_eq!(v.reason, "ProbeFailed");
@@ -888,10 +888,10 @@ fn garbage_annotation_values_never_act() {
     let v = fixture()
         .probe_ok()
         .annotate(&[
-            (ann::HEALTH, "kaputt"),
-            (ann::MAINTENANCE, "yes please"),
-            (ann::STANDBY, "1"),
-            (ann::RESPECT_GRACE_PERIOD, "whatever"),
+            (ann::ANNOTATION_HEALTH, "kaputt"),
+            (ann::ANNOTATION_MAINTENANCE, "yes please"),
+            (ann::ANNOTATION_STANDBY, "1"),
+            (ann::ANNOTATION_RESPECT_GRACE_PERIOD, "whatever"),
         ])
         .assess(t(AFTER_GRACE));
     is(&v, HealthStatus::Healthy, HealthDetail::OK);
@@ -908,8 +908,8 @@ fn garbage_annotation_values_never_act() {
     // A garbage respect-grace-period keeps the grace period respected.
     let v = fixture()
         .annotate(&[
-            (ann::HEALTH, "Unhealthy"),
-            (ann::RESPECT_GRACE_PERIOD, "nah"),
+            (ann::ANNOTATION_HEALTH, "Unhealthy"),
+            (ann::ANNOTATION_RESPECT_GRACE_PERIOD, "nah"),
         ])
         .assess(t(120));
     is(&v, HealthStatus::Healthy, HealthDetail::Initializing);
@@ -938,7 +938,12 @@ fn precedence_table() {
         ),
         (
             "standby beats maintenance",
-            || fixture().annotate(&[(ann::STANDBY, "true"), (ann::MAINTENANCE, "true")]),
+            || {
+                fixture().annotate(&[
+                    (ann::ANNOTATION_STANDBY, "true"),
+                    (ann::ANNOTATION_MAINTENANCE, "true"),
+                ])
+            },
             AFTER_GRACE,
             S::Healthy,
             D::NotApplicable,
@@ -947,9 +952,9 @@ fn precedence_table() {
             "maintenance beats a failed Pod and a manual mark",
             || {
                 let mut f = fixture().annotate(&[
-                    (ann::MAINTENANCE, "true"),
-                    (ann::HEALTH, "Unhealthy"),
-                    (ann::RESPECT_GRACE_PERIOD, "false"),
+                    (ann::ANNOTATION_MAINTENANCE, "true"),
+                    (ann::ANNOTATION_HEALTH, "Unhealthy"),
+                    (ann::ANNOTATION_RESPECT_GRACE_PERIOD, "false"),
                 ]);
                 f.pod = Some(pod("Failed"));
                 f
@@ -1031,7 +1036,7 @@ fn precedence_table() {
         (
             "a manual mark in grace waits, while a Pod gone acts",
             || {
-                let mut f = fixture().annotate(&[(ann::HEALTH, "Unhealthy")]);
+                let mut f = fixture().annotate(&[(ann::ANNOTATION_HEALTH, "Unhealthy")]);
                 f.pod = None;
                 f
             },
@@ -1116,7 +1121,7 @@ fn conditions_keep_their_transition_time_unless_status_changes() {
 fn events_on_transitions_with_evidence_and_warnings_once() {
     let mut f = fixture()
         .probe_failing()
-        .annotate(&[(ann::HEALTH, "bogus")]);
+        .annotate(&[(ann::ANNOTATION_HEALTH, "bogus")]);
     let st = f.instance.status.as_mut().unwrap();
     st.health_status = Some(HealthStatus::Healthy);
     st.health_detail = Some(HealthDetail::OK);
@@ -1176,11 +1181,11 @@ fn arb_annotation() -> impl Strategy<Value = Vec<(&'static str, String)>> {
     proptest::collection::vec(
         (
             prop_oneof![
-                Just(ann::HEALTH),
-                Just(ann::HEALTH_REASON),
-                Just(ann::RESPECT_GRACE_PERIOD),
-                Just(ann::MAINTENANCE),
-                Just(ann::STANDBY),
+                Just(ann::ANNOTATION_HEALTH),
+                Just(ann::ANNOTATION_HEALTH_REASON),
+                Just(ann::ANNOTATION_RESPECT_GRACE_PERIOD),
+                Just(ann::ANNOTATION_MAINTENANCE),
+                Just(ann::ANNOTATION_STANDBY),
             ],
             value,
         ),

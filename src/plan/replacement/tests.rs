@@ -564,7 +564,7 @@ fn too_many_failures_stop_replacement_until_reset_or_template_change() {
         "x1",
         "x2",
         "x3",
-        annotations::RESET_REPLACEMENT_FAILURES,
+        crate::api::names::ANNOTATION_RESET_REPLACEMENT_FAILURES,
         "b",
     ] {
         assert!(
@@ -870,7 +870,7 @@ fn any_world() -> impl Strategy<Value = World> {
 fn run(w: &World, memory: &ReplacementMemory) -> ReplacementPlan {
     let previous = w.previous_false.then(|| {
         as_condition(&DesiredCondition::new(
-            CONDITION_TYPE,
+            crate::api::CONDITION_REPLACEMENT_ALLOWED,
             false,
             reason::TOO_MANY_UNHEALTHY,
             "x",

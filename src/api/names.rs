@@ -1,0 +1,97 @@
+//! The user-facing vocabulary in one place: every label, annotation, finalizer, condition
+//! type and reason the operator reads or writes. Users, tests and dashboards depend on these
+//! strings; they are fixed by the API contract.
+
+/// The API group of both kinds.
+pub const GROUP: &str = "autoheal.dev";
+
+/// Label on Instances and Pods naming their ScalingGroup.
+pub const LABEL_GROUP: &str = "autoheal.dev/group";
+/// Label on Instances and Pods naming their Instance.
+pub const LABEL_INSTANCE: &str = "autoheal.dev/instance";
+/// Label on Pods of Instances that are in service (point Services at it).
+pub const LABEL_IN_SERVICE: &str = "autoheal.dev/in-service";
+
+/// `autoheal.dev/health`: `Unhealthy` / `Healthy` (SetInstanceHealth).
+pub const ANNOTATION_HEALTH: &str = "autoheal.dev/health";
+/// `autoheal.dev/health-reason`: free text copied into the condition message.
+pub const ANNOTATION_HEALTH_REASON: &str = "autoheal.dev/health-reason";
+/// `autoheal.dev/respect-grace-period`: `"false"` lets a manual Unhealthy act in the grace period.
+pub const ANNOTATION_RESPECT_GRACE_PERIOD: &str = "autoheal.dev/respect-grace-period";
+/// `autoheal.dev/maintenance`: `"true"` → Maintaining, never replaced.
+pub const ANNOTATION_MAINTENANCE: &str = "autoheal.dev/maintenance";
+/// `autoheal.dev/standby`: `"true"` → Standby: out of service, health not acted on.
+pub const ANNOTATION_STANDBY: &str = "autoheal.dev/standby";
+/// `autoheal.dev/paused` on a ScalingGroup: `"true"` reconciles nothing but status.
+pub const ANNOTATION_PAUSED: &str = "autoheal.dev/paused";
+/// `autoheal.dev/reset-replacement-failures` on a ScalingGroup: setting it to a value not seen
+/// before clears the consecutive replacement failure count (and `ReplacementsKeepFailing`).
+pub const ANNOTATION_RESET_REPLACEMENT_FAILURES: &str = "autoheal.dev/reset-replacement-failures";
+/// Annotation on a replacement Instance naming the Instance it replaces.
+pub const ANNOTATION_REPLACES: &str = "autoheal.dev/replaces";
+/// Annotation on an Instance recording the hash of the group template it was launched from.
+pub const ANNOTATION_TEMPLATE_HASH: &str = "autoheal.dev/template-hash";
+/// Annotation the group sets on an Instance just before deleting it, naming why
+/// (a `TerminationReason`); a plain `kubectl delete` leaves it unset.
+pub const ANNOTATION_TERMINATION_REASON: &str = "autoheal.dev/termination-reason";
+/// Prefix of lifecycle hook completion annotations: `hooks.autoheal.dev/<hook>`.
+pub const HOOK_PREFIX: &str = "hooks.autoheal.dev/";
+/// Suffix of lifecycle hook heartbeat annotations: `hooks.autoheal.dev/<hook>.heartbeat`.
+pub const HEARTBEAT_SUFFIX: &str = ".heartbeat";
+
+/// Finalizer on every Instance: holds it while the graceful termination path runs.
+pub const FINALIZER_INSTANCE: &str = "autoheal.dev/instance-termination";
+/// Finalizer on every ScalingGroup: holds a deleted group until its Instances have gone
+/// through the graceful termination path.
+pub const FINALIZER_GROUP: &str = "autoheal.dev/group-drain";
+
+/// Group condition type: kstatus-compatible readiness of the group.
+pub const CONDITION_READY: &str = "Ready";
+/// Group condition type: something keeps the group from its desired capacity.
+pub const CONDITION_SCALING_LIMITED: &str = "ScalingLimited";
+/// Group condition type: whether Unhealthy Instances may be replaced now.
+pub const CONDITION_REPLACEMENT_ALLOWED: &str = "ReplacementAllowed";
+/// Instance condition type: the aggregate verdict.
+pub const CONDITION_HEALTHY: &str = "Healthy";
+/// Instance condition type: the workload signal.
+pub const CONDITION_WORKLOAD: &str = "WorkloadHealthy";
+/// Instance condition type: the probe signal.
+pub const CONDITION_PROBE: &str = "ProbeHealthy";
+/// Instance condition type: the custom (annotation) signal.
+pub const CONDITION_CUSTOM: &str = "CustomHealthy";
+/// Every condition type the health evaluator owns on an Instance.
+pub const INSTANCE_HEALTH_CONDITIONS: [&str; 4] = [
+    CONDITION_HEALTHY,
+    CONDITION_WORKLOAD,
+    CONDITION_PROBE,
+    CONDITION_CUSTOM,
+];
+
+/// Event reason of a Warning Event for an annotation value that cannot be understood.
+pub const REASON_ANNOTATION_NOT_UNDERSTOOD: &str = "AnnotationNotUnderstood";
+
+/// Reasons of the `ReplacementAllowed` condition and of the replacement Events.
+pub mod reason {
+    /// Condition True: replacements may proceed.
+    pub const ALLOWED: &str = "ReplacementAllowed";
+    /// Condition True: replacement is allowed but waits for the backoff after failures.
+    pub const BACKING_OFF: &str = "BackingOff";
+    /// Condition False: more Instances are Unhealthy than `maxUnhealthy` (circuit breaker).
+    pub const TOO_MANY_UNHEALTHY: &str = "TooManyUnhealthy";
+    /// Condition False: a process replacement needs is suspended.
+    pub const SUSPENDED: &str = "Suspended";
+    /// Condition False: the group is paused.
+    pub const PAUSED: &str = "Paused";
+    /// Condition False: `maxConsecutiveFailures` replacements in a row failed.
+    pub const KEEP_FAILING: &str = "ReplacementsKeepFailing";
+    /// Event: an Unhealthy Instance is being replaced.
+    pub const REPLACING: &str = "ReplacingUnhealthy";
+    /// Event: a surge replacement is ready; the Instance it replaces leaves.
+    pub const REPLACEMENT_READY: &str = "ReplacementReady";
+    /// Event: a replacement was Unhealthy before its grace period ended well.
+    pub const REPLACEMENT_FAILED: &str = "ReplacementFailed";
+    /// Event: a replacement is InService and OK after its grace period.
+    pub const REPLACEMENT_SUCCEEDED: &str = "ReplacementSucceeded";
+    /// Event: the consecutive failure count was cleared (template change or reset annotation).
+    pub const FAILURES_RESET: &str = "ReplacementFailuresReset";
+}

@@ -1,0 +1,246 @@
+//! Reconcile errors, their kinds, and the per-object exponential backoff of retries.
+//!
+//! Waiting is not an error: a reconcile that waits for something (a Pod to go, the store to
+//! show its own launches) returns `Ok(Action::requeue(..))`. An [`Error`] is something that
+//! went wrong; each has an [`ErrorKind`] (the `kind` label of
+//! `autoheal_reconcile_errors_total`). Errors the operator cannot fix by retrying soon
+//! ([`ErrorKind::is_refusal`]: 400, 403, 422 — RBAC, validation, an admission webhook) are
+//! reported once as a Warning Event and a `Stalled` condition on the object; every error is
+//! retried after a per-object exponential backoff ([`ErrorBackoff`]) that a success resets.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::context::Key;
+
+/// Errors of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API request failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done, naming the object.
+        action: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A request could not be built.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What kind of failure an [`Error`] is (the `kind` metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// 409: the object changed since it was read (a stale read); retried at once.
+    Conflict,
+    /// 403: RBAC refused the request.
+    Forbidden,
+    /// 400 or 422: the API server (schema, CEL, an admission webhook or policy) refused it.
+    Rejected,
+    /// 404 where the object was expected.
+    NotFound,
+    /// 429 or 5xx: the API server is overloaded or failing.
+    ServerError,
+    /// The request did not reach the API server or its answer was lost.
+    Transport,
+    /// A request the operator could not build.
+    Invalid,
+    /// Anything else.
+    Other,
+}
+
+impl ErrorKind {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Conflict => "conflict",
+            Self::Forbidden => "forbidden",
+            Self::Rejected => "rejected",
+            Self::NotFound => "not_found",
+            Self::ServerError => "server_error",
+            Self::Transport => "transport",
+            Self::Invalid => "invalid",
+            Self::Other => "other",
+        }
+    }
+
+    /// Whether retrying soon cannot help: a person must change RBAC, the object or a policy.
+    pub fn is_refusal(self) -> bool {
+        matches!(self, Self::Forbidden | Self::Rejected | Self::Invalid)
+    }
+}
+
+impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Invalid(_) => ErrorKind::Invalid,
+            Self::Kube { source, .. } => match source {
+                kube::Error::Api(status) => match status.code {
+                    409 => ErrorKind::Conflict,
+                    403 => ErrorKind::Forbidden,
+                    400 | 422 => ErrorKind::Rejected,
+                    404 | 410 => ErrorKind::NotFound,
+                    429 | 500..=599 => ErrorKind::ServerError,
+                    _ => ErrorKind::Other,
+                },
+                kube::Error::HyperError(_)
+                | kube::Error::Service(_)
+                | kube::Error::ReadEvents(_)
+                | kube::Error::HttpError(_) => ErrorKind::Transport,
+                _ => ErrorKind::Other,
+            },
+        }
+    }
+}
+
+/// Wraps an API error with what was being done.
+pub fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube { action, source }
+}
+
+/// Whether an API error is the HTTP status `code`.
+pub fn is_status(err: &kube::Error, code: u16) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == code)
+}
+
+/// Settings of the per-object error backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackoffConfig {
+    /// The delay after the first failure.
+    pub base: Duration,
+    /// The longest delay.
+    pub cap: Duration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(300),
+        }
+    }
+}
+
+impl BackoffConfig {
+    /// The delay before retry number `failures` (1 = after the first failure): `base ×
+    /// 2^(failures-1)`, capped.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(31);
+        self.base.saturating_mul(1 << exp).min(self.cap)
+    }
+}
+
+/// Consecutive failures per (controller, object); a success forgets the object.
+#[derive(Debug, Default)]
+pub struct ErrorBackoff {
+    config: BackoffConfig,
+    failures: Mutex<HashMap<(&'static str, Key), u32>>,
+}
+
+impl ErrorBackoff {
+    /// A backoff with these settings.
+    pub fn new(config: BackoffConfig) -> Self {
+        Self {
+            config,
+            failures: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, Key), u32>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a failure of `key` and returns how long to wait before retrying, and how many
+    /// consecutive failures it now has. A conflict (a stale read) is retried after the base
+    /// delay without growing the backoff: the watch brings the newer object at once.
+    pub fn failed(&self, controller: &'static str, key: &Key, kind: ErrorKind) -> (Duration, u32) {
+        if kind == ErrorKind::Conflict {
+            return (self.config.base.min(Duration::from_millis(200)), 0);
+        }
+        let mut failures = self.lock();
+        let n = failures.entry((controller, key.clone())).or_default();
+        *n = n.saturating_add(1);
+        (self.config.delay(*n), *n)
+    }
+
+    /// Forgets the failures of `key` (it reconciled successfully); returns whether it had any.
+    pub fn succeeded(&self, controller: &'static str, key: &Key) -> bool {
+        self.lock().remove(&(controller, key.clone())).is_some()
+    }
+
+    /// How many objects of `controller` are backing off now.
+    pub fn backing_off(&self, controller: &'static str) -> usize {
+        self.lock().keys().filter(|(c, _)| *c == controller).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn api_error(code: u16) -> Error {
+        let status = Status::failure("refused", "Reason").with_code(code);
+        kube_err("doing it")(kube::Error::Api(Box::new(status)))
+    }
+
+    #[test]
+    fn kinds_follow_the_status_code() {
+        assert_eq!(api_error(409).kind(), ErrorKind::Conflict);
+        assert_eq!(api_error(403).kind(), ErrorKind::Forbidden);
+        assert_eq!(api_error(422).kind(), ErrorKind::Rejected);
+        assert_eq!(api_error(400).kind(), ErrorKind::Rejected);
+        assert_eq!(api_error(503).kind(), ErrorKind::ServerError);
+        assert_eq!(api_error(429).kind(), ErrorKind::ServerError);
+        assert_eq!(api_error(404).kind(), ErrorKind::NotFound);
+        assert_eq!(Error::Invalid("x".into()).kind(), ErrorKind::Invalid);
+        assert!(ErrorKind::Forbidden.is_refusal() && ErrorKind::Rejected.is_refusal());
+        assert!(!ErrorKind::ServerError.is_refusal() && !ErrorKind::Conflict.is_refusal());
+    }
+
+    #[test]
+    fn backoff_doubles_per_failure_up_to_the_cap_and_resets_on_success() {
+        let b = ErrorBackoff::new(BackoffConfig {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(5),
+        });
+        let k: Key = ("ns".into(), "a".into());
+        let other: Key = ("ns".into(), "b".into());
+        let delays: Vec<u64> = (0..5)
+            .map(|_| b.failed("c", &k, ErrorKind::Forbidden).0.as_secs())
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 5, 5]);
+        assert_eq!(b.failed("c", &other, ErrorKind::ServerError).0.as_secs(), 1);
+        assert_eq!(b.backing_off("c"), 2);
+        assert!(b.succeeded("c", &k));
+        assert!(!b.succeeded("c", &k));
+        assert_eq!(b.failed("c", &k, ErrorKind::Forbidden).0.as_secs(), 1);
+    }
+
+    #[test]
+    fn conflicts_retry_quickly_without_growing_the_backoff() {
+        let b = ErrorBackoff::new(BackoffConfig::default());
+        let k: Key = ("ns".into(), "a".into());
+        for _ in 0..5 {
+            let (delay, n) = b.failed("c", &k, ErrorKind::Conflict);
+            assert!(delay <= Duration::from_millis(200));
+            assert_eq!(n, 0);
+        }
+        assert_eq!(b.backing_off("c"), 0);
+    }
+
+    #[test]
+    fn a_huge_failure_count_does_not_overflow() {
+        let c = BackoffConfig {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(300),
+        };
+        assert_eq!(c.delay(u32::MAX), Duration::from_secs(300));
+        assert_eq!(c.delay(0), Duration::from_secs(1));
+    }
+}
