@@ -177,6 +177,8 @@ async fn drain(
 }
 
 /// Resolves once `stopping` turns true (or its sender is gone).
+// Not an `async fn`: kube-runtime needs the future to be `Sync`, which the signature states.
+#[allow(clippy::manual_async_fn)]
 fn stopped(
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
