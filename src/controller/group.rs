@@ -1,10 +1,10 @@
 //! The ScalingGroup reconciler: the only writer of ScalingGroup status.
 //!
-//! Each reconcile takes the group's Instances from the store, asks the pure capacity planner
-//! ([`crate::plan::capacity::plan`]) what to launch and what to terminate, carries that out
-//! (create Instances; terminate = annotate the reason, then delete the Instance, whose
-//! finalizer lets the Instance reconciler walk the graceful path), and writes the status if
-//! it differs.
+//! Each reconcile takes the group's Instances from the store, asks the pure group step
+//! ([`crate::plan::group::plan`]) what the status should be and what to launch and
+//! terminate, records the status if it differs, publishes the step's Events, then carries out
+//! the actions (create Instances; terminate = annotate the reason, then delete the Instance,
+//! whose finalizer lets the Instance reconciler walk the graceful path).
 //!
 //! Launches and terminations are remembered as [`Expectations`](super::context::Expectations)
 //! until the Instance store shows them; until then the group plans nothing, so a lagging
@@ -22,17 +22,18 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::api::conditions::{DesiredCondition, settle};
+use futures::StreamExt;
+
 use crate::api::{
-    ANNOTATION_REPLACES, ANNOTATION_TEMPLATE_HASH, ANNOTATION_TERMINATION_REASON, CONDITION_READY,
-    CONDITION_REPLACEMENT_ALLOWED, CONDITION_SCALING_LIMITED, FINALIZER_GROUP, FINALIZER_INSTANCE,
-    Instance, InstanceSpec, LABEL_GROUP, LABEL_INSTANCE, ScalingGroup, ScalingGroupStatus,
-    annotations, group_selector,
+    ANNOTATION_REPLACES, ANNOTATION_TEMPLATE_HASH, ANNOTATION_TERMINATION_REASON, FINALIZER_GROUP,
+    FINALIZER_INSTANCE, Instance, InstanceSpec, LABEL_GROUP, LABEL_INSTANCE, ScalingGroup,
+    ScalingGroupStatus, group_selector,
 };
 use crate::plan::InstanceView;
-use crate::plan::capacity::{self, GroupAction, GroupFacts};
-use crate::plan::group::template_hash;
+use crate::plan::capacity::GroupAction;
+use crate::plan::group::{self as group_plan, GroupInputs, template_hash};
 use crate::plan::lifecycle;
+use crate::plan::replacement::{EventType, ReplacementPlan};
 
 use super::context::{Context, Key};
 use super::error::{Error, ErrorKind, is_status, kube_err};
@@ -99,127 +100,127 @@ async fn reconcile_inner(
         // Our own launches or terminations have not reached the store yet.
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    let (paused, pause_warning) = match annotations::paused(group.annotations()) {
-        Ok(p) => (p, None),
-        Err(e) => (false, Some(e.to_string())),
-    };
-    let reference = group.object_ref(&());
-    for warning in ctx
-        .reported
-        .fresh(&key, &pause_warning.into_iter().collect::<Vec<_>>())
-    {
-        ctx.events
-            .warning(&reference, "InvalidAnnotation", "Reconcile", warning)
-            .await;
-    }
-
     let views: Vec<InstanceView> = members
         .iter()
         .map(|i| InstanceView::from_instance(i))
         .collect();
-    let facts = GroupFacts {
-        spec: &group.spec,
-        paused,
-        deleting,
-    };
-    let plan = capacity::plan(&facts, &views);
-    // Replacement of unhealthy Instances (src/controller/replacement.rs), merged with capacity.
-    let replacement = super::replacement::plan(
-        &group,
-        paused,
-        deleting,
-        &views,
-        ctx.settings.replacement_backoff,
+    let plan = group_plan::plan(&GroupInputs {
+        group: &group,
+        instances: &views,
+        replacement_backoff: ctx.settings.replacement_backoff,
         now,
-    );
-    let actions = super::replacement::merge_actions(&plan.actions, replacement.as_ref(), &views);
-    // Status first (from the store's view; the next reconcile, once the store shows this
-    // reconcile's launches and terminations, updates the counts), then the actions.
-    let stored = group.status.clone().unwrap_or_default();
-    let mut status = capacity::status_counts(
-        &group.spec,
-        &group_selector(&name),
-        group.metadata.generation,
-        &views,
-    );
-    let condition_time = lifecycle::ceil_to_second(now);
-    let mut owned: Vec<DesiredCondition> = vec![
-        capacity::ready_condition(&group.spec, &views, deleting),
-        capacity::scaling_limited_condition(plan.limit.as_ref(), plan.desired),
-    ];
-    // The replacement memory and ReplacementAllowed are recorded before acting.
-    super::replacement::record(replacement.as_ref(), &stored, &mut status, &mut owned);
-    let decided: Vec<String> = owned.iter().map(|c| c.type_.clone()).collect();
-    let mut conditions = settle(
-        &stored.conditions,
-        owned,
-        group.metadata.generation,
-        condition_time,
-    );
-    // Our conditions this pass does not decide (e.g. ReplacementAllowed while deleting) are
-    // kept; conditions other managers set are theirs: neither compared nor applied.
-    conditions.extend(
-        stored
-            .conditions
-            .iter()
-            .filter(|c| GROUP_CONDITIONS.contains(&c.type_.as_str()) && !decided.contains(&c.type_))
-            .cloned(),
-    );
-    status.conditions = conditions;
-    let mut stored_own = stored.clone();
-    stored_own
-        .conditions
-        .retain(|c| GROUP_CONDITIONS.contains(&c.type_.as_str()));
-    report_limit(ctx, &reference, &stored, &status).await;
-    if status != stored_own {
-        write_status(ctx, &api, &group, &status).await?;
-    }
+    });
 
-    // Act only once the status records what is about to be done (replacement memory).
-    // Replacement Events go out before the actions they announce.
-    super::replacement::emit_events(ctx, &group, &members, replacement.as_ref()).await;
-
-    let mut launched = 0;
-    for action in &actions {
-        match action {
-            GroupAction::Launch { replaces } => {
-                launch(ctx, &group, replaces.as_deref(), &group_uid).await?;
-                launched += 1;
-            }
-            GroupAction::Terminate {
-                name: victim,
-                reason,
-            } => {
-                let Some(inst) = members.iter().find(|i| i.name_any() == *victim) else {
-                    continue;
-                };
-                terminate(ctx, &group, inst, *reason, &group_uid).await?;
-            }
-        }
+    let reference = group.object_ref(&());
+    for warning in ctx.reported.fresh(&key, &plan.warnings) {
+        ctx.events
+            .warning(&reference, "InvalidAnnotation", "Reconcile", warning)
+            .await;
     }
+    if let Some(note) = &plan.limit_event {
+        ctx.events
+            .warning(&reference, "ScalingLimited", "Scale", note.clone())
+            .await;
+    }
+    // Record first (the replacement memory and the conditions; counts come from the store's
+    // view and catch up on the next reconcile)...
+    if plan.status_changed {
+        write_status(ctx, &api, &group, &plan.status).await?;
+    }
+    // ...then announce (replacement Events go out before the actions they announce)...
+    emit_replacement_events(ctx, &group, &members, plan.replacement.as_ref()).await;
+    // ...then act: launches and terminations are independent requests, sent together.
+    let requests: Vec<_> = plan
+        .actions
+        .iter()
+        .map(|action| apply_action(ctx, &group, &members, &group_uid, action))
+        .collect();
+    let results = futures::stream::iter(requests)
+        .buffer_unordered(MAX_CONCURRENT_ACTIONS)
+        .collect::<Vec<Result<(), Error>>>()
+        .await;
+    let launched = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, GroupAction::Launch { .. }))
+        .count();
     if launched > 0 {
         tracing::info!(namespace = %ns, group = %name, launched, desired = plan.desired, "launched instances");
     }
+    if let Some(err) = results.into_iter().find_map(Result::err) {
+        return Err(err);
+    }
 
-    if deleting {
+    if plan.deleting {
         return finish_deletion(ctx, &api, &group, &members).await;
     }
-    // Look again when a replacement backoff or grace period ends.
-    let resync =
-        super::replacement::requeue_after(replacement.as_ref()).map_or(RESYNC, |d| d.min(RESYNC));
-    Ok(if actions.is_empty() {
-        Action::requeue(resync)
-    } else {
-        Action::requeue(Duration::from_millis(500))
-    })
+    // The store's view of this reconcile's launches and terminations wakes the next one;
+    // otherwise look again when a replacement backoff or grace period ends.
+    Ok(Action::requeue(
+        plan.requeue_after.map_or(RESYNC, |d| d.min(RESYNC)),
+    ))
 }
 
-/// The condition types the group reconciler owns on a ScalingGroup.
-const GROUP_CONDITIONS: [&str; 3] = [
-    CONDITION_READY,
-    CONDITION_SCALING_LIMITED,
-    CONDITION_REPLACEMENT_ALLOWED,
-];
+/// Carries out one launch or termination of the group step.
+async fn apply_action(
+    ctx: &Context,
+    group: &ScalingGroup,
+    members: &[Arc<Instance>],
+    group_uid: &str,
+    action: &GroupAction,
+) -> Result<(), Error> {
+    match action {
+        GroupAction::Launch { replaces } => {
+            launch(ctx, group, replaces.as_deref(), group_uid).await
+        }
+        GroupAction::Terminate {
+            name: victim,
+            reason,
+        } => match members.iter().find(|i| i.name_any() == *victim) {
+            Some(inst) => terminate(ctx, group, inst, *reason, group_uid).await,
+            None => Ok(()),
+        },
+    }
+}
+
+/// How many launches and terminations of one reconcile are in flight at once.
+const MAX_CONCURRENT_ACTIONS: usize = 32;
+
+/// Publishes the replacement Events: on the group, and also on the Instance an Event is
+/// about.
+async fn emit_replacement_events(
+    ctx: &Context,
+    group: &ScalingGroup,
+    members: &[Arc<Instance>],
+    plan: Option<&ReplacementPlan>,
+) {
+    let Some(plan) = plan else { return };
+    let group_ref = group.object_ref(&());
+    for event in &plan.events {
+        let instance = event
+            .instance
+            .as_deref()
+            .and_then(|n| members.iter().find(|i| i.name_any() == n));
+        let mut regarding = vec![group_ref.clone()];
+        if let Some(instance) = instance {
+            regarding.push(instance.object_ref(&()));
+        }
+        for r in &regarding {
+            match event.type_ {
+                EventType::Normal => {
+                    ctx.events
+                        .normal(r, event.reason, "Replace", event.message.clone())
+                        .await
+                }
+                EventType::Warning => {
+                    ctx.events
+                        .warning(r, event.reason, "Replace", event.message.clone())
+                        .await
+                }
+            }
+        }
+    }
+}
 
 /// Applies the group's status, guarded by the resourceVersion it was computed from: a status
 /// computed from a stale copy gets 409 (and the reconcile runs again on the newer one).
@@ -258,32 +259,6 @@ async fn write_status(
             }
             Err(e)
         }
-    }
-}
-
-/// An Event when ScalingLimited turns True or changes reason.
-async fn report_limit(
-    ctx: &Context,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
-    stored: &ScalingGroupStatus,
-    status: &ScalingGroupStatus,
-) {
-    let find = |s: &ScalingGroupStatus| {
-        crate::api::conditions::find(&s.conditions, crate::api::CONDITION_SCALING_LIMITED)
-            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-    };
-    if let Some((state, reason, message)) = find(status)
-        && state == "True"
-        && find(stored).is_none_or(|(s, r, _)| s != state || r != reason)
-    {
-        ctx.events
-            .warning(
-                reference,
-                "ScalingLimited",
-                "Scale",
-                format!("{reason}: {message}"),
-            )
-            .await;
     }
 }
 

@@ -13,7 +13,6 @@ pub mod events;
 pub mod group;
 pub mod instance;
 pub mod leader;
-pub mod replacement;
 pub mod streams;
 
 use std::collections::HashMap;

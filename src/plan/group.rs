@@ -1,7 +1,261 @@
-//! The group step: everything one ScalingGroup reconcile decides, from the group, its
-//! Instances and `now`.
+//! The group step: everything one ScalingGroup reconcile decides, as a pure function of the
+//! group, its Instances (as the store shows them), the tunables and `now`.
+//!
+//! [`plan`] runs the named sub-steps in order and merges what they decide:
+//! 1. read the group's annotations ([`crate::api::annotations::paused`]): a value not
+//!    understood is a warning and never acts;
+//! 2. **capacity** ([`capacity::plan`]): launches and scale-in terminations towards the
+//!    desired capacity;
+//! 3. **replacement** ([`replacement::plan_replacements`]): judge past replacements →
+//!    breaker → budget → strategy; skipped while the group is being deleted;
+//! 4. **merge** ([`merge_actions`]): one ordered list of actions;
+//! 5. **status** ([`status`]): counts, the bounded instance list, the replacement memory and
+//!    the group's own conditions, recorded before any action is taken.
+//!
+//! The reconciler in `controller::group` only applies the result.
 
-use crate::api::ScalingGroup;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::api::conditions::{DesiredCondition, find, settle};
+use crate::api::{
+    ANNOTATION_RESET_REPLACEMENT_FAILURES, CONDITION_READY, CONDITION_REPLACEMENT_ALLOWED,
+    CONDITION_SCALING_LIMITED, ScalingGroup, ScalingGroupStatus, annotations, group_selector,
+};
+
+use super::InstanceView;
+use super::capacity::{self, GroupAction, GroupFacts, Limit};
+use super::lifecycle::{TerminationReason, ceil_to_second};
+use super::replacement::{
+    self, Backoff, ReplacementInputs, ReplacementMemory, ReplacementPlan, replacement_targets,
+};
+
+/// The condition types the group step owns on a ScalingGroup; others belong to other
+/// managers and are left alone.
+pub const GROUP_CONDITIONS: [&str; 3] = [
+    CONDITION_READY,
+    CONDITION_SCALING_LIMITED,
+    CONDITION_REPLACEMENT_ALLOWED,
+];
+
+/// Everything the group step looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupInputs<'a> {
+    /// The group (spec, annotations, status as stored, generation, deletion).
+    pub group: &'a ScalingGroup,
+    /// Its Instances as the store shows them, sorted by name.
+    pub instances: &'a [InstanceView],
+    /// The backoff between replacement starts after failures.
+    pub replacement_backoff: Backoff,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// What one group reconcile must do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupPlan {
+    /// The status to record (only the group's own conditions), before acting.
+    pub status: ScalingGroupStatus,
+    /// Whether `status` differs from the stored status (a write is needed).
+    pub status_changed: bool,
+    /// Launches and terminations, in order.
+    pub actions: Vec<GroupAction>,
+    /// The replacement step's decision (`None` while the group is being deleted).
+    pub replacement: Option<ReplacementPlan>,
+    /// Annotation values not understood (reported as Warning Events, never acted on).
+    pub warnings: Vec<String>,
+    /// `ScalingLimited` turned True or changed reason: the note of a Warning Event.
+    pub limit_event: Option<String>,
+    /// The desired capacity the capacity step aimed at.
+    pub desired: i32,
+    /// Whether the group is being deleted.
+    pub deleting: bool,
+    /// When to plan again at the latest for time's sake (a backoff or grace period ending).
+    pub requeue_after: Option<Duration>,
+}
+
+/// The group step (see the module doc).
+pub fn plan(inputs: &GroupInputs<'_>) -> GroupPlan {
+    let group = inputs.group;
+    let deleting = group.metadata.deletion_timestamp.is_some();
+    let (paused, warnings) = match annotations::paused(group.annotations()) {
+        Ok(p) => (p, Vec::new()),
+        Err(e) => (false, vec![e.to_string()]),
+    };
+    let capacity = capacity::plan(
+        &GroupFacts {
+            spec: &group.spec,
+            paused,
+            deleting,
+        },
+        inputs.instances,
+    );
+    let replacement = (!deleting).then(|| plan_replacement(inputs, paused));
+    let actions = merge_actions(&capacity.actions, replacement.as_ref(), inputs.instances);
+    let stored = group.status.clone().unwrap_or_default();
+    let status = status(
+        group,
+        inputs.instances,
+        capacity.limit.as_ref(),
+        capacity.desired,
+        replacement.as_ref(),
+        inputs.now,
+    );
+    let status_changed = status != own_part(&stored);
+    GroupPlan {
+        limit_event: limit_event(&stored, &status),
+        requeue_after: replacement
+            .as_ref()
+            .and_then(|p| p.requeue_after)
+            .map(|d| d + Duration::from_millis(50)),
+        status,
+        status_changed,
+        actions,
+        replacement,
+        warnings,
+        desired: capacity.desired,
+        deleting,
+    }
+}
+
+/// The replacement step for a group that is not being deleted.
+fn plan_replacement(inputs: &GroupInputs<'_>, paused: bool) -> ReplacementPlan {
+    let group = inputs.group;
+    let stored = group.status.clone().unwrap_or_default();
+    let memory = ReplacementMemory::from_status(&stored);
+    let template_hash = template_hash(group);
+    replacement::plan_replacements(&ReplacementInputs {
+        spec: &group.spec,
+        paused,
+        instances: inputs.instances,
+        memory: &memory,
+        template_hash: &template_hash,
+        reset_request: group
+            .annotations()
+            .get(ANNOTATION_RESET_REPLACEMENT_FAILURES)
+            .map(String::as_str),
+        previous_condition: find(&stored.conditions, CONDITION_REPLACEMENT_ALLOWED),
+        backoff: inputs.replacement_backoff,
+        now: inputs.now,
+    })
+}
+
+/// The group's actions: the replacement's terminations first (reason Unhealthy), then the
+/// capacity planner's actions (an Instance both want to terminate is terminated once, for the
+/// capacity planner's reason), then surge launches. Capacity launches are annotated with the
+/// Instances leaving for health that no Instance replaces yet ([`replacement_targets`]).
+pub fn merge_actions(
+    capacity: &[GroupAction],
+    plan: Option<&ReplacementPlan>,
+    views: &[InstanceView],
+) -> Vec<GroupAction> {
+    let by_capacity: Vec<&str> = capacity
+        .iter()
+        .filter_map(|a| match a {
+            GroupAction::Terminate { name, .. } => Some(name.as_str()),
+            GroupAction::Launch { .. } => None,
+        })
+        .collect();
+    let mut actions = Vec::new();
+    if let Some(plan) = plan {
+        actions.extend(
+            plan.terminate
+                .iter()
+                .filter(|n| !by_capacity.contains(&n.as_str()))
+                .map(|n| GroupAction::Terminate {
+                    name: n.clone(),
+                    reason: TerminationReason::Unhealthy,
+                }),
+        );
+    }
+    let mut targets = replacement_targets(views).into_iter();
+    actions.extend(capacity.iter().cloned().map(|a| match a {
+        GroupAction::Launch { replaces: None } => GroupAction::Launch {
+            replaces: targets.next(),
+        },
+        other => other,
+    }));
+    if let Some(plan) = plan {
+        actions.extend(
+            plan.launch_replacements_for
+                .iter()
+                .map(|old| GroupAction::Launch {
+                    replaces: Some(old.clone()),
+                }),
+        );
+    }
+    actions
+}
+
+/// The status to record: counts and the instance list from the store's view, the replacement
+/// memory (kept as stored while the group is being deleted), and the group's own conditions
+/// (`Ready`, `ScalingLimited`, `ReplacementAllowed`; one not decided this pass is kept as
+/// stored). Conditions of other managers are not part of it.
+pub fn status(
+    group: &ScalingGroup,
+    instances: &[InstanceView],
+    limit: Option<&Limit>,
+    desired: i32,
+    replacement: Option<&ReplacementPlan>,
+    now: Timestamp,
+) -> ScalingGroupStatus {
+    let deleting = group.metadata.deletion_timestamp.is_some();
+    let stored = group.status.clone().unwrap_or_default();
+    let mut status = capacity::status_counts(
+        &group.spec,
+        &group_selector(&group.name_any()),
+        group.metadata.generation,
+        instances,
+    );
+    let mut decided: Vec<DesiredCondition> = vec![
+        capacity::ready_condition(&group.spec, instances, deleting),
+        capacity::scaling_limited_condition(limit, desired),
+    ];
+    match replacement {
+        Some(plan) => {
+            plan.memory.write_to(&mut status);
+            decided.push(plan.condition.clone());
+        }
+        None => ReplacementMemory::from_status(&stored).write_to(&mut status),
+    }
+    let decided_types: Vec<String> = decided.iter().map(|c| c.type_.clone()).collect();
+    let mut conditions = settle(
+        &stored.conditions,
+        decided,
+        group.metadata.generation,
+        ceil_to_second(now),
+    );
+    conditions.extend(
+        own_part(&stored)
+            .conditions
+            .into_iter()
+            .filter(|c| !decided_types.contains(&c.type_)),
+    );
+    status.conditions = conditions;
+    status
+}
+
+/// The part of a stored status the group step owns (other managers' conditions left out).
+pub fn own_part(stored: &ScalingGroupStatus) -> ScalingGroupStatus {
+    let mut own = stored.clone();
+    own.conditions
+        .retain(|c| GROUP_CONDITIONS.contains(&c.type_.as_str()));
+    own
+}
+
+/// The note of a Warning Event when `ScalingLimited` turns True or changes reason.
+pub fn limit_event(stored: &ScalingGroupStatus, status: &ScalingGroupStatus) -> Option<String> {
+    let limited = |s: &ScalingGroupStatus| {
+        find(&s.conditions, CONDITION_SCALING_LIMITED)
+            .filter(|c| c.status == "True")
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    let (reason, message) = limited(status)?;
+    let before = limited(stored);
+    (before.as_ref().map(|(r, _)| r) != Some(&reason)).then(|| format!("{reason}: {message}"))
+}
 
 /// A stable hash of the group's Instance template (FNV-1a over its JSON), 10 hex digits.
 pub fn template_hash(group: &ScalingGroup) -> String {
@@ -12,4 +266,173 @@ pub fn template_hash(group: &ScalingGroup) -> String {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{:010x}", hash & 0xff_ffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use serde_json::json;
+
+    fn now() -> Timestamp {
+        "2026-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn group(desired: i32) -> ScalingGroup {
+        let mut g: ScalingGroup = serde_json::from_value(json!({
+            "apiVersion": "autoheal.dev/v1alpha1",
+            "kind": "ScalingGroup",
+            "metadata": { "name": "web", "namespace": "ns", "uid": "g-uid", "generation": 1 },
+            "spec": {
+                "minSize": 0, "maxSize": 10, "desiredCapacity": desired,
+                "template": {
+                    "spec": { "podTemplate": { "spec": { "containers": [ { "name": "app" } ] } } }
+                }
+            }
+        }))
+        .unwrap();
+        g.metadata.uid = Some("g-uid".into());
+        g
+    }
+
+    fn condition(type_: &str, status: &str, reason: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: String::new(),
+            observed_generation: Some(1),
+            last_transition_time: Time(now()),
+        }
+    }
+
+    fn plan_of(g: &ScalingGroup) -> GroupPlan {
+        plan(&GroupInputs {
+            group: g,
+            instances: &[],
+            replacement_backoff: Backoff::default(),
+            now: now(),
+        })
+    }
+
+    #[test]
+    fn an_empty_group_launches_to_its_desired_capacity_and_records_status_first() {
+        let p = plan_of(&group(3));
+        assert_eq!(p.desired, 3);
+        assert_eq!(
+            p.actions,
+            vec![GroupAction::Launch { replaces: None }; 3],
+            "three plain launches"
+        );
+        assert!(p.status_changed, "a group without status gets one");
+        assert_eq!(p.status.selector.as_deref(), Some("autoheal.dev/group=web"));
+        let types: Vec<&str> = p
+            .status
+            .conditions
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(types, GROUP_CONDITIONS.to_vec());
+        assert!(p.replacement.is_some());
+    }
+
+    #[test]
+    fn a_recorded_status_is_not_written_again() {
+        let mut g = group(0);
+        let first = plan_of(&g);
+        g.status = Some(first.status.clone());
+        let second = plan_of(&g);
+        assert!(!second.status_changed);
+        assert_eq!(second.status, first.status);
+    }
+
+    #[test]
+    fn conditions_of_other_managers_are_neither_applied_nor_compared() {
+        let mut g = group(0);
+        let first = plan_of(&g);
+        let mut stored = first.status.clone();
+        stored
+            .conditions
+            .push(condition("Stalled", "True", "SomeoneElse"));
+        g.status = Some(stored);
+        let p = plan_of(&g);
+        assert!(!p.status_changed, "a foreign condition forces no write");
+        assert!(p.status.conditions.iter().all(|c| c.type_ != "Stalled"));
+    }
+
+    #[test]
+    fn a_group_being_deleted_plans_no_replacement_and_keeps_its_replacement_condition() {
+        let mut g = group(2);
+        let first = plan_of(&g);
+        g.status = Some(first.status.clone());
+        g.metadata.deletion_timestamp = Some(Time(now()));
+        let p = plan_of(&g);
+        assert!(p.deleting && p.replacement.is_none());
+        assert!(p.actions.is_empty(), "nothing to launch while deleting");
+        let kept = find(&p.status.conditions, CONDITION_REPLACEMENT_ALLOWED).unwrap();
+        let before = find(&first.status.conditions, CONDITION_REPLACEMENT_ALLOWED).unwrap();
+        assert_eq!(kept, before);
+    }
+
+    #[test]
+    fn a_paused_value_not_understood_is_a_warning_and_does_not_pause() {
+        let mut g = group(1);
+        g.metadata.annotations = Some(
+            [(
+                crate::api::ANNOTATION_PAUSED.to_string(),
+                "maybe".to_string(),
+            )]
+            .into(),
+        );
+        let p = plan_of(&g);
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert_eq!(p.actions.len(), 1, "still launches");
+    }
+
+    #[test]
+    fn scaling_limited_event_only_when_it_turns_true_or_changes_reason() {
+        let status = |c: Option<Condition>| ScalingGroupStatus {
+            conditions: c.into_iter().collect(),
+            ..ScalingGroupStatus::default()
+        };
+        let limited = |r: &str| Some(condition(CONDITION_SCALING_LIMITED, "True", r));
+        let fine = Some(condition(CONDITION_SCALING_LIMITED, "False", "Ok"));
+        assert!(limit_event(&status(fine.clone()), &status(limited("AtMax"))).is_some());
+        assert!(limit_event(&status(None), &status(limited("AtMax"))).is_some());
+        assert!(limit_event(&status(limited("AtMax")), &status(limited("AtMax"))).is_none());
+        assert!(limit_event(&status(limited("AtMax")), &status(limited("Paused"))).is_some());
+        assert!(limit_event(&status(limited("AtMax")), &status(fine)).is_none());
+    }
+
+    #[test]
+    fn replacement_terminations_come_first_and_are_not_doubled_by_capacity() {
+        let capacity = vec![
+            GroupAction::Terminate {
+                name: "b".into(),
+                reason: TerminationReason::ScaleIn,
+            },
+            GroupAction::Launch { replaces: None },
+        ];
+        let mut plan = plan_of(&group(0)).replacement.unwrap();
+        plan.terminate = vec!["a".into(), "b".into()];
+        plan.launch_replacements_for = vec!["c".into()];
+        let merged = merge_actions(&capacity, Some(&plan), &[]);
+        assert_eq!(
+            merged,
+            vec![
+                GroupAction::Terminate {
+                    name: "a".into(),
+                    reason: TerminationReason::Unhealthy
+                },
+                GroupAction::Terminate {
+                    name: "b".into(),
+                    reason: TerminationReason::ScaleIn
+                },
+                GroupAction::Launch { replaces: None },
+                GroupAction::Launch {
+                    replaces: Some("c".into())
+                },
+            ]
+        );
+    }
 }
