@@ -51,6 +51,10 @@ pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_SCALING_LIMITED: &str = "ScalingLimited";
 /// Group condition type: whether Unhealthy Instances may be replaced now.
 pub const CONDITION_REPLACEMENT_ALLOWED: &str = "ReplacementAllowed";
+/// Condition type on both kinds (kstatus): the object cannot progress until a person acts;
+/// set with reason `RequestRefused` when the API server keeps refusing the operator's
+/// requests for it (RBAC, validation, an admission policy or webhook).
+pub const CONDITION_STALLED: &str = "Stalled";
 /// Instance condition type: the aggregate verdict.
 pub const CONDITION_HEALTHY: &str = "Healthy";
 /// Instance condition type: the workload signal.
@@ -67,6 +71,9 @@ pub const INSTANCE_HEALTH_CONDITIONS: [&str; 4] = [
     CONDITION_CUSTOM,
 ];
 
+/// Reason of `Stalled` and of its Warning Event: the API server refused a request the
+/// operator needs (403, 400 or 422), which retrying cannot fix.
+pub const REASON_REQUEST_REFUSED: &str = "RequestRefused";
 /// Event reason of a Warning Event for an annotation value that cannot be understood.
 pub const REASON_ANNOTATION_NOT_UNDERSTOOD: &str = "AnnotationNotUnderstood";
 

@@ -8,15 +8,16 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 
-use crate::api::{Instance, ScalingGroup};
+use crate::api::{CONDITION_STALLED, Instance, REASON_REQUEST_REFUSED, ScalingGroup};
 use crate::clock::Clock;
 use crate::health::ProbeEngine;
 use crate::plan::replacement::Backoff;
 use crate::telemetry::Metrics;
 
-use super::error::{BackoffConfig, Error, ErrorBackoff};
+use super::error::{BackoffConfig, Error, ErrorBackoff, ErrorKind};
 use super::events::EventSink;
 
 /// (namespace, name) of an object.
@@ -102,10 +103,10 @@ impl Context {
         }
     }
 
-    /// Runs one reconcile of `controller` for `key`, recording its duration; a success
-    /// resets the object's error backoff.
-    pub async fn timed(
-        &self,
+    /// Runs one reconcile of `controller` for `key`, recording its duration. A success
+    /// resets the object's error backoff and clears a `Stalled` condition a refusal set.
+    pub async fn timed<K: Reconciled>(
+        self: &Arc<Self>,
         controller: &'static str,
         key: &Key,
         reconcile: impl std::future::Future<Output = Result<Action, Error>>,
@@ -114,28 +115,35 @@ impl Context {
         let result = reconcile.await;
         self.metrics
             .observe_reconcile(controller, started.elapsed());
-        if result.is_ok() && self.backoff.succeeded(controller, key) {
+        if result.is_ok()
+            && let Some(refusal_reported) = self.backoff.succeeded(controller, key)
+        {
             self.metrics
                 .set_backing_off(controller, self.backoff.backing_off(controller));
+            if refusal_reported {
+                set_stalled::<K>(self, key, None).await;
+            }
         }
         result
     }
 
     /// Counts and logs a failed reconcile of `object` and retries it after the object's
-    /// exponential backoff (a conflict from a stale read is retried at once).
-    pub fn retry_after_error<K: Resource>(
-        &self,
+    /// exponential backoff (a conflict from a stale read is retried at once). The first
+    /// refusal of a streak (403, 400/422) is reported once, as a Warning Event and a
+    /// `Stalled=True` condition on the object.
+    pub fn retry_after_error<K: Reconciled>(
+        self: &Arc<Self>,
         controller: &'static str,
-        object: &K,
+        object: &Arc<K>,
         err: &Error,
     ) -> Action {
         let kind = err.kind();
         let key: Key = (object.namespace().unwrap_or_default(), object.name_any());
-        let (delay, failures) = self.backoff.failed(controller, &key, kind);
+        let retry = self.backoff.failed(controller, &key, kind);
         self.metrics.inc_reconcile_errors(controller, kind.as_str());
         self.metrics
             .set_backing_off(controller, self.backoff.backing_off(controller));
-        if kind == super::error::ErrorKind::Conflict {
+        if kind == ErrorKind::Conflict {
             tracing::debug!(
                 controller,
                 namespace = %key.0,
@@ -148,12 +156,31 @@ impl Context {
                 namespace = %key.0,
                 name = %key.1,
                 kind = kind.as_str(),
-                failures,
-                retry_in = ?delay,
+                failures = retry.failures,
+                retry_in = ?retry.delay,
                 "reconcile failed: {err}"
             );
         }
-        Action::requeue(delay)
+        if retry.report_refusal {
+            let ctx = self.clone();
+            let object = object.clone();
+            let message = format!(
+                "{err} (retrying with a backoff, at most every {:?}; fix the cause to resume)",
+                self.settings.error_backoff.cap
+            );
+            tokio::spawn(async move {
+                ctx.events
+                    .warning(
+                        &object.object_ref(&()),
+                        REASON_REQUEST_REFUSED,
+                        "Reconcile",
+                        message.clone(),
+                    )
+                    .await;
+                set_stalled::<K>(&ctx, &key, Some(&message)).await;
+            });
+        }
+        Action::requeue(retry.delay)
     }
 
     /// The group from the store, or this process's newer write of it.
@@ -188,6 +215,66 @@ impl Context {
             .collect();
         members.sort_by_key(|i| i.name_any());
         members
+    }
+}
+
+/// What [`Context::timed`] and [`Context::retry_after_error`] need of a reconciled kind: a
+/// namespaced object with a status subresource holding conditions.
+pub trait Reconciled:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Reconciled for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Field manager of the `Stalled` condition: apart from the status the reconcilers own, so
+/// each writer's apply leaves the other's fields alone.
+pub const STALLED_MANAGER: &str = "autoheal-stalled";
+
+/// Sets (`Some(message)`) or clears (`None`) the `Stalled=True` condition (reason
+/// `RequestRefused`) on an object, with its own field manager. Failures are logged only: this
+/// reports a problem, it must not become one.
+async fn set_stalled<K: Reconciled>(ctx: &Context, key: &Key, message: Option<&str>) {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &key.0);
+    let conditions = match message {
+        Some(message) => serde_json::json!([{
+            "type": CONDITION_STALLED,
+            "status": "True",
+            "reason": REASON_REQUEST_REFUSED,
+            "message": message.chars().take(32 * 1024).collect::<String>(),
+            "lastTransitionTime": crate::plan::lifecycle::ceil_to_second(ctx.clock.now()),
+        }]),
+        None => serde_json::json!([]),
+    };
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": { "conditions": conditions },
+    });
+    if let Err(e) = api
+        .patch_status(
+            &key.1,
+            &PatchParams::apply(STALLED_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        tracing::debug!(namespace = %key.0, name = %key.1, "could not record Stalled: {e}");
     }
 }
 

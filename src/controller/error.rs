@@ -135,11 +135,29 @@ impl BackoffConfig {
     }
 }
 
+/// The failure streak of one object.
+#[derive(Debug, Default, Clone, Copy)]
+struct Streak {
+    failures: u32,
+    refusal_reported: bool,
+}
+
+/// What [`ErrorBackoff::failed`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// How long to wait before retrying.
+    pub delay: Duration,
+    /// Consecutive failures of the object (0 for a conflict, which does not count).
+    pub failures: u32,
+    /// A refusal to report now: the first of the streak (reported once, not per retry).
+    pub report_refusal: bool,
+}
+
 /// Consecutive failures per (controller, object); a success forgets the object.
 #[derive(Debug, Default)]
 pub struct ErrorBackoff {
     config: BackoffConfig,
-    failures: Mutex<HashMap<(&'static str, Key), u32>>,
+    failures: Mutex<HashMap<(&'static str, Key), Streak>>,
 }
 
 impl ErrorBackoff {
@@ -151,26 +169,39 @@ impl ErrorBackoff {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, Key), u32>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, Key), Streak>> {
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a failure of `key` and returns how long to wait before retrying, and how many
-    /// consecutive failures it now has. A conflict (a stale read) is retried after the base
-    /// delay without growing the backoff: the watch brings the newer object at once.
-    pub fn failed(&self, controller: &'static str, key: &Key, kind: ErrorKind) -> (Duration, u32) {
+    /// Records a failure of `key` and says when to retry. A conflict (a stale read) is
+    /// retried after at most 200 ms without growing the backoff: the watch brings the newer
+    /// object at once.
+    pub fn failed(&self, controller: &'static str, key: &Key, kind: ErrorKind) -> Retry {
         if kind == ErrorKind::Conflict {
-            return (self.config.base.min(Duration::from_millis(200)), 0);
+            return Retry {
+                delay: self.config.base.min(Duration::from_millis(200)),
+                failures: 0,
+                report_refusal: false,
+            };
         }
-        let mut failures = self.lock();
-        let n = failures.entry((controller, key.clone())).or_default();
-        *n = n.saturating_add(1);
-        (self.config.delay(*n), *n)
+        let mut streaks = self.lock();
+        let streak = streaks.entry((controller, key.clone())).or_default();
+        streak.failures = streak.failures.saturating_add(1);
+        let report_refusal = kind.is_refusal() && !streak.refusal_reported;
+        streak.refusal_reported |= report_refusal;
+        Retry {
+            delay: self.config.delay(streak.failures),
+            failures: streak.failures,
+            report_refusal,
+        }
     }
 
-    /// Forgets the failures of `key` (it reconciled successfully); returns whether it had any.
-    pub fn succeeded(&self, controller: &'static str, key: &Key) -> bool {
-        self.lock().remove(&(controller, key.clone())).is_some()
+    /// Forgets the failures of `key` (it reconciled successfully). Returns `None` when it had
+    /// none, else whether a refusal of the streak was reported (and should be cleared).
+    pub fn succeeded(&self, controller: &'static str, key: &Key) -> Option<bool> {
+        self.lock()
+            .remove(&(controller, key.clone()))
+            .map(|s| s.refusal_reported)
     }
 
     /// How many objects of `controller` are backing off now.
@@ -212,14 +243,17 @@ mod tests {
         let k: Key = ("ns".into(), "a".into());
         let other: Key = ("ns".into(), "b".into());
         let delays: Vec<u64> = (0..5)
-            .map(|_| b.failed("c", &k, ErrorKind::Forbidden).0.as_secs())
+            .map(|_| b.failed("c", &k, ErrorKind::ServerError).delay.as_secs())
             .collect();
         assert_eq!(delays, [1, 2, 4, 5, 5]);
-        assert_eq!(b.failed("c", &other, ErrorKind::ServerError).0.as_secs(), 1);
+        assert_eq!(
+            b.failed("c", &other, ErrorKind::ServerError).delay.as_secs(),
+            1
+        );
         assert_eq!(b.backing_off("c"), 2);
-        assert!(b.succeeded("c", &k));
-        assert!(!b.succeeded("c", &k));
-        assert_eq!(b.failed("c", &k, ErrorKind::Forbidden).0.as_secs(), 1);
+        assert_eq!(b.succeeded("c", &k), Some(false));
+        assert_eq!(b.succeeded("c", &k), None);
+        assert_eq!(b.failed("c", &k, ErrorKind::ServerError).delay.as_secs(), 1);
     }
 
     #[test]
@@ -227,11 +261,24 @@ mod tests {
         let b = ErrorBackoff::new(BackoffConfig::default());
         let k: Key = ("ns".into(), "a".into());
         for _ in 0..5 {
-            let (delay, n) = b.failed("c", &k, ErrorKind::Conflict);
-            assert!(delay <= Duration::from_millis(200));
-            assert_eq!(n, 0);
+            let retry = b.failed("c", &k, ErrorKind::Conflict);
+            assert!(retry.delay <= Duration::from_millis(200));
+            assert_eq!(retry.failures, 0);
+            assert!(!retry.report_refusal);
         }
         assert_eq!(b.backing_off("c"), 0);
+    }
+
+    #[test]
+    fn a_refusal_is_reported_once_per_streak() {
+        let b = ErrorBackoff::new(BackoffConfig::default());
+        let k: Key = ("ns".into(), "a".into());
+        assert!(!b.failed("c", &k, ErrorKind::Transport).report_refusal);
+        assert!(b.failed("c", &k, ErrorKind::Forbidden).report_refusal);
+        assert!(!b.failed("c", &k, ErrorKind::Forbidden).report_refusal);
+        assert!(!b.failed("c", &k, ErrorKind::Rejected).report_refusal);
+        assert_eq!(b.succeeded("c", &k), Some(true), "to be cleared");
+        assert!(b.failed("c", &k, ErrorKind::Rejected).report_refusal);
     }
 
     #[test]

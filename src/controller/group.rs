@@ -47,13 +47,13 @@ pub const CONTROLLER: &str = "scalinggroup";
 pub async fn reconcile(obj: Arc<ScalingGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key: Key = (obj.namespace().unwrap_or_default(), obj.name_any());
     let now = ctx.clock.now();
-    ctx.timed(CONTROLLER, &key, reconcile_inner(&obj, &ctx, now))
+    ctx.timed::<ScalingGroup>(CONTROLLER, &key, reconcile_inner(&obj, &ctx, now))
         .await
 }
 
 /// Retries a failed reconcile after the object's error backoff.
 pub fn error_policy(obj: Arc<ScalingGroup>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.retry_after_error(CONTROLLER, obj.as_ref(), err)
+    ctx.retry_after_error(CONTROLLER, &obj, err)
 }
 
 async fn reconcile_inner(

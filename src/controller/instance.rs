@@ -40,13 +40,13 @@ pub const CONTROLLER: &str = "instance";
 pub async fn reconcile(obj: Arc<Instance>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key: Key = (obj.namespace().unwrap_or_default(), obj.name_any());
     let now = ctx.clock.now();
-    ctx.timed(CONTROLLER, &key, reconcile_inner(&obj, &ctx, now))
+    ctx.timed::<Instance>(CONTROLLER, &key, reconcile_inner(&obj, &ctx, now))
         .await
 }
 
 /// Retries a failed reconcile after the object's error backoff.
 pub fn error_policy(obj: Arc<Instance>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.retry_after_error(CONTROLLER, obj.as_ref(), err)
+    ctx.retry_after_error(CONTROLLER, &obj, err)
 }
 
 async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Result<Action, Error> {
