@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::api::{CONDITION_STALLED, Instance, REASON_REQUEST_REFUSED, ScalingGroup};

@@ -247,7 +247,9 @@ mod tests {
             .collect();
         assert_eq!(delays, [1, 2, 4, 5, 5]);
         assert_eq!(
-            b.failed("c", &other, ErrorKind::ServerError).delay.as_secs(),
+            b.failed("c", &other, ErrorKind::ServerError)
+                .delay
+                .as_secs(),
             1
         );
         assert_eq!(b.backing_off("c"), 2);
