@@ -15,6 +15,9 @@ pub mod instance;
 pub mod leader;
 pub mod streams;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
