@@ -494,9 +494,12 @@ async fn node_notready_annotation() {
         .await
         .unwrap();
     wait_ready("True").await;
-    let resumed = heartbeats().await;
-    assert!(resumed.0 > stopped.0, "Lease renewed again");
-    assert!(resumed.1 > stopped.1, "heartbeat time posted again");
+    // The Node's Ready condition and its Lease are written separately: wait for both.
+    testkit::wait_for("Lease renewed and heartbeat posted again", TIMEOUT, || async {
+        let resumed = heartbeats().await;
+        (resumed.0 > stopped.0 && resumed.1 > stopped.1).then_some(())
+    })
+    .await;
 
     // Pods still run there
     env.create_pod("web", None, None).await;
