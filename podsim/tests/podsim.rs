@@ -495,10 +495,14 @@ async fn node_notready_annotation() {
         .unwrap();
     wait_ready("True").await;
     // The Node's Ready condition and its Lease are written separately: wait for both.
-    testkit::wait_for("Lease renewed and heartbeat posted again", TIMEOUT, || async {
-        let resumed = heartbeats().await;
-        (resumed.0 > stopped.0 && resumed.1 > stopped.1).then_some(())
-    })
+    testkit::wait_for(
+        "Lease renewed and heartbeat posted again",
+        TIMEOUT,
+        || async {
+            let resumed = heartbeats().await;
+            (resumed.0 > stopped.0 && resumed.1 > stopped.1).then_some(())
+        },
+    )
     .await;
 
     // Pods still run there

@@ -23,6 +23,23 @@ use super::events::EventSink;
 /// (namespace, name) of an object.
 pub type Key = (String, String);
 
+/// Field manager of the operator's server-side applies.
+pub const FIELD_MANAGER: &str = "autoheal";
+
+/// How often a settled object is looked at again without any event.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// What a reconcile does when the overlay hides an object: while the store still holds it
+/// (this process's deletion has not reached the watch yet), look again soon, so a reconcile
+/// that finds nothing is never the last word on an object that exists.
+pub fn store_lags_or_gone(store_holds_it: bool) -> kube::runtime::controller::Action {
+    if store_holds_it {
+        kube::runtime::controller::Action::requeue(Duration::from_secs(1))
+    } else {
+        kube::runtime::controller::Action::await_change()
+    }
+}
+
 /// Tunables of the reconcilers (`autoheal run` flags; tests shorten them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Settings {

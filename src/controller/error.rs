@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::context::Key;
+/// (namespace, name) of an object.
+type Key = (String, String);
 
 /// Errors of one reconcile.
 #[derive(Debug, thiserror::Error)]

@@ -35,10 +35,9 @@ use crate::plan::group::{self as group_plan, GroupInputs, template_hash};
 use crate::plan::lifecycle;
 use crate::plan::replacement::{EventType, ReplacementPlan};
 
-use super::context::{Context, Key};
+use super::context::{Context, FIELD_MANAGER, Key, RESYNC, store_lags_or_gone};
 use super::error::{Error, ErrorKind, is_status, kube_err};
 use super::instance::finalizer_patch;
-use super::{FIELD_MANAGER, RESYNC};
 
 /// The controller name in metrics and logs.
 pub const CONTROLLER: &str = "scalinggroup";
@@ -67,7 +66,7 @@ async fn reconcile_inner(
     let Some(group) = ctx.group(&ns, &name) else {
         // Hidden by this process's own deletion while the store lags: look again soon, so
         // nothing the store still holds is left without a last word.
-        return Ok(super::store_lags_or_gone(
+        return Ok(store_lags_or_gone(
             ctx.groups.get(&ObjectRef::new(&name).within(&ns)).is_some(),
         ));
     };

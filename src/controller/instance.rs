@@ -29,9 +29,8 @@ use crate::api::{
 use crate::health::{self, HealthEvent, HealthInputs, ProbeTarget, assess};
 use crate::plan::lifecycle::{self, Facts, Note, PodAction, PodFacts, Record, TerminationReason};
 
-use super::context::{Context, Key, controlled_by};
+use super::context::{Context, FIELD_MANAGER, Key, RESYNC, controlled_by, store_lags_or_gone};
 use super::error::{Error, ErrorKind, is_status, kube_err};
-use super::{FIELD_MANAGER, RESYNC};
 
 /// The controller name in metrics and logs.
 pub const CONTROLLER: &str = "instance";
@@ -56,7 +55,7 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
     let Some(inst) = ctx.instance(&ns, &name) else {
         ctx.probes.set_target(&key, None);
         ctx.reported.forget(&key);
-        return Ok(super::store_lags_or_gone(
+        return Ok(store_lags_or_gone(
             ctx.instances
                 .get(&ObjectRef::new(&name).within(&ns))
                 .is_some(),

@@ -15,6 +15,8 @@ pub mod instance;
 pub mod leader;
 pub mod streams;
 
+pub use context::{FIELD_MANAGER, RESYNC};
+
 #[cfg(test)]
 mod tests;
 
@@ -41,14 +43,8 @@ use context::{Context, Settings};
 use events::EventSink;
 use leader::LeaderConfig;
 
-/// Field manager of the operator's server-side applies.
-pub const FIELD_MANAGER: &str = "autoheal";
-
 /// The User-Agent of the operator's requests (tells its writes apart in audit logs).
 pub const USER_AGENT: &str = concat!("autoheal/", env!("CARGO_PKG_VERSION"));
-
-/// How often a settled object is looked at again without any event.
-pub const RESYNC: Duration = Duration::from_secs(300);
 
 /// Settings of `autoheal run`.
 #[derive(Debug, Clone)]
@@ -61,17 +57,6 @@ pub struct RunConfig {
     pub leader: Option<LeaderConfig>,
     /// Tunables of the reconcilers.
     pub settings: Settings,
-}
-
-/// What a reconcile does when the overlay hides an object: while the store still holds it
-/// (this process's deletion has not reached the watch yet), look again soon, so a reconcile
-/// that finds nothing is never the last word on an object that exists.
-fn store_lags_or_gone(store_holds_it: bool) -> kube::runtime::controller::Action {
-    if store_holds_it {
-        kube::runtime::controller::Action::requeue(Duration::from_secs(1))
-    } else {
-        kube::runtime::controller::Action::await_change()
-    }
 }
 
 /// A client from the usual kubeconfig resolution, with the operator's User-Agent.
