@@ -306,11 +306,13 @@ pub fn controlled_by<K: Resource>(obj: &K, uid: Option<&str>) -> bool {
 }
 
 enum FreshEntry<K> {
-    /// Written by this process. `base` is the resourceVersion the store showed for the
-    /// object when it was written (`None`: the store did not have it, e.g. a create).
+    /// Written by this process. `superseded` holds the resourceVersions this write (and the
+    /// chain of this process's writes it ends) was made over: while the store shows one of
+    /// them, it lags. `created`: the chain began where the store had no such object.
     Written {
         obj: Arc<K>,
-        base: Option<String>,
+        superseded: Vec<String>,
+        created: bool,
         at: Instant,
     },
     /// Deleted by this process (the API said it is gone or going).
@@ -327,9 +329,9 @@ const FRESH_TTL: Duration = Duration::from_secs(60);
 /// A watch delivers a write some milliseconds after the API answered it; a reconcile that
 /// runs in between (another event of the same object) would see the old object and repeat
 /// the step it just took. No resourceVersion is ever compared by order (they are opaque):
-/// the overlay only asks whether the store still shows the version it showed at the time of
-/// the write. Once it shows anything else, the store has seen that write or a later one, and
-/// wins. Entries are tied to the object's UID, so an object deleted and re-created under the
+/// the overlay only asks whether the store still shows a version the write was made over (the
+/// store's version at the time, or an earlier write of this process the store has not shown
+/// yet). Once it shows anything else, the store has seen the write or a later one, and wins. Entries are tied to the object's UID, so an object deleted and re-created under the
 /// same name is never hidden nor shadowed by its predecessor. Status writes also carry the
 /// resourceVersion they were computed from, so a stale copy can never overwrite a newer one.
 pub struct Fresh<K: kube::Resource<DynamicType = ()> + 'static> {
@@ -367,20 +369,49 @@ where
     pub fn remember(&self, obj: K) {
         let ns = obj.namespace().unwrap_or_default();
         let name = obj.name_any();
-        let base = self
+        let stored = self
             .stored(&ns, &name)
             .filter(|s| s.meta().uid == obj.meta().uid)
             .and_then(|s| s.meta().resource_version.clone());
-        if base.is_some() && base == obj.meta().resource_version {
+        let key = (ns, name);
+        let mut entries = self.lock();
+        if stored.is_some() && stored == obj.meta().resource_version {
             // The store already shows this write.
-            self.lock().remove(&(ns, name));
+            entries.remove(&key);
             return;
         }
-        self.lock().insert(
-            (ns, name),
+        // A write over this process's previous write that the store does not show yet extends
+        // that chain: the store lags while it shows any version of the chain.
+        let chained = match entries.get(&key) {
+            Some(FreshEntry::Written {
+                obj: previous,
+                superseded,
+                created,
+                ..
+            }) if previous.meta().uid == obj.meta().uid => {
+                let lagging = match &stored {
+                    None => *created,
+                    Some(rv) => {
+                        superseded.contains(rv)
+                            || previous.meta().resource_version.as_ref() == Some(rv)
+                    }
+                };
+                lagging.then(|| {
+                    let mut chain = superseded.clone();
+                    chain.extend(previous.meta().resource_version.clone());
+                    (chain, *created)
+                })
+            }
+            _ => None,
+        };
+        let (superseded, created) =
+            chained.unwrap_or_else(|| (stored.iter().cloned().collect(), stored.is_none()));
+        entries.insert(
+            key,
             FreshEntry::Written {
                 obj: Arc::new(obj),
-                base,
+                superseded,
+                created,
                 at: Instant::now(),
             },
         );
@@ -427,16 +458,27 @@ where
                 // Gone, or a new object under the same name: the store is right.
                 _ => (false, stored),
             },
-            FreshEntry::Written { obj, base, at } => {
+            FreshEntry::Written {
+                obj,
+                superseded,
+                created,
+                at,
+            } => {
                 let fresh = at.elapsed() <= FRESH_TTL;
                 match &stored {
                     // Created moments ago: the store will show it soon.
-                    None if base.is_none() && fresh => (true, Some(obj.clone())),
+                    None if *created && fresh => (true, Some(obj.clone())),
                     // Not (or no longer) in the store: deleted.
                     None => (false, None),
                     Some(s) if s.meta().uid != obj.meta().uid => (false, stored),
-                    // The store still shows the version the write was made over.
-                    Some(s) if fresh && s.meta().resource_version == *base => {
+                    // The store still shows a version this write was made over.
+                    Some(s)
+                        if fresh
+                            && s.meta()
+                                .resource_version
+                                .as_ref()
+                                .is_some_and(|rv| superseded.contains(rv)) =>
+                    {
                         (true, Some(obj.clone()))
                     }
                     // It moved on: it has this write, or a later one.
@@ -628,6 +670,39 @@ mod tests {
         // The entry is gone: the store is used from now on.
         w.apply_watcher_event(&Event::Apply(cm("9", "u")));
         assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("9"));
+    }
+
+    #[test]
+    fn chained_writes_stand_until_the_store_shows_the_last() {
+        let (s, mut w) = store(&[cm("5", "u")]);
+        let fresh = Fresh::new(s);
+        fresh.remember(cm("6", "u"));
+        // A second write computed from the first, before the store showed either.
+        fresh.remember(cm("7", "u"));
+        assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("7"));
+        // The store shows the first write: still behind the second.
+        w.apply_watcher_event(&Event::Apply(cm("6", "u")));
+        assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("7"));
+        w.apply_watcher_event(&Event::Apply(cm("7", "u")));
+        assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("7"));
+        assert!(fresh.lock().is_empty(), "caught up: no entry left");
+        // Someone else's write after ours: the store wins at once.
+        fresh.remember(cm("8", "u"));
+        w.apply_watcher_event(&Event::Apply(cm("9", "u")));
+        assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("9"));
+    }
+
+    #[test]
+    fn a_create_followed_by_a_write_stands_until_the_store_shows_it() {
+        let (s, mut w) = store(&[]);
+        let fresh = Fresh::new(s);
+        fresh.remember(cm("1", "u"));
+        fresh.remember(cm("2", "u"));
+        assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("2"));
+        w.apply_watcher_event(&Event::Apply(cm("1", "u")));
+        assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("2"));
+        w.apply_watcher_event(&Event::Apply(cm("2", "u")));
+        assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("2"));
     }
 
     #[test]
