@@ -1063,3 +1063,12 @@ proptest! {
         prop_assert!(!second.events.iter().any(|e| e.reason == reason::REPLACEMENT_FAILED || e.reason == reason::REPLACEMENT_SUCCEEDED || e.reason == reason::FAILURES_RESET));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The planner's steps, one by one
+// ---------------------------------------------------------------------------------------------
+
+mod breaker_step;
+mod budget_step;
+mod judge_step;
+mod strategy_step;

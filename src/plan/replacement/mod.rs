@@ -83,6 +83,11 @@ use crate::api::{
     ScalingGroupStatus,
 };
 
+pub mod breaker;
+pub mod budget;
+pub mod judge;
+pub mod strategy;
+
 /// At most this many names are kept in `status.judgedReplacements` (the schema's limit).
 pub const MAX_JUDGED: usize = 10_000;
 
@@ -356,7 +361,7 @@ fn settled(i: &InstanceView) -> bool {
 }
 
 /// The Instances by name (the first of duplicates wins).
-fn by_name(instances: &[InstanceView]) -> BTreeMap<&str, &InstanceView> {
+pub fn by_name(instances: &[InstanceView]) -> Index<'_> {
     let mut map = BTreeMap::new();
     for i in instances {
         map.entry(i.name.as_str()).or_insert(i);
@@ -367,7 +372,7 @@ fn by_name(instances: &[InstanceView]) -> BTreeMap<&str, &InstanceView> {
 /// Whether `r` is a surge Instance: launched to replace an Instance that still counts toward
 /// capacity, and either still starting or its old Instance still a candidate. Surge Instances
 /// should not count as surplus for scale-in (see [`surge_instances`]).
-fn is_surge(r: &InstanceView, index: &BTreeMap<&str, &InstanceView>) -> bool {
+fn is_surge(r: &InstanceView, index: &Index<'_>) -> bool {
     let Some(old) = r.replaces.as_deref().and_then(|o| index.get(o)) else {
         return false;
     };
@@ -443,404 +448,113 @@ pub fn in_flight(instances: &[InstanceView]) -> usize {
     in_flight_units(instances).len()
 }
 
-/// The outcome of judging one replacement.
-enum Judgement {
-    Failed,
-    Succeeded,
-    Abandoned,
-    Pending(Option<Timestamp>),
-}
+/// The Instances by name (the first of duplicate names wins): what every step looks at.
+pub type Index<'a> = BTreeMap<&'a str, &'a InstanceView>;
 
-fn add(t: Timestamp, d: SignedDuration) -> Option<Timestamp> {
-    t.checked_add(d).ok()
-}
-
-fn judge(r: &InstanceView, grace: SignedDuration, now: Timestamp) -> Judgement {
-    if r.is_unhealthy() {
-        return Judgement::Failed;
-    }
-    if r.being_deleted || r.state.is_terminating() {
-        return Judgement::Abandoned;
-    }
-    if r.state == LifecycleState::InService && !excluded(r) {
-        let ends = r.in_service_since.and_then(|t| add(t, grace));
-        return match ends {
-            Some(end) if end <= now => {
-                if r.health == Some(HealthStatus::Healthy) && r.detail == Some(HealthDetail::OK) {
-                    Judgement::Succeeded
-                } else {
-                    Judgement::Pending(None)
-                }
-            }
-            other => Judgement::Pending(other),
-        };
-    }
-    Judgement::Pending(None)
-}
-
-fn time_until(now: Timestamp, then: Timestamp) -> Duration {
-    let d = then.duration_since(now);
-    if d.is_negative() {
-        Duration::ZERO
-    } else {
-        d.unsigned_abs()
-    }
-}
-
-fn earliest(a: Option<Duration>, b: Duration) -> Option<Duration> {
-    Some(a.map_or(b, |a| a.min(b)))
-}
-
-fn names(list: &[String]) -> String {
-    const SHOWN: usize = 20;
-    let mut s = list
-        .iter()
-        .take(SHOWN)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
-    if list.len() > SHOWN {
-        s.push_str(&format!(" and {} more", list.len() - SHOWN));
-    }
-    s
-}
-
-fn short(hash: &str) -> &str {
-    hash.get(..hash.len().min(12)).unwrap_or(hash)
-}
-
-fn strategy_name(s: ReplacementStrategy) -> &'static str {
-    match s {
-        ReplacementStrategy::TerminateThenLaunch => "TerminateThenLaunch",
-        ReplacementStrategy::LaunchBeforeTerminate => "LaunchBeforeTerminate",
-    }
-}
-
-/// Plans the replacement of Unhealthy Instances. Pure and total: see the module documentation.
-pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
-    let spec = inputs.spec;
-    let now = inputs.now;
-    let limits = Limits::of(spec);
-    let index = by_name(inputs.instances);
-    let mut memory = inputs.memory.clone();
-    let mut events = Vec::new();
-    let mut requeue_after: Option<Duration> = None;
-
-    // Forget what is gone; never keep a name twice.
-    let mut seen = BTreeSet::new();
-    memory
-        .judged
-        .retain(|n| index.contains_key(n.as_str()) && seen.insert(n.clone()));
-    if memory.judged.len() > MAX_JUDGED {
-        let excess = memory.judged.len() - MAX_JUDGED;
-        memory.judged.drain(..excess);
-    }
-    memory.consecutive_failures = memory.consecutive_failures.max(0);
-
-    // A template change or a new reset annotation value clears the failure count.
-    if memory.consecutive_failures > 0
-        && memory
-            .failing_template_hash
-            .as_deref()
-            .is_some_and(|h| h != inputs.template_hash)
-    {
-        events.push(PlannedEvent {
-            type_: EventType::Normal,
-            reason: reason::FAILURES_RESET,
-            instance: None,
-            message: format!(
-                "The template changed: {} consecutive replacement failure(s) of the previous template are forgotten",
-                memory.consecutive_failures
-            ),
-        });
-        clear_failures(&mut memory);
-    }
-    if let Some(token) = inputs.reset_request
-        && memory.reset_token.as_deref() != Some(token)
-    {
-        memory.reset_token = Some(token.to_string());
-        if memory.consecutive_failures > 0 {
-            events.push(PlannedEvent {
-                type_: EventType::Normal,
-                reason: reason::FAILURES_RESET,
-                instance: None,
-                message: format!(
-                    "{}={token:?}: {} consecutive replacement failure(s) cleared; replacement resumes",
-                    crate::api::names::ANNOTATION_RESET_REPLACEMENT_FAILURES,
-                    memory.consecutive_failures
-                ),
-            });
-            clear_failures(&mut memory);
-        }
-    }
-
-    // Judge replacements exactly once (not while verdicts are not to be acted on).
-    let health_check_suspended = spec.is_suspended(Process::HealthCheck);
-    if !inputs.paused && !health_check_suspended {
-        let grace =
-            SignedDuration::from_secs(i64::from(spec.health_check.grace_period_seconds.max(0)));
-        let mut replacements: Vec<&InstanceView> = index
-            .values()
-            .copied()
-            .filter(|r| r.replaces.is_some() && !memory.judged.contains(&r.name))
-            .collect();
-        replacements.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
-        for r in replacements {
-            let current = r
-                .template_hash
-                .as_deref()
-                .is_none_or(|h| h == inputs.template_hash);
-            let old = r.replaces.as_deref().unwrap_or_default();
-            match judge(r, grace, now) {
-                Judgement::Pending(until) => {
-                    if let Some(t) = until {
-                        requeue_after = earliest(requeue_after, time_until(now, t));
-                    }
-                    continue;
-                }
-                Judgement::Abandoned => {}
-                Judgement::Failed if current => {
-                    memory.consecutive_failures = memory.consecutive_failures.saturating_add(1);
-                    memory.failing_template_hash = Some(inputs.template_hash.to_string());
-                    memory.recent_failures.push(r.name.clone());
-                    if memory.recent_failures.len() > MAX_RECENT_FAILURES {
-                        memory.recent_failures.remove(0);
-                    }
-                    events.push(PlannedEvent {
-                        type_: EventType::Warning,
-                        reason: reason::REPLACEMENT_FAILED,
-                        instance: Some(r.name.clone()),
-                        message: format!(
-                            "Replacement {} of {old} is Unhealthy ({}) before its health check grace period ended well: {} of maxConsecutiveFailures {} in a row",
-                            r.name,
-                            r.detail.map_or("no detail".to_string(), |d| format!("{d:?}")),
-                            memory.consecutive_failures,
-                            limits.max_consecutive_failures
-                        ),
-                    });
-                }
-                Judgement::Succeeded if current => {
-                    events.push(PlannedEvent {
-                        type_: EventType::Normal,
-                        reason: reason::REPLACEMENT_SUCCEEDED,
-                        instance: Some(r.name.clone()),
-                        message: format!(
-                            "Replacement {} of {old} is InService and Healthy after its grace period",
-                            r.name
-                        ),
-                    });
-                    clear_failures(&mut memory);
-                }
-                Judgement::Failed | Judgement::Succeeded => {}
-            }
-            memory.judged.push(r.name.clone());
-        }
-        if memory.judged.len() > MAX_JUDGED {
-            let excess = memory.judged.len() - MAX_JUDGED;
-            memory.judged.drain(..excess);
-        }
-    }
-
-    let mut unhealthy: Vec<String> = index
+/// The candidates for replacement ([`is_candidate`]), sorted by name: what the circuit breaker
+/// counts and the condition names.
+fn unhealthy_candidates(index: &Index<'_>) -> Vec<String> {
+    // The index is ordered by name already.
+    index
         .values()
         .filter(|i| is_candidate(i))
         .map(|i| i.name.clone())
-        .collect();
-    unhealthy.sort();
-    let units_before = in_flight_units(inputs.instances);
+        .collect()
+}
 
-    let blocked = blocking_condition(inputs, &limits, &memory, &unhealthy);
-    let mut terminate: Vec<String> = Vec::new();
-    let mut launch: Vec<String> = Vec::new();
+/// How many Instances count toward capacity (the first of duplicate names only).
+fn counting_toward_capacity(index: &Index<'_>) -> usize {
+    index
+        .values()
+        .filter(|i| i.counts_toward_capacity())
+        .count()
+}
 
-    let condition = if let Some(condition) = blocked {
-        condition
-    } else {
-        let failures = memory.consecutive_failures;
-        let backoff_until = if failures > 0 {
-            memory.last_replacement_time.and_then(|t| {
-                SignedDuration::try_from(inputs.backoff.delay(failures))
-                    .ok()
-                    .and_then(|d| add(t, d))
-                    .or(Some(Timestamp::MAX))
-            })
-        } else {
-            None
-        };
-        let backing_off = backoff_until.is_some_and(|t| t > now);
-        let strategy = spec.replacement.strategy;
-        let surge_for_in_service = strategy == ReplacementStrategy::LaunchBeforeTerminate
-            || limits.terminate_then_launch_room == 0;
-        let mut in_flight = units_before.len() as i64;
-        let mut counting = index
-            .values()
-            .filter(|i| i.counts_toward_capacity())
-            .count() as i64;
+/// Plans the replacement of Unhealthy Instances. Pure and total: see the module documentation.
+///
+/// A pipeline of four steps:
+///
+/// 1. [`judge::judge`]: judge past replacements (successes, failures, the failure count and
+///    its reset) into the memory carried on;
+/// 2. [`breaker::breaker`]: the circuit breaker (paused, suspended, keeps failing, too many
+///    Unhealthy) says whether replacement may proceed at all;
+/// 3. [`budget::budget`]: how many replacements may start now (maxInFlight,
+///    minHealthyPercentage, maxSize + maxInFlight, backoff);
+/// 4. [`strategy::strategy`]: which Instances terminate and which get a surge replacement
+///    first, within that budget.
+///
+/// The `ReplacementAllowed` condition comes from the breaker, or once replacement proceeds
+/// from [`breaker::allowed_condition`]; its changes are announced by
+/// [`breaker::condition_event`].
+pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
+    let now = inputs.now;
+    let limits = Limits::of(inputs.spec);
+    let index = by_name(inputs.instances);
 
-        // Ready replacements: their old Instance leaves now (completing a replacement already
-        // in flight, so neither the budget nor the backoff applies).
-        let mut handled: BTreeSet<String> = BTreeSet::new();
-        let mut ready: Vec<(&InstanceView, &InstanceView)> = Vec::new();
-        let mut starting: BTreeSet<&str> = BTreeSet::new();
-        for r in index.values() {
-            let Some(old) = r.replaces.as_deref().and_then(|o| index.get(o)) else {
-                continue;
-            };
-            if !r.counts_toward_capacity() || r.is_unhealthy() || old.name == r.name {
-                continue;
-            }
-            if !settled(r) {
-                starting.insert(old.name.as_str());
-            } else if r.is_in_service_and_healthy() && is_candidate(old) {
-                ready.push((old, r));
-            }
-        }
-        ready.sort_by(|a, b| (a.0.created_at, &a.0.name).cmp(&(b.0.created_at, &b.0.name)));
-        for (old, r) in ready {
-            if handled.insert(old.name.clone()) {
-                events.push(PlannedEvent {
-                    type_: EventType::Normal,
-                    reason: reason::REPLACEMENT_READY,
-                    instance: Some(old.name.clone()),
-                    message: format!(
-                        "Replacement {} is InService and Healthy: Unhealthy instance {} leaves service and terminates",
-                        r.name, old.name
-                    ),
-                });
-                terminate.push(old.name.clone());
-            }
-        }
+    let judge::Judged {
+        mut memory,
+        mut events,
+        mut requeue_after,
+    } = judge::judge(inputs, &limits, &index);
 
-        // New replacements, cheapest first: failed surges (surplus), then candidates that
-        // serve nothing, then the oldest.
-        let mut candidates: Vec<&InstanceView> = index
-            .values()
-            .copied()
-            .filter(|i| {
-                is_candidate(i) && !handled.contains(&i.name) && !starting.contains(i.name.as_str())
-            })
-            .collect();
-        candidates.sort_by_key(|i| {
-            (
-                !is_surge(i, &index),
-                i.state == LifecycleState::InService,
-                i.created_at,
-                i.name.clone(),
-            )
-        });
-        let budget = i64::from(limits.max_in_flight);
-        let mut waiting = 0usize;
-        let mut started = 0usize;
-        for c in candidates {
-            let blocked_now = in_flight >= budget || (backing_off) || (failures > 0 && started > 0);
-            if blocked_now {
-                waiting += 1;
-                continue;
+    let unhealthy = unhealthy_candidates(&index);
+    let (condition, moves) = match breaker::breaker(inputs, &limits, &memory, &unhealthy) {
+        breaker::Gate::Stop(condition) => (condition, strategy::Moves::default()),
+        breaker::Gate::Proceed => {
+            let budget = budget::budget(
+                &limits,
+                &memory,
+                inputs.backoff,
+                budget::Load {
+                    in_flight: in_flight(inputs.instances),
+                    counting: counting_toward_capacity(&index),
+                },
+                now,
+            );
+            let moves =
+                strategy::strategy(&index, inputs.spec.replacement.strategy, &limits, &budget);
+            if moves.started > 0 {
+                memory.last_replacement_time = Some(now);
             }
-            let surge = is_surge(c, &index);
-            let in_service = c.state == LifecycleState::InService;
-            if surge || !in_service {
-                // Surplus, or serving nothing: terminate at once.
-                terminate.push(c.name.clone());
-                events.push(replacing_event(
-                    c,
-                    if surge {
-                        "it is a surge replacement that failed; it terminates without a replacement of its own".to_string()
-                    } else {
-                        "it is not InService; it terminates and a replacement is launched".to_string()
-                    },
-                ));
-            } else if surge_for_in_service {
-                if counting + 1 > i64::from(limits.max_with_surge) {
-                    waiting += 1;
-                    continue;
-                }
-                counting += 1;
-                launch.push(c.name.clone());
-                events.push(replacing_event(
-                    c,
-                    format!(
-                        "{}: a replacement is launched first; {} leaves service once it is InService and Healthy",
-                        strategy_name(ReplacementStrategy::LaunchBeforeTerminate),
-                        c.name
-                    ),
-                ));
-            } else {
-                if in_flight + 1 > i64::from(limits.terminate_then_launch_room) {
-                    waiting += 1;
-                    continue;
-                }
-                terminate.push(c.name.clone());
-                events.push(replacing_event(
-                    c,
-                    format!(
-                        "{}: it leaves service and terminates; a replacement is launched at once",
-                        strategy_name(ReplacementStrategy::TerminateThenLaunch)
-                    ),
-                ));
+            if let Some(d) = budget.requeue_after(moves.waiting, moves.started, now) {
+                requeue_after = earliest(requeue_after, d);
             }
-            in_flight += 1;
-            started += 1;
-            memory.last_replacement_time = Some(now);
+            let condition = breaker::allowed_condition(
+                &limits,
+                &memory,
+                &unhealthy,
+                budget.backing_off && moves.waiting > 0,
+                budget.backoff_until,
+            );
+            (condition, moves)
         }
-
-        if waiting > 0
-            && started == 0
-            && backing_off
-            && let Some(until) = backoff_until
-        {
-            requeue_after = earliest(requeue_after, time_until(now, until));
-        }
-        if failures > 0 && waiting > 0 && started > 0 {
-            requeue_after = earliest(requeue_after, inputs.backoff.delay(failures));
-        }
-        allowed_condition(
-            &limits,
-            &memory,
-            &unhealthy,
-            backing_off && waiting > 0,
-            backoff_until,
-        )
     };
+    events.extend(moves.events);
+    events.extend(breaker::condition_event(
+        inputs.previous_condition,
+        &condition,
+    ));
+    let in_flight = in_flight_after(inputs, &moves.terminate, &moves.launch);
 
-    // Condition changes are announced once.
-    let changed = inputs.previous_condition.is_none_or(|p| {
-        p.status != condition.status
-            || p.reason != condition.reason
-            || p.message != condition.message
-    });
-    if changed {
-        let was_false = inputs
-            .previous_condition
-            .is_some_and(|p| p.status == "False");
-        if condition.status == "False" {
-            let warning = condition.reason == reason::TOO_MANY_UNHEALTHY
-                || condition.reason == reason::KEEP_FAILING;
-            let same_reason = inputs
-                .previous_condition
-                .is_some_and(|p| p.status == "False" && p.reason == condition.reason);
-            if warning || !same_reason {
-                events.push(PlannedEvent {
-                    type_: if warning {
-                        EventType::Warning
-                    } else {
-                        EventType::Normal
-                    },
-                    reason: reason_str(&condition.reason),
-                    instance: None,
-                    message: condition.message.clone(),
-                });
-            }
-        } else if was_false {
-            events.push(PlannedEvent {
-                type_: EventType::Normal,
-                reason: reason::ALLOWED,
-                instance: None,
-                message: format!("Replacement resumes: {}", condition.message),
-            });
-        }
+    ReplacementPlan {
+        terminate: moves.terminate,
+        launch_replacements_for: moves.launch,
+        memory,
+        condition,
+        events,
+        requeue_after,
+        unhealthy,
+        in_flight,
     }
+}
 
+/// The replacements in flight once `terminate` and `launch` are applied to the inputs'
+/// Instances.
+fn in_flight_after(
+    inputs: &ReplacementInputs<'_>,
+    terminate: &[String],
+    launch: &[String],
+) -> usize {
     let mut after: Vec<InstanceView> = inputs.instances.to_vec();
     for i in after.iter_mut() {
         if terminate.contains(&i.name) {
@@ -849,20 +563,9 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
         }
     }
     for (n, old) in launch.iter().enumerate() {
-        after.push(planned_surge(old, n, inputs.template_hash, now));
+        after.push(planned_surge(old, n, inputs.template_hash, inputs.now));
     }
-    let in_flight_after = in_flight(&after);
-
-    ReplacementPlan {
-        terminate,
-        launch_replacements_for: launch,
-        memory,
-        condition,
-        events,
-        requeue_after,
-        unhealthy,
-        in_flight: in_flight_after,
-    }
+    in_flight(&after)
 }
 
 /// The view of a surge Instance about to be launched for `old` (used to count what a plan
@@ -885,183 +588,24 @@ fn planned_surge(old: &str, n: usize, template_hash: &str, now: Timestamp) -> In
     }
 }
 
-fn clear_failures(memory: &mut ReplacementMemory) {
-    memory.consecutive_failures = 0;
-    memory.failing_template_hash = None;
-    memory.recent_failures.clear();
+/// `t + d`, or `None` past the end of time.
+fn add(t: Timestamp, d: SignedDuration) -> Option<Timestamp> {
+    t.checked_add(d).ok()
 }
 
-fn reason_str(r: &str) -> &'static str {
-    [
-        reason::TOO_MANY_UNHEALTHY,
-        reason::KEEP_FAILING,
-        reason::SUSPENDED,
-        reason::PAUSED,
-        reason::BACKING_OFF,
-    ]
-    .into_iter()
-    .find(|k| *k == r)
-    .unwrap_or(reason::ALLOWED)
-}
-
-fn replacing_event(c: &InstanceView, how: String) -> PlannedEvent {
-    PlannedEvent {
-        type_: EventType::Normal,
-        reason: reason::REPLACING,
-        instance: Some(c.name.clone()),
-        message: format!(
-            "Replacing Unhealthy instance {} ({}): {how}",
-            c.name,
-            c.detail
-                .map_or("no detail".to_string(), |d| format!("{d:?}"))
-        ),
-    }
-}
-
-/// The condition when something forbids every replacement, in order of precedence: paused,
-/// suspended, keeps failing, too many unhealthy.
-fn blocking_condition(
-    inputs: &ReplacementInputs<'_>,
-    limits: &Limits,
-    memory: &ReplacementMemory,
-    unhealthy: &[String],
-) -> Option<DesiredCondition> {
-    let spec = inputs.spec;
-    let not_replaced = if unhealthy.is_empty() {
-        String::new()
+/// The time from `now` until `then`, zero when `then` is past.
+fn time_until(now: Timestamp, then: Timestamp) -> Duration {
+    let d = then.duration_since(now);
+    if d.is_negative() {
+        Duration::ZERO
     } else {
-        format!(
-            "; {} Unhealthy instance(s) are not replaced: {}",
-            unhealthy.len(),
-            names(unhealthy)
-        )
-    };
-    if inputs.paused {
-        return Some(DesiredCondition::new(
-            CONDITION_REPLACEMENT_ALLOWED,
-            false,
-            reason::PAUSED,
-            format!(
-                "The group is paused ({}=true): nothing is replaced{not_replaced}",
-                crate::api::names::ANNOTATION_PAUSED
-            ),
-        ));
+        d.unsigned_abs()
     }
-    let suspended: Vec<&str> = [
-        (Process::HealthCheck, "HealthCheck"),
-        (Process::ReplaceUnhealthy, "ReplaceUnhealthy"),
-        (Process::Terminate, "Terminate"),
-        (Process::Launch, "Launch"),
-    ]
-    .into_iter()
-    .filter(|(p, _)| spec.is_suspended(*p))
-    .map(|(_, n)| n)
-    .collect();
-    if !suspended.is_empty() {
-        let why = if spec.is_suspended(Process::HealthCheck) {
-            "health verdicts are shown but not acted on"
-        } else {
-            "Unhealthy instances are not replaced"
-        };
-        return Some(DesiredCondition::new(
-            CONDITION_REPLACEMENT_ALLOWED,
-            false,
-            reason::SUSPENDED,
-            format!(
-                "Suspended process(es) {}: {why}{not_replaced}",
-                suspended.join(", ")
-            ),
-        ));
-    }
-    if memory.consecutive_failures >= limits.max_consecutive_failures {
-        let failed = if memory.recent_failures.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", names(&memory.recent_failures))
-        };
-        let template = memory
-            .failing_template_hash
-            .as_deref()
-            .map(|h| format!(" of template {}", short(h)))
-            .unwrap_or_default();
-        return Some(DesiredCondition::new(
-            CONDITION_REPLACEMENT_ALLOWED,
-            false,
-            reason::KEEP_FAILING,
-            format!(
-                "{} replacements{template} in a row{failed} were Unhealthy when their health check grace period ended (maxConsecutiveFailures {}): replacement is stopped until the template changes or the group is annotated {}=<new value>{not_replaced}",
-                memory.consecutive_failures,
-                limits.max_consecutive_failures,
-                crate::api::names::ANNOTATION_RESET_REPLACEMENT_FAILURES
-            ),
-        ));
-    }
-    if let Some(max) = limits.max_unhealthy
-        && unhealthy.len() as i64 > i64::from(max)
-    {
-        let spec_value = match &spec.replacement.max_unhealthy {
-            IntOrString::Int(n) => n.to_string(),
-            IntOrString::String(s) => s.clone(),
-        };
-        let problems = if limits.problems.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", limits.problems.join("; "))
-        };
-        return Some(DesiredCondition::new(
-            CONDITION_REPLACEMENT_ALLOWED,
-            false,
-            reason::TOO_MANY_UNHEALTHY,
-            format!(
-                "{} instances are Unhealthy ({}), more than maxUnhealthy {max} (maxUnhealthy: {spec_value}){problems}: nothing is replaced until at most {max} are Unhealthy",
-                unhealthy.len(),
-                names(unhealthy)
-            ),
-        ));
-    }
-    None
 }
 
-fn allowed_condition(
-    limits: &Limits,
-    memory: &ReplacementMemory,
-    unhealthy: &[String],
-    backing_off: bool,
-    until: Option<Timestamp>,
-) -> DesiredCondition {
-    let problems = if limits.problems.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", limits.problems.join("; "))
-    };
-    let limits_text = format!(
-        "maxUnhealthy {}, maxInFlight {}{problems}",
-        limits
-            .max_unhealthy
-            .map_or("unlimited".to_string(), |m| m.to_string()),
-        limits.max_in_flight
-    );
-    if backing_off {
-        let until = until.map_or("later".to_string(), |t| t.to_string());
-        DesiredCondition::new(
-            CONDITION_REPLACEMENT_ALLOWED,
-            true,
-            reason::BACKING_OFF,
-            format!(
-                "{} replacement(s) in a row failed (maxConsecutiveFailures {}): the next replacement waits until {until}; Unhealthy: {} ({limits_text})",
-                memory.consecutive_failures,
-                limits.max_consecutive_failures,
-                names(unhealthy)
-            ),
-        )
-    } else {
-        DesiredCondition::new(
-            CONDITION_REPLACEMENT_ALLOWED,
-            true,
-            reason::ALLOWED,
-            format!("Unhealthy instances are replaced ({limits_text})"),
-        )
-    }
+/// The earlier of a requeue delay already planned (if any) and `b`.
+fn earliest(a: Option<Duration>, b: Duration) -> Option<Duration> {
+    Some(a.map_or(b, |a| a.min(b)))
 }
 
 #[cfg(test)]
