@@ -65,6 +65,18 @@
 //!
 //! The planner is total: any input, however inconsistent (duplicate names, unknown
 //! references, timestamps at the ends of time, invalid limits), yields a plan.
+//!
+//! # Steps
+//!
+//! [`plan_replacements`] is a pipeline of four steps, each in its own module:
+//!
+//! 1. [`judge`]: judge past replacements (failures, successes, the failure count and its
+//!    reset);
+//! 2. [`breaker`]: the circuit breaker (paused, suspended, keeps failing, too many Unhealthy)
+//!    and the `ReplacementAllowed` condition;
+//! 3. [`budget`]: how many replacements may start now (maxInFlight, minHealthyPercentage,
+//!    maxSize + maxInFlight, backoff);
+//! 4. [`strategy`]: which Instances terminate and which get a surge replacement first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -75,13 +87,8 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::InstanceView;
 use super::lifecycle::TerminationReason;
-use crate::api::CONDITION_REPLACEMENT_ALLOWED;
 use crate::api::conditions::DesiredCondition;
-use crate::api::names::reason;
-use crate::api::{
-    HealthDetail, HealthStatus, LifecycleState, Process, ReplacementStrategy, ScalingGroupSpec,
-    ScalingGroupStatus,
-};
+use crate::api::{HealthDetail, LifecycleState, ScalingGroupSpec, ScalingGroupStatus};
 
 pub mod breaker;
 pub mod budget;
@@ -208,7 +215,7 @@ pub enum EventType {
 pub struct PlannedEvent {
     /// Normal or Warning.
     pub type_: EventType,
-    /// A CamelCase reason (see [`reason`]).
+    /// A CamelCase reason (see [`crate::api::names::reason`]).
     pub reason: &'static str,
     /// The Instance the Event is about; `None` for the group itself. Events about an Instance
     /// are worth recording on both the Instance and the group.

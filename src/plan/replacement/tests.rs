@@ -1,7 +1,11 @@
 //! Unit and property tests of the replacement planner.
 
 use super::*;
-use crate::api::{InstanceTemplate, InstanceTemplateSpec, PodTemplate, Replacement};
+use crate::api::names::reason;
+use crate::api::{
+    CONDITION_REPLACEMENT_ALLOWED, HealthStatus, InstanceTemplate, InstanceTemplateSpec,
+    PodTemplate, Process, Replacement, ReplacementStrategy,
+};
 use proptest::prelude::*;
 
 const CUR: &str = "cur-hash";
