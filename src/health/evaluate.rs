@@ -431,6 +431,39 @@ fn frozen(instance: &Instance) -> Verdict {
     }
 }
 
+/// When an Instance must be running by: `startupTimeoutSeconds` after it entered Pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Startup {
+    /// When it entered Pending (its creation when no entry is recorded).
+    since: Timestamp,
+    /// `startupTimeoutSeconds`.
+    timeout_seconds: i32,
+    /// `since + startupTimeoutSeconds`: past it, a Pod not yet running never will.
+    deadline: Timestamp,
+}
+
+impl Startup {
+    /// The startup deadline of `instance`, created at `created`, under `config`.
+    fn of(instance: &Instance, config: &HealthCheck, created: Timestamp) -> Self {
+        let since = instance
+            .status
+            .as_ref()
+            .and_then(|s| s.entered(LifecycleState::Pending))
+            .map(|t| t.0)
+            .unwrap_or(created);
+        let timeout_seconds = config.startup_timeout_seconds;
+        Self {
+            since,
+            timeout_seconds,
+            deadline: plus(since, timeout_seconds),
+        }
+    }
+}
+
+/// The workload signal (the EC2 status check analogue): the findings of the Pod
+/// ([`pod_findings`]), of its Node ([`node_finding`]) and of the `unhealthyConditions` rules
+/// ([`rule_findings`]), in that order, summed up by [`workload_summary`]. Lowers `recheck` to
+/// the next time the passage of time alone changes a finding.
 fn workload_signal(
     inputs: &HealthInputs<'_>,
     state: LifecycleState,
@@ -438,149 +471,211 @@ fn workload_signal(
     now: Timestamp,
     recheck: &mut Option<Timestamp>,
 ) -> Signal {
-    let instance = inputs.instance;
-    let status = instance.status.clone().unwrap_or_default();
-    let name = instance.metadata.name.as_deref().unwrap_or("?");
-    let mut findings: Vec<Finding> = Vec::new();
-    let startup = inputs.config.startup_timeout_seconds;
-    let pending_since = status
-        .entered(LifecycleState::Pending)
-        .map(|t| t.0)
-        .unwrap_or(created);
-    let startup_deadline = plus(pending_since, startup);
-    let pod_phase = inputs
-        .pod
-        .and_then(|p| p.status.as_ref())
-        .and_then(|s| s.phase.as_deref());
+    let name = inputs.instance.metadata.name.as_deref().unwrap_or("?");
+    let startup = Startup::of(inputs.instance, inputs.config, created);
+    let mut findings = pod_findings(inputs.pod, name, state, startup, now, recheck);
+    findings.extend(inputs.node.and_then(node_finding));
+    findings.extend(rule_findings(inputs, now, recheck));
+    workload_summary(&findings, inputs.pod, name)
+}
 
-    match inputs.pod {
-        None if matches!(state, LifecycleState::Pending) => {
-            if now >= startup_deadline {
-                findings.push(Finding {
-                    level: Level::ImpairedNow,
-                    reason: "StartupTimeout",
-                    message: format!(
-                        "no Pod since {pending_since}, past the startup timeout of {startup}s"
-                    ),
-                });
-            } else {
-                *recheck = earliest(*recheck, Some(startup_deadline));
-                findings.push(Finding {
-                    level: Level::NoData,
-                    reason: "PodNotCreated",
-                    message: format!("Pod {name} not created yet"),
-                });
-            }
-        }
-        None => findings.push(Finding {
+/// The Pod's phase, when it reports one.
+fn pod_phase(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref())
+}
+
+/// The findings about the Pod of Instance `name`: missing ([`missing_pod_finding`]), deleted
+/// out of band ([`pod_deleted_finding`]), in a failing phase ([`pod_phase_finding`]), still
+/// starting ([`startup_finding`]).
+fn pod_findings(
+    pod: Option<&Pod>,
+    name: &str,
+    state: LifecycleState,
+    startup: Startup,
+    now: Timestamp,
+    recheck: &mut Option<Timestamp>,
+) -> Vec<Finding> {
+    let Some(pod) = pod else {
+        return vec![missing_pod_finding(name, state, startup, now, recheck)];
+    };
+    let pod_name = pod.metadata.name.as_deref().unwrap_or(name);
+    let mut findings: Vec<Finding> = pod_deleted_finding(pod, pod_name).into_iter().collect();
+    findings.extend(pod_phase_finding(pod, pod_name));
+    findings.extend(startup_finding(pod, pod_name, state, startup, now, recheck));
+    findings
+}
+
+/// Without a Pod: not created yet while Pending (until the startup deadline, then
+/// `StartupTimeout`), else gone, deleted out of band (`PodGone`); both act at once.
+fn missing_pod_finding(
+    name: &str,
+    state: LifecycleState,
+    startup: Startup,
+    now: Timestamp,
+    recheck: &mut Option<Timestamp>,
+) -> Finding {
+    if state != LifecycleState::Pending {
+        return Finding {
             level: Level::ImpairedNow,
             reason: "PodGone",
             message: format!("Pod {name} is gone (deleted out of band)"),
+        };
+    }
+    if now >= startup.deadline {
+        Finding {
+            level: Level::ImpairedNow,
+            reason: "StartupTimeout",
+            message: format!(
+                "no Pod since {}, past the startup timeout of {}s",
+                startup.since, startup.timeout_seconds
+            ),
+        }
+    } else {
+        *recheck = earliest(*recheck, Some(startup.deadline));
+        Finding {
+            level: Level::NoData,
+            reason: "PodNotCreated",
+            message: format!("Pod {name} not created yet"),
+        }
+    }
+}
+
+/// `PodDeleted` (acts at once) when the Pod is being deleted out of band.
+fn pod_deleted_finding(pod: &Pod, pod_name: &str) -> Option<Finding> {
+    pod.metadata.deletion_timestamp.is_some().then(|| Finding {
+        level: Level::ImpairedNow,
+        reason: "PodDeleted",
+        message: format!("Pod {pod_name} is being deleted out of band"),
+    })
+}
+
+/// The finding of a failing Pod phase: `Failed` and `Succeeded` (its containers exited, with
+/// their exit codes) act at once; `Unknown` (its Node lost contact) is impaired.
+fn pod_phase_finding(pod: &Pod, pod_name: &str) -> Option<Finding> {
+    match pod_phase(pod) {
+        Some("Failed") => Some(Finding {
+            level: Level::ImpairedNow,
+            reason: "PodFailed",
+            message: format!("Pod {pod_name} phase Failed{}", exit_details(pod)),
         }),
-        Some(pod) => {
-            let pod_name = pod.metadata.name.as_deref().unwrap_or(name);
-            if pod.metadata.deletion_timestamp.is_some() {
-                findings.push(Finding {
-                    level: Level::ImpairedNow,
-                    reason: "PodDeleted",
-                    message: format!("Pod {pod_name} is being deleted out of band"),
-                });
-            }
-            match pod_phase {
-                Some("Failed") => findings.push(Finding {
-                    level: Level::ImpairedNow,
-                    reason: "PodFailed",
-                    message: format!("Pod {pod_name} phase Failed{}", exit_details(pod)),
-                }),
-                Some("Succeeded") => findings.push(Finding {
-                    level: Level::ImpairedNow,
-                    reason: "PodSucceeded",
-                    message: format!(
-                        "Pod {pod_name} phase Succeeded: its containers exited{}",
-                        exit_details(pod)
-                    ),
-                }),
-                Some("Unknown") => findings.push(Finding {
-                    level: Level::Impaired,
-                    reason: "PodUnknown",
-                    message: format!("Pod {pod_name} phase Unknown (its Node lost contact)"),
-                }),
-                _ => {}
-            }
-            let pod_pending = !matches!(pod_phase, Some("Running" | "Failed" | "Succeeded"));
-            let starting = state == LifecycleState::Pending
-                || (state == LifecycleState::PendingWait && pod_pending);
-            if starting {
-                let what = if pod_pending {
-                    format!(
-                        "Pod {pod_name} phase {}{}",
-                        pod_phase.unwrap_or("Pending"),
-                        waiting_details(pod)
-                    )
-                } else {
-                    format!("Pod {pod_name} running but not yet in service")
-                };
-                if now >= startup_deadline {
-                    findings.push(Finding {
-                        level: Level::ImpairedNow,
-                        reason: "StartupTimeout",
-                        message: format!(
-                            "{what}, Pending since {pending_since}, past the startup timeout of {startup}s"
-                        ),
-                    });
-                } else {
-                    *recheck = earliest(*recheck, Some(startup_deadline));
-                    findings.push(Finding {
-                        level: Level::NoData,
-                        reason: "PodStarting",
-                        message: what,
-                    });
-                }
-            }
-        }
+        Some("Succeeded") => Some(Finding {
+            level: Level::ImpairedNow,
+            reason: "PodSucceeded",
+            message: format!(
+                "Pod {pod_name} phase Succeeded: its containers exited{}",
+                exit_details(pod)
+            ),
+        }),
+        Some("Unknown") => Some(Finding {
+            level: Level::Impaired,
+            reason: "PodUnknown",
+            message: format!("Pod {pod_name} phase Unknown (its Node lost contact)"),
+        }),
+        _ => None,
     }
+}
 
-    if let Some(node) = inputs.node {
-        let node_name = node.metadata.name.as_deref().unwrap_or("?");
-        let ready = node
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
-        if let Some(ready) = ready {
-            let detail = || {
-                let mut d = String::new();
-                if let Some(r) = ready.reason.as_deref().filter(|r| !r.is_empty()) {
-                    d.push_str(&format!(": {r}"));
-                }
-                if let Some(m) = ready.message.as_deref().filter(|m| !m.is_empty()) {
-                    d.push_str(&format!(" ({m})"));
-                }
-                d
-            };
-            match ready.status.as_str() {
-                "False" => findings.push(Finding {
-                    level: Level::Impaired,
-                    reason: "NodeNotReady",
-                    message: format!("Node {node_name} is NotReady{}", detail()),
-                }),
-                "Unknown" => findings.push(Finding {
-                    level: Level::Impaired,
-                    reason: "NodeUnknown",
-                    message: format!("Node {node_name} Ready=Unknown{}", detail()),
-                }),
-                _ => {}
-            }
-        }
+/// While the Instance is starting (lifecycle Pending, or Pending:Wait with its Pod not yet
+/// running): `PodStarting` without data until the startup deadline, then `StartupTimeout`
+/// (acts at once), with what the Pod waits for.
+fn startup_finding(
+    pod: &Pod,
+    pod_name: &str,
+    state: LifecycleState,
+    startup: Startup,
+    now: Timestamp,
+    recheck: &mut Option<Timestamp>,
+) -> Option<Finding> {
+    let phase = pod_phase(pod);
+    let pod_pending = !matches!(phase, Some("Running" | "Failed" | "Succeeded"));
+    let starting =
+        state == LifecycleState::Pending || (state == LifecycleState::PendingWait && pod_pending);
+    if !starting {
+        return None;
     }
-
-    for rule in &inputs.config.unhealthy_conditions {
-        if let Some(f) = match_rule(inputs, rule, now, recheck) {
-            findings.push(f);
-        }
+    let what = if pod_pending {
+        format!(
+            "Pod {pod_name} phase {}{}",
+            phase.unwrap_or("Pending"),
+            waiting_details(pod)
+        )
+    } else {
+        format!("Pod {pod_name} running but not yet in service")
+    };
+    if now >= startup.deadline {
+        Some(Finding {
+            level: Level::ImpairedNow,
+            reason: "StartupTimeout",
+            message: format!(
+                "{what}, Pending since {}, past the startup timeout of {}s",
+                startup.since, startup.timeout_seconds
+            ),
+        })
+    } else {
+        *recheck = earliest(*recheck, Some(startup.deadline));
+        Some(Finding {
+            level: Level::NoData,
+            reason: "PodStarting",
+            message: what,
+        })
     }
+}
 
-    let (level, reason, message) = match worst(&findings) {
+/// The finding of the Node's `Ready` condition: `NodeNotReady` when False, `NodeUnknown` when
+/// Unknown (both impaired, with the condition's reason and message); none otherwise.
+fn node_finding(node: &Node) -> Option<Finding> {
+    let node_name = node.metadata.name.as_deref().unwrap_or("?");
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))?;
+    let detail = || {
+        let mut d = String::new();
+        if let Some(r) = ready.reason.as_deref().filter(|r| !r.is_empty()) {
+            d.push_str(&format!(": {r}"));
+        }
+        if let Some(m) = ready.message.as_deref().filter(|m| !m.is_empty()) {
+            d.push_str(&format!(" ({m})"));
+        }
+        d
+    };
+    match ready.status.as_str() {
+        "False" => Some(Finding {
+            level: Level::Impaired,
+            reason: "NodeNotReady",
+            message: format!("Node {node_name} is NotReady{}", detail()),
+        }),
+        "Unknown" => Some(Finding {
+            level: Level::Impaired,
+            reason: "NodeUnknown",
+            message: format!("Node {node_name} Ready=Unknown{}", detail()),
+        }),
+        _ => None,
+    }
+}
+
+/// The findings of the group's `unhealthyConditions` rules, in their order (see
+/// [`match_rule`]).
+fn rule_findings(
+    inputs: &HealthInputs<'_>,
+    now: Timestamp,
+    recheck: &mut Option<Timestamp>,
+) -> Vec<Finding> {
+    inputs
+        .config
+        .unhealthy_conditions
+        .iter()
+        .filter_map(|rule| match_rule(inputs, rule, now, recheck))
+        .collect()
+}
+
+/// Sums the workload findings up into the signal and its `WorkloadHealthy` condition: the
+/// first of the most severe findings decides the level and reason; the message lists the
+/// findings at that level, then the other failing ones. Without any finding above Ok:
+/// `PodRunning`, naming the Pod's phase and Node.
+fn workload_summary(findings: &[Finding], pod: Option<&Pod>, name: &str) -> Signal {
+    let (level, reason, message) = match worst(findings) {
         Some(f) if f.level > Level::Ok => {
             let mut parts: Vec<&str> = findings
                 .iter()
@@ -596,11 +691,11 @@ fn workload_signal(
             (f.level, f.reason, parts.join("; "))
         }
         _ => {
-            let node = inputs
-                .pod
+            let phase = pod.and_then(pod_phase);
+            let node = pod
                 .and_then(|p| p.spec.as_ref())
                 .and_then(|s| s.node_name.as_deref());
-            let message = match (pod_phase, node) {
+            let message = match (phase, node) {
                 (Some(phase), Some(node)) => format!("Pod {name} {phase} on Node {node}"),
                 (Some(phase), None) => format!("Pod {name} {phase}"),
                 _ => format!("Pod {name} exists"),

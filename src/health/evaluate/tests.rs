@@ -1231,3 +1231,5 @@ proptest! {
         let _ = events(&f.instance, &v);
     }
 }
+
+mod workload;

@@ -1,7 +1,11 @@
 //! Unit and property tests of the replacement planner.
 
 use super::*;
-use crate::api::{InstanceTemplate, InstanceTemplateSpec, PodTemplate, Replacement};
+use crate::api::names::reason;
+use crate::api::{
+    CONDITION_REPLACEMENT_ALLOWED, HealthStatus, InstanceTemplate, InstanceTemplateSpec,
+    PodTemplate, Process, Replacement, ReplacementStrategy,
+};
 use proptest::prelude::*;
 
 const CUR: &str = "cur-hash";
@@ -1063,3 +1067,12 @@ proptest! {
         prop_assert!(!second.events.iter().any(|e| e.reason == reason::REPLACEMENT_FAILED || e.reason == reason::REPLACEMENT_SUCCEEDED || e.reason == reason::FAILURES_RESET));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The planner's steps, one by one
+// ---------------------------------------------------------------------------------------------
+
+mod breaker_step;
+mod budget_step;
+mod judge_step;
+mod strategy_step;

@@ -1,0 +1,619 @@
+//! The pure replacement planner: `(group spec, instances with their states and health, memory,
+//! now) → which Instances start Terminating, which surge replacements are launched, what the
+//! group status remembers, and the `ReplacementAllowed` condition`.
+//!
+//! No I/O and no clock: the group reconciler builds [`ReplacementInputs`] from its stores and
+//! applies the [`ReplacementPlan`] in this order, so that a restarted operator resumes exactly
+//! where it stopped and never counts a failure twice:
+//!
+//! 1. write [`ReplacementPlan::memory`] (see [`ReplacementMemory::write_to`]) and
+//!    [`ReplacementPlan::condition`] to the group status;
+//! 2. emit [`ReplacementPlan::events`] (an Event is emitted before the step it announces, so a
+//!    crash between the two repeats the Event, never loses it);
+//! 3. request the termination of each Instance in [`ReplacementPlan::terminate`] (deleting the
+//!    Instance: it then leaves through the graceful path with reason `Unhealthy`);
+//! 4. launch one surge Instance per name in [`ReplacementPlan::launch_replacements_for`],
+//!    annotated `autoheal.dev/replaces=<old>`.
+//!
+//! # Semantics (the contract's "Service membership and draining" and "What autoheal must never do")
+//!
+//! * **Candidates**: Instances that count toward capacity (not being deleted, state before
+//!   Terminating), are `Unhealthy`, and are neither in Standby (state or
+//!   `autoheal.dev/standby=true`) nor in maintenance (`autoheal.dev/maintenance=true` or detail
+//!   `Maintaining`). `protectedFromScaleIn` does *not* shield from health replacement (AWS).
+//! * **Circuit breaker**: when more candidates than `maxUnhealthy` exist, nothing at all is
+//!   done: `ReplacementAllowed=False, reason=TooManyUnhealthy`, naming them. `maxUnhealthy` as a
+//!   percentage is of desiredCapacity, rounded *down*; `100%` never trips.
+//! * **In flight** ([`in_flight`]): a replacement is identified by the Instance it replaces. It
+//!   is in flight while the old Instance is leaving for health (being deleted or Terminating..
+//!   Terminated, with termination reason `Unhealthy` or while Unhealthy), or while an Instance
+//!   annotated `autoheal.dev/replaces=<old>` is still starting (not yet InService+Healthy, and not
+//!   Unhealthy: a replacement that turned Unhealthy is over, as a failure), or while a surge
+//!   replacement is ready but its old Instance has not been told to terminate yet. New
+//!   replacements start only while fewer than `maxInFlight` are in flight. `maxInFlight` as a
+//!   percentage is of desiredCapacity, rounded *up*; integer or percentage, it is at least 1
+//!   when desiredCapacity > 0, and a group scaled to 0 replaces nothing (scale-in removes its
+//!   Instances).
+//! * **TerminateThenLaunch**: the candidate starts Terminating; it stops counting toward
+//!   capacity, so the capacity planner launches its replacement (annotated with
+//!   [`replacement_targets`]). Each such replacement leaves a hole in serving capacity while in
+//!   flight, so at most `desiredCapacity - ceil(minHealthyPercentage% × desiredCapacity)` are in
+//!   flight. When that room is 0 (e.g. `minHealthyPercentage: 100`), InService candidates are
+//!   replaced launch-before-terminate instead, as AWS does. Because only Unhealthy Instances are
+//!   ever terminated, the number of InService+Healthy Instances is never lowered by this planner.
+//! * **LaunchBeforeTerminate**: for an InService candidate a surge Instance is launched first
+//!   (never more Instances counting toward capacity than `maxSize + maxInFlight`); the candidate
+//!   is told to terminate only once its replacement is InService and Healthy, so InService never
+//!   drops below what it was. A candidate that is not InService serves nothing and is terminated
+//!   at once (its replacement is launched by the capacity planner). A surge Instance that itself
+//!   turns Unhealthy is terminated without a replacement of its own (it is surplus).
+//! * **Failures and backoff**: an Instance annotated `autoheal.dev/replaces` is judged exactly
+//!   once (its name is then remembered in `status.judgedReplacements` until it is gone): it
+//!   *failed* if it is Unhealthy before its health-check grace period after entering InService
+//!   ended with an `OK` verdict, and *succeeded* once it is InService, Healthy with detail `OK`,
+//!   and its grace period has ended. A failure increments
+//!   `status.consecutiveReplacementFailures`, a success resets it. Only replacements launched
+//!   from the current template count. While the count is `n > 0`, replacements start one at a
+//!   time, at least `min(10s × 2^(n-1), 5min)` apart ([`Backoff`]). When it reaches
+//!   `maxConsecutiveFailures`, replacement stops with `ReplacementsKeepFailing` until the
+//!   template changes or a person sets the group annotation
+//!   `autoheal.dev/reset-replacement-failures` to a value not used before.
+//! * **Suspended processes and pause**: with `autoheal.dev/paused=true` nothing is done
+//!   (`Paused`); with `HealthCheck`, `ReplaceUnhealthy`, `Terminate` or `Launch` suspended
+//!   nothing is replaced (`Suspended`; replacement needs both Terminate and Launch). Verdicts are
+//!   not judged while paused or while `HealthCheck` is suspended.
+//!
+//! The planner is total: any input, however inconsistent (duplicate names, unknown
+//! references, timestamps at the ends of time, invalid limits), yields a plan.
+//!
+//! # Steps
+//!
+//! [`plan_replacements`] is a pipeline of four steps, each in its own module:
+//!
+//! 1. [`judge`]: judge past replacements (failures, successes, the failure count and its
+//!    reset);
+//! 2. [`breaker`]: the circuit breaker (paused, suspended, keeps failing, too many Unhealthy)
+//!    and the `ReplacementAllowed` condition;
+//! 3. [`budget`]: how many replacements may start now (maxInFlight, minHealthyPercentage,
+//!    maxSize + maxInFlight, backoff);
+//! 4. [`strategy`]: which Instances terminate and which get a surge replacement first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use super::InstanceView;
+use super::lifecycle::TerminationReason;
+use crate::api::conditions::DesiredCondition;
+use crate::api::{HealthDetail, LifecycleState, ScalingGroupSpec, ScalingGroupStatus};
+
+pub mod breaker;
+pub mod budget;
+pub mod judge;
+pub mod strategy;
+
+/// At most this many names are kept in `status.judgedReplacements` (the schema's limit).
+pub const MAX_JUDGED: usize = 10_000;
+
+/// At most this many failed replacement names are kept in memory for the condition message.
+pub const MAX_RECENT_FAILURES: usize = 16;
+
+/// The exponential backoff between replacements after failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The delay after the first failure.
+    pub base: Duration,
+    /// The longest delay.
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    /// 10 seconds, doubling, at most 5 minutes.
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(10),
+            cap: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait between two replacement starts after `failures` consecutive failures:
+    /// 0 when there is none, else `min(base × 2^(failures-1), cap)`.
+    pub fn delay(&self, failures: i32) -> Duration {
+        if failures <= 0 {
+            return Duration::ZERO;
+        }
+        let exponent = (failures - 1).min(31) as u32;
+        self.base
+            .saturating_mul(1u32 << exponent)
+            .min(self.cap.max(Duration::ZERO))
+    }
+}
+
+/// What the group status remembers between reconciles (and across operator restarts) for
+/// replacement.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplacementMemory {
+    /// Replacements in a row that failed (`status.consecutiveReplacementFailures`).
+    pub consecutive_failures: i32,
+    /// When the last replacement started (`status.lastReplacementTime`): the backoff base.
+    pub last_replacement_time: Option<Timestamp>,
+    /// The template hash the failure count applies to (`status.failingTemplateHash`).
+    pub failing_template_hash: Option<String>,
+    /// Replacement Instances already judged, still present (`status.judgedReplacements`).
+    pub judged: Vec<String>,
+    /// The failed replacements of the current run of failures, most recent last
+    /// (`status.recentReplacementFailures`, at most [`MAX_RECENT_FAILURES`]).
+    pub recent_failures: Vec<String>,
+    /// The last `autoheal.dev/reset-replacement-failures` value honoured
+    /// (`status.replacementFailuresReset`).
+    pub reset_token: Option<String>,
+}
+
+impl ReplacementMemory {
+    /// Reads the memory from a group status.
+    pub fn from_status(status: &ScalingGroupStatus) -> Self {
+        Self {
+            consecutive_failures: status.consecutive_replacement_failures.max(0),
+            last_replacement_time: status.last_replacement_time.as_ref().map(|t| t.0),
+            failing_template_hash: status.failing_template_hash.clone(),
+            judged: status.judged_replacements.clone(),
+            recent_failures: status.recent_replacement_failures.clone(),
+            reset_token: status.replacement_failures_reset.clone(),
+        }
+    }
+
+    /// Writes the memory into a group status (the other fields are left as they are).
+    pub fn write_to(&self, status: &mut ScalingGroupStatus) {
+        status.consecutive_replacement_failures = self.consecutive_failures;
+        status.last_replacement_time = self.last_replacement_time.map(Time);
+        status.failing_template_hash = self.failing_template_hash.clone();
+        status.judged_replacements = self.judged.clone();
+        status.recent_replacement_failures = self.recent_failures.clone();
+        status.replacement_failures_reset = self.reset_token.clone();
+    }
+}
+
+/// Everything the planner looks at (all read from the stores and the group object).
+#[derive(Debug, Clone, Copy)]
+pub struct ReplacementInputs<'a> {
+    /// The group spec: replacement limits, strategy, suspended processes, sizes, grace period.
+    pub spec: &'a ScalingGroupSpec,
+    /// Whether the group is paused (`autoheal.dev/paused=true`).
+    pub paused: bool,
+    /// The group's Instances, including those leaving.
+    pub instances: &'a [InstanceView],
+    /// What the group status remembers.
+    pub memory: &'a ReplacementMemory,
+    /// The hash of the group's current template.
+    pub template_hash: &'a str,
+    /// The group's `autoheal.dev/reset-replacement-failures` annotation value, if set.
+    pub reset_request: Option<&'a str>,
+    /// The group's current `ReplacementAllowed` condition, to emit Events on changes only.
+    pub previous_condition: Option<&'a Condition>,
+    /// The backoff between replacements after failures.
+    pub backoff: Backoff,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// The type of a Kubernetes Event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Something expected happened.
+    Normal,
+    /// Something a person should look at.
+    Warning,
+}
+
+/// An Event the reconciler should emit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEvent {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// A CamelCase reason (see [`crate::api::names::reason`]).
+    pub reason: &'static str,
+    /// The Instance the Event is about; `None` for the group itself. Events about an Instance
+    /// are worth recording on both the Instance and the group.
+    pub instance: Option<String>,
+    /// The message, for people.
+    pub message: String,
+}
+
+/// What to do now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplacementPlan {
+    /// Instances to start terminating now (reason `Unhealthy`), in order.
+    pub terminate: Vec<String>,
+    /// Instances for which one surge replacement is launched now, annotated
+    /// `autoheal.dev/replaces=<name>` (LaunchBeforeTerminate).
+    pub launch_replacements_for: Vec<String>,
+    /// The updated memory, to be written to the group status before acting.
+    pub memory: ReplacementMemory,
+    /// The `ReplacementAllowed` condition.
+    pub condition: DesiredCondition,
+    /// Events to emit (before acting).
+    pub events: Vec<PlannedEvent>,
+    /// When to plan again at the latest (end of backoff, end of a grace period to judge).
+    pub requeue_after: Option<Duration>,
+    /// The Unhealthy candidates (what the circuit breaker counts), sorted by name.
+    pub unhealthy: Vec<String>,
+    /// Replacements in flight once the plan is applied (see [`in_flight`]).
+    pub in_flight: usize,
+}
+
+/// The group's replacement limits, resolved against its desired capacity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// `effective_desired()`.
+    pub desired: i32,
+    /// `maxUnhealthy` resolved (rounded down); `None` for 100% (never trips).
+    pub max_unhealthy: Option<i32>,
+    /// `maxInFlight` resolved (rounded up, at least 1 when desired > 0, 0 when desired is 0).
+    pub max_in_flight: i32,
+    /// `ceil(minHealthyPercentage% × desired)`.
+    pub min_healthy: i32,
+    /// The most TerminateThenLaunch replacements in flight: `desired - min_healthy`.
+    pub terminate_then_launch_room: i32,
+    /// The most Instances counting toward capacity while surging: `maxSize + max_in_flight`.
+    pub max_with_surge: i32,
+    /// `maxConsecutiveFailures`, at least 1.
+    pub max_consecutive_failures: i32,
+    /// Values that could not be understood (reported in the condition message).
+    pub problems: Vec<String>,
+}
+
+impl Limits {
+    /// Resolves the limits of a spec.
+    pub fn of(spec: &ScalingGroupSpec) -> Self {
+        let r = &spec.replacement;
+        let desired = spec.effective_desired().max(0);
+        let mut problems = Vec::new();
+        let max_unhealthy = match parse_int_or_percent(&r.max_unhealthy) {
+            Ok(Amount::Percent(p)) if p >= 100 => None,
+            Ok(Amount::Percent(p)) => Some(percent_of(desired, p, false)),
+            Ok(Amount::Count(n)) => Some(n.max(0)),
+            Err(value) => {
+                problems.push(format!(
+                    "maxUnhealthy {value:?} is not understood; treated as 0"
+                ));
+                Some(0)
+            }
+        };
+        let max_in_flight = match parse_int_or_percent(&r.max_in_flight) {
+            Ok(Amount::Percent(p)) => percent_of(desired, p, true),
+            Ok(Amount::Count(n)) => n.max(0),
+            Err(value) => {
+                problems.push(format!(
+                    "maxInFlight {value:?} is not understood; treated as 1"
+                ));
+                1
+            }
+        };
+        let max_in_flight = if desired > 0 { max_in_flight.max(1) } else { 0 };
+        let min_healthy = percent_of(desired, r.min_healthy_percentage, true);
+        Self {
+            desired,
+            max_unhealthy,
+            max_in_flight,
+            min_healthy,
+            terminate_then_launch_room: (desired - min_healthy).max(0),
+            max_with_surge: spec.max_size.max(0).saturating_add(max_in_flight),
+            max_consecutive_failures: r.max_consecutive_failures.max(1),
+            problems,
+        }
+    }
+}
+
+enum Amount {
+    Count(i32),
+    Percent(i32),
+}
+
+fn parse_int_or_percent(value: &IntOrString) -> Result<Amount, String> {
+    match value {
+        IntOrString::Int(n) => Ok(Amount::Count(*n)),
+        IntOrString::String(s) => {
+            let t = s.trim();
+            match t.strip_suffix('%').map(|n| n.trim().parse::<i64>()) {
+                Some(Ok(p)) if p >= 0 => Ok(Amount::Percent(p.min(100) as i32)),
+                _ => Err(s.clone()),
+            }
+        }
+    }
+}
+
+/// `percent`% of `total`, rounded up or down; both clamped to sane ranges first.
+fn percent_of(total: i32, percent: i32, round_up: bool) -> i32 {
+    let total = i64::from(total.max(0));
+    let percent = i64::from(percent.clamp(0, 100));
+    let product = total * percent;
+    let value = if round_up {
+        (product + 99) / 100
+    } else {
+        product / 100
+    };
+    value as i32
+}
+
+/// Whether an Instance is excluded from replacement: Standby or in maintenance.
+pub fn excluded(i: &InstanceView) -> bool {
+    i.standby
+        || i.maintenance
+        || i.state == LifecycleState::Standby
+        || i.detail == Some(HealthDetail::Maintaining)
+}
+
+/// Whether an Instance is a candidate for replacement: counts toward capacity, Unhealthy, and
+/// not excluded ([`excluded`]). `protectedFromScaleIn` does not matter.
+pub fn is_candidate(i: &InstanceView) -> bool {
+    i.counts_toward_capacity() && i.is_unhealthy() && !excluded(i)
+}
+
+/// Whether an Instance is leaving because it was Unhealthy: being deleted or in a Terminating
+/// state, with termination reason `Unhealthy` or while Unhealthy.
+pub fn leaving_for_health(i: &InstanceView) -> bool {
+    (i.being_deleted || i.state.is_terminating())
+        && (i.termination_reason.as_deref() == Some(TerminationReason::Unhealthy.as_str())
+            || i.is_unhealthy())
+}
+
+/// Whether a replacement's attempt is over: InService and Healthy, Standby, or Unhealthy.
+fn settled(i: &InstanceView) -> bool {
+    i.is_in_service_and_healthy() || i.state == LifecycleState::Standby || i.is_unhealthy()
+}
+
+/// The Instances by name (the first of duplicates wins).
+pub fn by_name(instances: &[InstanceView]) -> Index<'_> {
+    let mut map = BTreeMap::new();
+    for i in instances {
+        map.entry(i.name.as_str()).or_insert(i);
+    }
+    map
+}
+
+/// Whether `r` is a surge Instance: launched to replace an Instance that still counts toward
+/// capacity, and either still starting or its old Instance still a candidate. Surge Instances
+/// should not count as surplus for scale-in (see [`surge_instances`]).
+fn is_surge(r: &InstanceView, index: &Index<'_>) -> bool {
+    let Some(old) = r.replaces.as_deref().and_then(|o| index.get(o)) else {
+        return false;
+    };
+    r.counts_toward_capacity()
+        && old.name != r.name
+        && old.counts_toward_capacity()
+        && (!settled(r) || is_candidate(old))
+}
+
+/// The surge Instances of a group (LaunchBeforeTerminate replacements whose old Instance is
+/// still there): the capacity planner should not count them as surplus, since the old Instance
+/// leaves once they are ready (or they are terminated if they fail).
+pub fn surge_instances(instances: &[InstanceView]) -> Vec<String> {
+    let index = by_name(instances);
+    index
+        .values()
+        .filter(|r| is_surge(r, &index))
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+/// Old Instances leaving for health that no present Instance claims yet with
+/// `autoheal.dev/replaces`, oldest first: when the capacity planner launches Instances, the
+/// n-th launch should be annotated `autoheal.dev/replaces=<n-th name>` so that replacements
+/// are tracked (in flight, judged) like surge ones.
+pub fn replacement_targets(instances: &[InstanceView]) -> Vec<String> {
+    let index = by_name(instances);
+    let claimed: BTreeSet<&str> = index
+        .values()
+        .filter(|r| r.counts_toward_capacity())
+        .filter_map(|r| r.replaces.as_deref())
+        .collect();
+    let mut olds: Vec<&InstanceView> = index
+        .values()
+        .copied()
+        .filter(|i| leaving_for_health(i) && !claimed.contains(i.name.as_str()))
+        .collect();
+    olds.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
+    olds.into_iter().map(|i| i.name.clone()).collect()
+}
+
+/// The replacements in flight, each identified by the name of the Instance it replaces (see the
+/// module documentation).
+pub fn in_flight_units(instances: &[InstanceView]) -> BTreeSet<String> {
+    let index = by_name(instances);
+    let mut units = BTreeSet::new();
+    for i in index.values() {
+        if leaving_for_health(i) {
+            units.insert(i.name.clone());
+        }
+    }
+    for r in index.values() {
+        let Some(old) = r.replaces.as_deref() else {
+            continue;
+        };
+        if !r.counts_toward_capacity() || r.is_unhealthy() || old == r.name {
+            continue;
+        }
+        // Still starting, or ready while its old Instance has yet to be told to leave.
+        let ready_awaiting_old = r.is_in_service_and_healthy()
+            && index
+                .get(old)
+                .is_some_and(|o| is_candidate(o) && o.replaces.as_deref() != Some(&r.name));
+        if !settled(r) || ready_awaiting_old {
+            units.insert(old.to_string());
+        }
+    }
+    units
+}
+
+/// How many replacements are in flight (see [`in_flight_units`]).
+pub fn in_flight(instances: &[InstanceView]) -> usize {
+    in_flight_units(instances).len()
+}
+
+/// The Instances by name (the first of duplicate names wins): what every step looks at.
+pub type Index<'a> = BTreeMap<&'a str, &'a InstanceView>;
+
+/// The candidates for replacement ([`is_candidate`]), sorted by name: what the circuit breaker
+/// counts and the condition names.
+fn unhealthy_candidates(index: &Index<'_>) -> Vec<String> {
+    // The index is ordered by name already.
+    index
+        .values()
+        .filter(|i| is_candidate(i))
+        .map(|i| i.name.clone())
+        .collect()
+}
+
+/// How many Instances count toward capacity (the first of duplicate names only).
+fn counting_toward_capacity(index: &Index<'_>) -> usize {
+    index
+        .values()
+        .filter(|i| i.counts_toward_capacity())
+        .count()
+}
+
+/// Plans the replacement of Unhealthy Instances. Pure and total: see the module documentation.
+///
+/// A pipeline of four steps:
+///
+/// 1. [`judge::judge`]: judge past replacements (successes, failures, the failure count and
+///    its reset) into the memory carried on;
+/// 2. [`breaker::breaker`]: the circuit breaker (paused, suspended, keeps failing, too many
+///    Unhealthy) says whether replacement may proceed at all;
+/// 3. [`budget::budget`]: how many replacements may start now (maxInFlight,
+///    minHealthyPercentage, maxSize + maxInFlight, backoff);
+/// 4. [`strategy::strategy`]: which Instances terminate and which get a surge replacement
+///    first, within that budget.
+///
+/// The `ReplacementAllowed` condition comes from the breaker, or once replacement proceeds
+/// from [`breaker::allowed_condition`]; its changes are announced by
+/// [`breaker::condition_event`].
+pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
+    let now = inputs.now;
+    let limits = Limits::of(inputs.spec);
+    let index = by_name(inputs.instances);
+
+    let judge::Judged {
+        mut memory,
+        mut events,
+        mut requeue_after,
+    } = judge::judge(inputs, &limits, &index);
+
+    let unhealthy = unhealthy_candidates(&index);
+    let (condition, moves) = match breaker::breaker(inputs, &limits, &memory, &unhealthy) {
+        breaker::Gate::Stop(condition) => (condition, strategy::Moves::default()),
+        breaker::Gate::Proceed => {
+            let budget = budget::budget(
+                &limits,
+                &memory,
+                inputs.backoff,
+                budget::Load {
+                    in_flight: in_flight(inputs.instances),
+                    counting: counting_toward_capacity(&index),
+                },
+                now,
+            );
+            let moves =
+                strategy::strategy(&index, inputs.spec.replacement.strategy, &limits, &budget);
+            if moves.started > 0 {
+                memory.last_replacement_time = Some(now);
+            }
+            if let Some(d) = budget.requeue_after(moves.waiting, moves.started, now) {
+                requeue_after = earliest(requeue_after, d);
+            }
+            let condition = breaker::allowed_condition(
+                &limits,
+                &memory,
+                &unhealthy,
+                budget.backing_off && moves.waiting > 0,
+                budget.backoff_until,
+            );
+            (condition, moves)
+        }
+    };
+    events.extend(moves.events);
+    events.extend(breaker::condition_event(
+        inputs.previous_condition,
+        &condition,
+    ));
+    let in_flight = in_flight_after(inputs, &moves.terminate, &moves.launch);
+
+    ReplacementPlan {
+        terminate: moves.terminate,
+        launch_replacements_for: moves.launch,
+        memory,
+        condition,
+        events,
+        requeue_after,
+        unhealthy,
+        in_flight,
+    }
+}
+
+/// The replacements in flight once `terminate` and `launch` are applied to the inputs'
+/// Instances.
+fn in_flight_after(
+    inputs: &ReplacementInputs<'_>,
+    terminate: &[String],
+    launch: &[String],
+) -> usize {
+    let mut after: Vec<InstanceView> = inputs.instances.to_vec();
+    for i in after.iter_mut() {
+        if terminate.contains(&i.name) {
+            i.being_deleted = true;
+            i.termination_reason = Some(TerminationReason::Unhealthy.as_str().into());
+        }
+    }
+    for (n, old) in launch.iter().enumerate() {
+        after.push(planned_surge(old, n, inputs.template_hash, inputs.now));
+    }
+    in_flight(&after)
+}
+
+/// The view of a surge Instance about to be launched for `old` (used to count what a plan
+/// leads to).
+fn planned_surge(old: &str, n: usize, template_hash: &str, now: Timestamp) -> InstanceView {
+    InstanceView {
+        name: format!("\u{0}planned-surge-{n}-for-{old}"),
+        created_at: now,
+        state: LifecycleState::Pending,
+        health: None,
+        detail: None,
+        protected: false,
+        in_service_since: None,
+        replaces: Some(old.to_string()),
+        template_hash: Some(template_hash.to_string()),
+        being_deleted: false,
+        maintenance: false,
+        standby: false,
+        termination_reason: None,
+    }
+}
+
+/// `t + d`, or `None` past the end of time.
+fn add(t: Timestamp, d: SignedDuration) -> Option<Timestamp> {
+    t.checked_add(d).ok()
+}
+
+/// The time from `now` until `then`, zero when `then` is past.
+fn time_until(now: Timestamp, then: Timestamp) -> Duration {
+    let d = then.duration_since(now);
+    if d.is_negative() {
+        Duration::ZERO
+    } else {
+        d.unsigned_abs()
+    }
+}
+
+/// The earlier of a requeue delay already planned (if any) and `b`.
+fn earliest(a: Option<Duration>, b: Duration) -> Option<Duration> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+#[cfg(test)]
+mod tests;
