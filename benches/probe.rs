@@ -11,14 +11,14 @@
 //!   is installed.
 //!
 //! Every phase runs twice, once with each HTTP client of the engine
-//! ([`HttpClient::Hyper`], the default, and [`HttpClient::Handwritten`], the reference it
-//! replaced), alternating which goes first, so both are compared in the same run on the same
+//! ([`HttpClient::Handwritten`], the default, and [`HttpClient::Hyper`]), alternating which goes first, so both are compared in the same run on the same
 //! endpoints. Freed memory is handed back to the kernel (`malloc_trim`) before each phase so
 //! that the RSS of one phase does not carry the previous one's.
 //!
 //! Goals (issue 4): ≥ 20,000 probes/s on one core, p99 lateness < 10 ms at 5,000 probes/s,
-//! RSS < 100 MB at 10,000 instances; and for the hyper client: ≥ 30,000 probes/s at
-//! N = 10,000, within 15 % of the hand-written client.
+//! RSS < 100 MB at 10,000 instances (for the default client); and for the hyper client:
+//! ≥ 30,000 probes/s at N = 10,000, within 15 % of the hand-written client (the condition for
+//! it to be the default).
 //!
 //! `cargo bench --bench probe [-- --quick]` (`--quick`: shorter phases).
 
@@ -394,11 +394,36 @@ fn main() {
             hand: hand.unwrap(),
         }
     };
-    let sat1k = both("saturation, N=1000", 1_000, Duration::from_millis(10), false);
-    let sat10k = both("saturation, N=10000", 10_000, Duration::from_millis(100), true);
-    let lat1k = both("lateness at 1,000 probes/s", 1_000, Duration::from_secs(1), false);
-    let lat5k = both("lateness at 5,000 probes/s", 5_000, Duration::from_secs(1), true);
-    let big = both("10,000 instances every second: RSS", 10_000, Duration::from_secs(1), false);
+    let sat1k = both(
+        "saturation, N=1000",
+        1_000,
+        Duration::from_millis(10),
+        false,
+    );
+    let sat10k = both(
+        "saturation, N=10000",
+        10_000,
+        Duration::from_millis(100),
+        true,
+    );
+    let lat1k = both(
+        "lateness at 1,000 probes/s",
+        1_000,
+        Duration::from_secs(1),
+        false,
+    );
+    let lat5k = both(
+        "lateness at 5,000 probes/s",
+        5_000,
+        Duration::from_secs(1),
+        true,
+    );
+    let big = both(
+        "10,000 instances every second: RSS",
+        10_000,
+        Duration::from_secs(1),
+        false,
+    );
     eprintln!("wrk reference ...");
     let wrk_secs = if quick { 3 } else { 5 };
     let wrk100 = wrk(100, Duration::from_secs(wrk_secs));
@@ -452,17 +477,25 @@ fn main() {
     }
     println!("RSS of this process before any endpoint or target: {rss_idle:.1} MB");
     println!();
-    let best = sat1k.hyper.probes_per_sec.max(sat10k.hyper.probes_per_sec);
+    let default = EngineOptions::default().http_client;
+    let pick = |p: &Pair| -> (f64, f64, f64) {
+        let r = match default {
+            HttpClient::Hyper => &p.hyper,
+            HttpClient::Handwritten => &p.hand,
+        };
+        (r.probes_per_sec, r.p99_ms, r.rss_mb)
+    };
+    let best = pick(&sat1k).0.max(pick(&sat10k).0);
     let ratio = sat10k.hyper.probes_per_sec / sat10k.hand.probes_per_sec;
     let ratio1k = sat1k.hyper.probes_per_sec / sat1k.hand.probes_per_sec;
-    println!("| goal (hyper client, the default) | target | reached | met |");
+    println!("| goal | target | reached | met |");
     println!("|---|---|---|---|");
     println!(
-        "| probes/s on one core | ≥ 20,000 | {best:.0} | {} |",
+        "| probes/s on one core ({default:?}, the default) | ≥ 20,000 | {best:.0} | {} |",
         yes(best >= 20_000.0)
     );
     println!(
-        "| probes/s on one core at N=10,000 | ≥ 30,000 | {:.0} | {} |",
+        "| hyper probes/s on one core at N=10,000 | ≥ 30,000 | {:.0} | {} |",
         sat10k.hyper.probes_per_sec,
         yes(sat10k.hyper.probes_per_sec >= 30_000.0)
     );
@@ -476,14 +509,20 @@ fn main() {
         ratio1k * 100.0,
         yes(ratio1k >= 0.85)
     );
+    let cpu = sat10k.hyper.per_cpu_sec / sat10k.hand.per_cpu_sec;
     println!(
-        "| p99 lateness at 5,000 probes/s | < 10 ms | {:.2} ms | {} |",
-        lat5k.hyper.p99_ms,
-        yes(lat5k.hyper.p99_ms < 10.0)
+        "| hyper / hand-written probes per CPU-second at N=10,000 | ≥ 85 % | {:.1} % | {} |",
+        cpu * 100.0,
+        yes(cpu >= 0.85)
     );
     println!(
-        "| RSS at 10,000 instances | < 100 MB | {:.1} MB | {} |",
-        big.hyper.rss_mb,
-        yes(big.hyper.rss_mb < 100.0)
+        "| p99 lateness at 5,000 probes/s ({default:?}) | < 10 ms | {:.2} ms | {} |",
+        pick(&lat5k).1,
+        yes(pick(&lat5k).1 < 10.0)
+    );
+    println!(
+        "| RSS at 10,000 instances ({default:?}) | < 100 MB | {:.1} MB | {} |",
+        pick(&big).2,
+        yes(pick(&big).2 < 100.0)
     );
 }

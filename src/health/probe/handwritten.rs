@@ -1,6 +1,9 @@
-//! The hand-written HTTP/1.1 client (on `httparse`): the reference implementation the hyper
-//! client replaced, kept selectable with [`HttpClient::Handwritten`](super::HttpClient) so the
-//! benchmark can compare both in the same run.
+//! The hand-written HTTP/1.1 client (on `httparse`), the engine's default
+//! ([`HttpClient::Handwritten`](super::HttpClient)); the hyper client (`http`) is the
+//! alternative, and the benchmark compares both in the same run. This one stays the default
+//! because it needs about half the CPU per probe and a third of the memory per kept-alive
+//! connection (no per-request header maps or body channels, a read buffer sized to the
+//! answer instead of hyper's fixed 8 KiB read and write buffers).
 //!
 //! It writes a pre-built `GET` request and reads the answer head with `httparse`. The
 //! connection is kept for the next probe when the answer allows it (HTTP/1.1, a
@@ -136,9 +139,7 @@ async fn exchange(
             let mut headers = [httparse::EMPTY_HEADER; 128];
             let mut resp = httparse::Response::new(&mut headers);
             match resp.parse(buf) {
-                Ok(httparse::Status::Complete(head_len)) => {
-                    Some(judge_head(&resp, head_len))
-                }
+                Ok(httparse::Status::Complete(head_len)) => Some(judge_head(&resp, head_len)),
                 Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => None,
                 Ok(httparse::Status::Partial) => {
                     return Err(ExchangeError::Malformed("answer head too large".into()));

@@ -1,6 +1,7 @@
-//! HTTP(S) probing on hyper's HTTP/1.1 client connection API, and what both HTTP clients
-//! share: the accepted statuses ([`StatusSet`]), the request path, and the judgement of a
-//! status.
+//! HTTP(S) probing on hyper's HTTP/1.1 client connection API (selected with
+//! [`HttpClient::Hyper`](super::HttpClient); the hand-written client stays the default, see
+//! `handwritten`), and what both HTTP clients share: the accepted statuses ([`StatusSet`]),
+//! the request path, and the judgement of a status.
 //!
 //! Each target keeps at most one connection: a [`hyper::client::conn::http1::SendRequest`]
 //! and its [`Connection`], made with [`hyper::client::conn::http1::Builder::handshake`] over
@@ -180,7 +181,10 @@ fn request(plan: &TargetPlan) -> Request<Body> {
     *req.uri_mut() = plan.uri.clone();
     let h = req.headers_mut();
     h.insert(HOST, plan.host.clone());
-    h.insert(hyper::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    h.insert(
+        hyper::header::USER_AGENT,
+        HeaderValue::from_static(USER_AGENT),
+    );
     h.insert(ACCEPT, HeaderValue::from_static("*/*"));
     h.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
     req

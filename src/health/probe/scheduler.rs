@@ -150,7 +150,10 @@ mod tests {
             } else {
                 ideal - s.next()
             };
-            assert!(drift <= Duration::from_millis(100) * k, "slot {k}: {drift:?}");
+            assert!(
+                drift <= Duration::from_millis(100) * k,
+                "slot {k}: {drift:?}"
+            );
         }
     }
 
@@ -165,7 +168,11 @@ mod tests {
         // than one interval (no burst of catch-up probes).
         let now = start + Duration::from_millis(10_500);
         s.advance(now);
-        assert!(s.next() + Duration::from_secs(1) >= now, "{:?}", now - s.next());
+        assert!(
+            s.next() + Duration::from_secs(1) >= now,
+            "{:?}",
+            now - s.next()
+        );
         assert!(s.next() <= now + Duration::from_secs(1));
     }
 }

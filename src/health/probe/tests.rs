@@ -85,7 +85,10 @@ async fn server_with(
 
 /// [`server_with`] answering `status` with a small body.
 async fn server(status: u16) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
-    server_with(format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nhi")).await
+    server_with(format!(
+        "HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nhi"
+    ))
+    .await
 }
 
 fn key(name: &str) -> InstanceKey {
@@ -221,13 +224,21 @@ async fn failure_classes_are_kept_apart() {
         .await
         .expect("all six decided");
         let v = |n: &str| engine.verdict(&key(n)).unwrap();
-        assert_eq!(v("bad").failure, Some(ResultClass::HttpStatus), "{client:?}");
+        assert_eq!(
+            v("bad").failure,
+            Some(ResultClass::HttpStatus),
+            "{client:?}"
+        );
         assert!(
             v("bad").message.starts_with("HTTP 503 from"),
             "{:?}",
             v("bad")
         );
-        assert_eq!(v("refused").failure, Some(ResultClass::Refused), "{client:?}");
+        assert_eq!(
+            v("refused").failure,
+            Some(ResultClass::Refused),
+            "{client:?}"
+        );
         assert!(v("refused").message.contains("connection refused"));
         assert_eq!(v("hang").failure, Some(ResultClass::Timeout), "{client:?}");
         assert!(v("hang").message.contains("timeout after 1s"));
