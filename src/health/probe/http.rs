@@ -234,10 +234,11 @@ async fn exchange(plan: &TargetPlan, c: &mut HyperConn) -> Result<(u16, bool), F
     Ok((status, c.ended.is_none()))
 }
 
-/// The kept-alive hyper connection of one target.
+/// The kept-alive hyper connection of one target (boxed: a hyper connection is large, and a
+/// target without one should not pay for it).
 #[derive(Default)]
 pub(super) struct Session {
-    conn: Option<HyperConn>,
+    conn: Option<Box<HyperConn>>,
 }
 
 impl Session {
@@ -253,7 +254,7 @@ impl Session {
         if let Some(mut reused) = self.conn.take() {
             let HyperConn {
                 send, conn, ended, ..
-            } = &mut reused;
+            } = &mut *reused;
             // Wait until the connection is idle again; if the server closed it, reconnect.
             let ready = drive(conn, ended, std::future::poll_fn(|cx| send.poll_ready(cx))).await;
             if matches!(ready, Ok(Ok(()))) {
@@ -279,11 +280,11 @@ impl Session {
             Ok(parts) => parts,
             Err(e) => return hyper_failure(plan, &e),
         };
-        let mut fresh = HyperConn {
+        let mut fresh = Box::new(HyperConn {
             send,
             conn,
             ended: None,
-        };
+        });
         match exchange(plan, &mut fresh).await {
             Ok((status, reusable)) => {
                 if reusable {
