@@ -6,5 +6,6 @@ pub mod probe;
 
 pub use evaluate::{HealthEvent, HealthInputs, Verdict, assess, events};
 pub use probe::{
-    EngineOptions, InstanceKey, ProbeCounter, ProbeEngine, ProbeResult, ProbeTarget, ProbeVerdict,
+    EngineOptions, HttpClient, InstanceKey, ProbeCounter, ProbeEngine, ProbeResult, ProbeTarget,
+    ProbeVerdict,
 };

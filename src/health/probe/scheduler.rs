@@ -1,0 +1,178 @@
+//! The scheduler: one tokio task per target, probing it on a fixed schedule.
+//!
+//! - The first probe comes after a random phase in `[0, interval)` (so targets registered
+//!   together are spread over the interval), each later one on a fixed schedule with a ±2 %
+//!   jitter (at most 100 ms). A task that falls more than one interval behind (an overloaded
+//!   operator) skips the missed slots instead of bursting ([`Schedule`]).
+//! - At most [`EngineOptions::max_concurrency`](super::EngineOptions) probes are in flight at
+//!   once (a semaphore permit is held for the probe only, not for the wait).
+//! - How late each probe starts is recorded in `autoheal_probe_lateness_seconds` (and given to
+//!   the lateness observer of the options); each probe is bounded by the target's timeout
+//!   (connect + request + answer), after which it is a `Timeout` and its connection is
+//!   dropped; each result is recorded with [`Metrics::observe_probe`] and fed to the target's
+//!   [`ProbeCounter`], and a changed verdict is published to the engine.
+//! - The task ends when its target is replaced or removed (it is aborted, or its publish finds
+//!   a newer generation) or when the engine is dropped.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::counter::ProbeCounter;
+use super::plan::TargetPlan;
+use super::{Clients, Inner, InstanceKey, ProbeResult, Prober, ResultClass};
+use crate::telemetry::Metrics;
+
+/// Everything a probe task shares with the engine.
+pub(super) struct TaskContext {
+    pub(super) engine: Weak<Inner>,
+    pub(super) metrics: Metrics,
+    pub(super) limit: Arc<Semaphore>,
+    pub(super) clients: Arc<Clients>,
+    pub(super) lateness_observer: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
+}
+
+/// The probe times of one target.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Schedule {
+    interval: Duration,
+    next: Instant,
+}
+
+impl Schedule {
+    /// A schedule whose first slot is a random phase in `[0, interval)` after `now`.
+    pub(super) fn new(interval: Duration, now: Instant) -> Self {
+        let phase = Duration::from_nanos(rand::random_range(0..interval.as_nanos().max(1) as u64));
+        Self {
+            interval,
+            next: now + phase,
+        }
+    }
+
+    /// The time of the next probe.
+    pub(super) fn next(&self) -> Instant {
+        self.next
+    }
+
+    /// Moves to the slot after the current one, with a small jitter; slots missed by more
+    /// than one interval at `now` are skipped.
+    pub(super) fn advance(&mut self, now: Instant) {
+        let interval = self.interval;
+        let jitter_max = (interval / 50).min(Duration::from_millis(100));
+        let jitter = rand::random_range(0..=2 * jitter_max.as_nanos() as u64);
+        self.next = self.next + interval + Duration::from_nanos(jitter) - jitter_max;
+        if self.next + interval < now {
+            let behind = now - self.next;
+            let slots = (behind.as_nanos() / interval.as_nanos().max(1)) as u32;
+            self.next += interval * slots;
+        }
+    }
+}
+
+/// The probe task of one target (generation `generation` of `key`).
+pub(super) async fn run_target(
+    cx: TaskContext,
+    key: InstanceKey,
+    generation: u64,
+    plan: TargetPlan,
+) {
+    let mut counter = ProbeCounter::new(plan.healthy_threshold, plan.unhealthy_threshold);
+    let mut prober = Prober::new(&plan, cx.clients.client);
+    let mut schedule = Schedule::new(plan.interval, Instant::now());
+    loop {
+        tokio::time::sleep_until(schedule.next()).await;
+        let Ok(permit) = cx.limit.acquire().await else {
+            return;
+        };
+        let started = Instant::now();
+        let lateness = started.saturating_duration_since(schedule.next());
+        cx.metrics.observe_probe_lateness(lateness);
+        if let Some(observe) = &cx.lateness_observer {
+            observe(lateness);
+        }
+        let result =
+            match tokio::time::timeout(plan.timeout, prober.probe(&plan, &cx.clients)).await {
+                Ok(result) => result,
+                // The probe future, and with it the connection it had taken, is dropped.
+                Err(_) => ProbeResult {
+                    class: ResultClass::Timeout,
+                    evidence: format!(
+                        "timeout after {}s waiting for {}",
+                        plan.timeout.as_secs(),
+                        plan.description
+                    ),
+                },
+            };
+        drop(permit);
+        cx.metrics
+            .observe_probe(plan.kind, result.class, started.elapsed());
+        if let Some(verdict) = counter.record(&result) {
+            let Some(engine) = cx.engine.upgrade() else {
+                return;
+            };
+            if !engine.publish(&key, generation, verdict) {
+                return;
+            }
+        }
+        schedule.advance(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_slot_is_within_one_interval() {
+        let now = Instant::now();
+        for _ in 0..100 {
+            let s = Schedule::new(Duration::from_secs(10), now);
+            assert!(s.next() >= now && s.next() < now + Duration::from_secs(10));
+        }
+    }
+
+    #[test]
+    fn slots_follow_the_interval_with_a_small_jitter() {
+        let start = Instant::now();
+        let mut s = Schedule {
+            interval: Duration::from_secs(10),
+            next: start,
+        };
+        for k in 1..=50u32 {
+            s.advance(start);
+            let ideal = start + Duration::from_secs(10) * k;
+            // ±2 % of 10 s is ±200 ms, capped at 100 ms; jitters do not accumulate beyond
+            // that per slot.
+            let drift = if s.next() > ideal {
+                s.next() - ideal
+            } else {
+                ideal - s.next()
+            };
+            assert!(
+                drift <= Duration::from_millis(100) * k,
+                "slot {k}: {drift:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn missed_slots_are_skipped() {
+        let start = Instant::now();
+        let mut s = Schedule {
+            interval: Duration::from_secs(1),
+            next: start,
+        };
+        // The probe finished 10.5 intervals late: the next slot is not in the past by more
+        // than one interval (no burst of catch-up probes).
+        let now = start + Duration::from_millis(10_500);
+        s.advance(now);
+        assert!(
+            s.next() + Duration::from_secs(1) >= now,
+            "{:?}",
+            now - s.next()
+        );
+        assert!(s.next() <= now + Duration::from_secs(1));
+    }
+}
