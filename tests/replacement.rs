@@ -488,10 +488,23 @@ async fn launch_before_terminate_never_drops_in_service_below_desired() {
     );
 }
 
+/// Replacements of a template that always crashes stop after `maxConsecutiveFailures`, and
+/// stay stopped: with replacement backoffs of 1 s (at most 2 s) a replacement would start
+/// within 2 s were the breaker not holding, and none does in 12 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashing_template_stops_after_max_consecutive_failures() {
+    const BACKOFF_CAP: Duration = Duration::from_secs(2);
     let env = Env::new("repl-crash").await;
-    let _op = env.operator();
+    let op = Operator::start_with(
+        env.cp,
+        &env.ns,
+        &[
+            "--replacement-backoff-base",
+            "1s",
+            "--replacement-backoff-cap",
+            "2s",
+        ],
+    );
     let group = GroupBuilder::new("web")
         .desired(1)
         .max(2)
@@ -516,21 +529,46 @@ async fn crashing_template_stops_after_max_consecutive_failures() {
     for failed in &status.recent_replacement_failures {
         assert!(cond.message.contains(failed.as_str()), "{}", cond.message);
     }
-    // Stopped: the Unhealthy instance stays, nothing new is launched.
-    let seen: BTreeSet<String> = env
-        .group_instances("web")
-        .await
-        .iter()
-        .map(|i| i.name_any())
-        .collect();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The replaced Instances have finished leaving: from here on, any Instance created or
+    // deleted would be a replacement.
+    let stopped = wait_for("the replaced instances gone", TIMEOUT, || async {
+        let all = env.group_instances("web").await;
+        (!all.is_empty() && all.iter().all(|i| !leaving(i))).then_some(all)
+    })
+    .await;
+    assert!(
+        stopped.iter().any(unhealthy),
+        "the last failed replacement stays, Unhealthy: {stopped:?}"
+    );
+    // Stopped: watched on the audit log for 6 backoff caps, the operator creates and deletes
+    // no Instance (nor Pod), though it looks at the group again (a change of the group's
+    // annotations makes it reconcile; a reconcile past the backoff would replace).
+    let group_reconciles = op.reconciles("group").await.expect("metrics");
+    let from = env.audit_end();
+    env.annotate_group("web", "autoheal-tests/poke", Some("1"))
+        .await;
+    env.expect_no_writes(
+        from,
+        BACKOFF_CAP * 6,
+        "an Instance or Pod created or deleted while replacement is stopped",
+        |w| {
+            w.user_agent.starts_with("autoheal/")
+                && (w.resource == "instances" || w.resource == "pods")
+                && w.subresource.is_empty()
+                && (w.verb == "create" || w.verb == "delete")
+        },
+    )
+    .await;
     let now: BTreeSet<String> = env
         .group_instances("web")
         .await
         .iter()
         .map(|i| i.name_any())
         .collect();
+    let seen: BTreeSet<String> = stopped.iter().map(|i| i.name_any()).collect();
     assert_eq!(seen, now, "nothing replaced while stopped");
+    let looked = op.reconciles("group").await.expect("metrics") - group_reconciles;
+    assert!(looked > 0, "the group was reconciled while stopped");
     assert!(
         events_about(&env, "web")
             .await
