@@ -654,7 +654,7 @@ impl Env {
     ) -> u64 {
         let mut offset = offset;
         let end = tokio::time::Instant::now() + window;
-        let mut check = |offset: &mut u64| {
+        let check = |offset: &mut u64| {
             let (writes, next) = self.writes_after(*offset);
             *offset = next;
             let bad: Vec<_> = writes
