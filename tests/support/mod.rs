@@ -249,7 +249,7 @@ impl Operator {
         metric_value(&self.metrics().await?, series)
     }
 
-    /// How many reconciles of `controller` (`instance` or `group`) the running process has
+    /// How many reconciles of `controller` (`instance` or `scalinggroup`) the running process has
     /// finished (0 before its first).
     pub async fn reconciles(&self, controller: &str) -> Option<u64> {
         let series = format!("autoheal_reconcile_duration_seconds_count{{controller=\"{controller}\"}}");
