@@ -564,8 +564,7 @@ async fn crashing_template_stops_after_max_consecutive_failures() {
             w.user_agent.starts_with("autoheal/")
                 && (w.resource == "instances" || w.resource == "pods")
                 && w.subresource.is_empty()
-                && (w.verb == "create"
-                    || (w.verb == "delete" && !on_their_way.contains(&w.name)))
+                && (w.verb == "create" || (w.verb == "delete" && !on_their_way.contains(&w.name)))
         },
     )
     .await;

@@ -10,7 +10,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use autoheal::api::{HealthDetail, HealthStatus, HookResult, HookTransition, Instance, LifecycleState};
+use autoheal::api::{
+    HealthDetail, HealthStatus, HookResult, HookTransition, Instance, LifecycleState,
+};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use support::*;

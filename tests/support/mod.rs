@@ -252,7 +252,8 @@ impl Operator {
     /// How many reconciles of `controller` (`instance` or `scalinggroup`) the running process has
     /// finished (0 before its first).
     pub async fn reconciles(&self, controller: &str) -> Option<u64> {
-        let series = format!("autoheal_reconcile_duration_seconds_count{{controller=\"{controller}\"}}");
+        let series =
+            format!("autoheal_reconcile_duration_seconds_count{{controller=\"{controller}\"}}");
         let text = self.metrics().await?;
         Some(metric_value(&text, &series).map_or(0, |v| v as u64))
     }
