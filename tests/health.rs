@@ -1,22 +1,25 @@
 //! The health engine end to end, against the real API server with podsim and the operator
 //! as a child process: every podsim behavior makes an Instance Unhealthy/Impaired with the
 //! right evidence and it recovers once healthy again; manual marks and the grace period;
-//! maintenance and standby; a NotReady Node; a garbage annotation value; and probing healthy
-//! Instances writes nothing to the API.
+//! maintenance and standby; a NotReady Node; a garbage annotation value. (That probing healthy
+//! Instances writes nothing to the API is checked in `resilience.rs`.)
 //!
-//! Groups here suspend `ReplaceUnhealthy`, so an Unhealthy Instance stays to be watched (and
-//! can recover) instead of being replaced.
+//! Groups here suspend `ReplaceUnhealthy` (but for the garbage annotation's), so an Unhealthy
+//! Instance stays to be watched (and can recover) instead of being replaced.
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use autoheal::api::{HealthDetail, HealthStatus, Instance, LifecycleState, Process};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use support::*;
 use testkit::wait_for;
 
@@ -426,14 +429,42 @@ async fn node_not_ready_impairs() {
     assert!(w.message.contains(&node), "{w:?}");
 }
 
-/// A value that cannot be understood never acts: Warning Event and condition message.
+/// A value that cannot be understood never acts: Warning Event and condition message, and —
+/// watched from before the annotation until the Instance has been reconciled several times
+/// with it, past its grace period and with replacement of Unhealthy Instances not suspended —
+/// its health never turns Unhealthy and neither it nor its Pod is deleted or replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_annotation_warns_and_never_acts() {
     let env = Env::new("health-garbage").await;
-    let _op = env.operator();
-    env.apply_group(&probed_group("web", 1).build()).await;
+    let op = env.operator();
+    // Not `probed_group`: ReplaceUnhealthy stays on, so acting on the value as Unhealthy would
+    // replace the Instance (grace period 0: it would act at once).
+    env.apply_group(&GroupBuilder::new("web").desired(1).http_probe().build())
+        .await;
     let name = env.wait_in_service("web", 1).await[0].name_any();
     wait_health(&env, &name, HealthStatus::Healthy, HealthDetail::OK).await;
+
+    // Every version of the Instance from here on.
+    let seen: Arc<Mutex<Vec<Instance>>> = Arc::default();
+    let watch = {
+        let seen = seen.clone();
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let stream = watcher::watcher(env.instances(), config).touched_objects();
+        tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(i) = stream.next().await {
+                if let Ok(i) = i {
+                    seen.lock().unwrap().push(i);
+                }
+            }
+        })
+    };
+    wait_for("the watch to list the Instance", TIMEOUT, || async {
+        (!seen.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    let from = env.audit_end();
+
     env.annotate_instance(&name, "autoheal.dev/health", Some("kaputt!"))
         .await;
     wait_event(&env, &name, "Warning", "kaputt!").await;
@@ -450,122 +481,53 @@ async fn garbage_annotation_warns_and_never_acts() {
     )
     .await;
     assert_eq!(state_of(&i), Some(LifecycleState::InService));
-}
-
-/// The admin address the operator logged at start.
-fn admin_addr(op: &Operator) -> Option<String> {
-    // Without ANSI color sequences, should there be any.
-    let mut log = String::new();
-    let mut chars = op.log_tail(400).chars().collect::<Vec<_>>().into_iter();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            log.push(c);
-        }
-    }
-    let line = log
-        .lines()
-        .find(|l| l.contains("admin endpoints listening"))?;
-    let at = line.find("addr=")? + "addr=".len();
-    Some(
-        line[at..]
-            .split_whitespace()
-            .next()?
-            .trim_matches('"')
-            .to_string(),
-    )
-}
-
-/// Sum of `autoheal_probe_results_total{kind="http",result="success"}` from /metrics.
-async fn probe_successes(addr: &str) -> Option<u64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.ok()?;
-    body.lines()
-        .find(|l| l.starts_with("autoheal_probe_results_total{kind=\"http\",result=\"success\"}"))?
-        .split_whitespace()
-        .last()?
-        .parse()
-        .ok()
-}
-
-/// Writes by anyone to this namespace's autoheal objects, Pods and Events (the leader Lease
-/// is renewed on its own schedule, not per probe, and is left out).
-fn namespace_writes(env: &Env) -> Vec<testkit::AuditWrite> {
-    testkit::audit_writes(env.cp.audit_log_path())
-        .into_iter()
-        .filter(|w| w.namespace == env.ns && w.resource != "leases")
-        .collect()
-}
-
-/// 60 seconds of probing 20 healthy Instances writes nothing to the API.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probing_healthy_instances_writes_nothing() {
-    let env = Env::new("health-quiet").await;
-    let op = env.operator();
-    env.apply_group(&probed_group("web", 20).max(20).build())
+    // Several more reconciles of the Instance with the value on it: each change of another
+    // annotation makes one.
+    for poke in 1..=3 {
+        let done = op.reconciles("instance").await.expect("metrics");
+        env.annotate_instance(&name, "autoheal-tests/poke", Some(&poke.to_string()))
+            .await;
+        wait_for("a reconcile of the poked Instance", TIMEOUT, || async {
+            (op.reconciles("instance").await? > done).then_some(())
+        })
         .await;
-    let names: Vec<String> = env
-        .wait_in_service("web", 20)
-        .await
+    }
+    env.flush_audit().await;
+    watch.abort();
+
+    let versions = seen.lock().unwrap().clone();
+    assert!(
+        versions.len() >= 5,
+        "the watch saw the annotation and the pokes: {} versions",
+        versions.len()
+    );
+    for v in &versions {
+        assert_ne!(
+            health_of(v).0,
+            Some(HealthStatus::Unhealthy),
+            "the garbage value was acted on: {:#?}",
+            v.status
+        );
+        assert_eq!(state_of(v), Some(LifecycleState::InService));
+        assert!(v.metadata.deletion_timestamp.is_none());
+    }
+    let (writes, _) = env.writes_after(from);
+    let replaced: Vec<_> = writes
         .iter()
-        .map(|i| i.name_any())
+        .filter(|w| {
+            (w.resource == "instances" || w.resource == "pods")
+                && w.subresource.is_empty()
+                && (w.verb == "delete" || w.verb == "create")
+        })
         .collect();
-    for n in &names {
-        wait_health(&env, n, HealthStatus::Healthy, HealthDetail::OK).await;
-    }
-    env.wait_group_condition("web", "Ready", "True").await;
-    // Let trailing writes (group status, Events) settle: 5 s without a write.
-    let mut seen = namespace_writes(&env).len();
-    let mut quiet_since = tokio::time::Instant::now();
-    let settle_deadline = tokio::time::Instant::now() + TIMEOUT;
-    while quiet_since.elapsed() < Duration::from_secs(5) {
-        assert!(
-            tokio::time::Instant::now() < settle_deadline,
-            "the namespace never went quiet: {:#?}",
-            &namespace_writes(&env)[seen.saturating_sub(20)..]
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = namespace_writes(&env).len();
-        if now != seen {
-            seen = now;
-            quiet_since = tokio::time::Instant::now();
-        }
-    }
     assert!(
-        seen > 20,
-        "the audit filter sees the setup writes of this namespace (got {seen})"
+        replaced.is_empty(),
+        "Instances or Pods created or deleted: {replaced:#?}"
     );
-    let addr = admin_addr(&op).expect("the operator logs its admin address");
-    let before = probe_successes(&addr).await.expect("probe metrics");
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    let after = probe_successes(&addr).await.expect("probe metrics");
-    let writes = namespace_writes(&env);
-    assert!(
-        writes.len() == seen,
-        "writes while probing healthy Instances: {:#?}",
-        &writes[seen..]
+    let all = env.group_instances("web").await;
+    assert_eq!(
+        all.iter().map(|i| i.name_any()).collect::<Vec<_>>(),
+        vec![name],
+        "the same single Instance"
     );
-    // And probing did happen: ~20 probes/s for 60 s.
-    assert!(
-        after - before >= 20 * 50,
-        "only {} successful probes in 60 s",
-        after - before
-    );
-    for n in &names {
-        let i = env.instance(n).await.unwrap();
-        assert_eq!(
-            health_of(&i),
-            (Some(HealthStatus::Healthy), Some(HealthDetail::OK))
-        );
-    }
 }

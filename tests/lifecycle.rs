@@ -57,12 +57,27 @@ fn operator_writes(env: &Env, resource: &str, name: &str) -> Vec<(String, String
         .collect()
 }
 
-/// Sleeps into the next wall-clock second, so Instances launched after it have a later
-/// creationTimestamp (whole seconds) than those before (setup, not an assertion).
-async fn next_second() {
-    let now = Timestamp::now();
-    let into = now.subsec_nanosecond() as u64;
-    tokio::time::sleep(Duration::from_nanos(1_000_000_000 - into + 50_000_000)).await;
+/// Waits until the wall clock is past the second of the newest Instance's creationTimestamp
+/// (whole seconds), so Instances launched after it have a later one than those before (setup,
+/// not an assertion).
+async fn next_second(env: &Env) {
+    let newest = env
+        .instances()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|i| i.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .max()
+        .expect("Instances were launched");
+    let next = newest + k8s_openapi::jiff::SignedDuration::from_secs(1);
+    wait_for(
+        &format!("the clock past {newest}, the newest creationTimestamp"),
+        TIMEOUT,
+        || async { (Timestamp::now() >= next).then_some(()) },
+    )
+    .await;
 }
 
 fn history(i: &Instance) -> Vec<LifecycleState> {
@@ -268,7 +283,7 @@ async fn scale_in_policies_pick_the_right_instance() {
             assert_eq!(new.len(), 1);
             launched[k].extend(new);
         }
-        next_second().await;
+        next_second(&env).await;
     }
     // In "default", the newest Instance is marked Unhealthy: it goes first despite its age.
     let sick = launched[2][2].clone();
@@ -454,23 +469,42 @@ async fn launch_hooks_complete_heartbeat_and_time_out() {
     let again = first("aban").await;
     assert_ne!(again.name_any(), aban.name_any());
 
-    // Heartbeat 10s into the wait moves the deadline to ~40s.
+    // Heartbeats move the deadline to 30 s after each: one a second until one made 10 s or
+    // more into the wait has moved it to 40 s or more after the wait began (each heartbeat
+    // waited on until recorded, its deadline read back).
     let started = beat.status.as_ref().unwrap().pending_hooks[0].started_at.0;
-    let until = started + k8s_openapi::jiff::SignedDuration::from_secs(10);
-    tokio::time::sleep(Timestamp::now().duration_until(until).unsigned_abs()).await;
-    env.annotate_instance(
-        &beat.name_any(),
-        "hooks.autoheal.dev/warm.heartbeat",
-        Some("1"),
-    )
-    .await;
+    let original = beat.status.as_ref().unwrap().pending_hooks[0].deadline.0;
+    assert_eq!(
+        original,
+        started + k8s_openapi::jiff::SignedDuration::from_secs(30)
+    );
     let instances = env.instances();
-    let extended = wait_for("heartbeat recorded", TIMEOUT, || async {
-        let i = instances.get(&beat.name_any()).await.ok()?;
-        let h = i.status.as_ref()?.pending_hooks.first()?.clone();
-        (h.last_heartbeat.as_deref() == Some("1")).then_some(h)
-    })
-    .await;
+    let mut beats = 0;
+    let extended = loop {
+        beats += 1;
+        let value = beats.to_string();
+        env.annotate_instance(
+            &beat.name_any(),
+            "hooks.autoheal.dev/warm.heartbeat",
+            Some(&value),
+        )
+        .await;
+        let hook = wait_for(&format!("heartbeat {value} recorded"), TIMEOUT, || async {
+            let i = instances.get(&beat.name_any()).await.ok()?;
+            let h = i.status.as_ref()?.pending_hooks.first()?.clone();
+            (h.last_heartbeat.as_deref() == Some(value.as_str())).then_some(h)
+        })
+        .await;
+        assert!(hook.result.is_none(), "still waiting: {hook:?}");
+        if hook.deadline.0 >= started + k8s_openapi::jiff::SignedDuration::from_secs(40) {
+            break hook;
+        }
+        assert!(
+            beats < 60,
+            "60 heartbeats never moved the deadline 40 s past {started}: {hook:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     assert!(extended.deadline.0 >= started + k8s_openapi::jiff::SignedDuration::from_secs(40));
 
     // Timeouts: tcont → InService with Continue after 30s; taban → terminated.

@@ -488,10 +488,23 @@ async fn launch_before_terminate_never_drops_in_service_below_desired() {
     );
 }
 
+/// Replacements of a template that always crashes stop after `maxConsecutiveFailures`, and
+/// stay stopped: with replacement backoffs of 1 s (at most 2 s) a replacement would start
+/// within 2 s were the breaker not holding, and none does in 12 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashing_template_stops_after_max_consecutive_failures() {
+    const BACKOFF_CAP: Duration = Duration::from_secs(2);
     let env = Env::new("repl-crash").await;
-    let _op = env.operator();
+    let op = Operator::start_with(
+        env.cp,
+        &env.ns,
+        &[
+            "--replacement-backoff-base",
+            "1s",
+            "--replacement-backoff-cap",
+            "2s",
+        ],
+    );
     let group = GroupBuilder::new("web")
         .desired(1)
         .max(2)
@@ -516,21 +529,55 @@ async fn crashing_template_stops_after_max_consecutive_failures() {
     for failed in &status.recent_replacement_failures {
         assert!(cond.message.contains(failed.as_str()), "{}", cond.message);
     }
-    // Stopped: the Unhealthy instance stays, nothing new is launched.
-    let seen: BTreeSet<String> = env
-        .group_instances("web")
-        .await
+    // The replaced Instances may still be leaving (a crashed Pod's deletion can take a
+    // minute): their deletions are no replacement. Any other Instance or Pod created or
+    // deleted from here on would be.
+    let at_stop = env.group_instances("web").await;
+    let staying: BTreeSet<String> = at_stop
         .iter()
+        .filter(|i| !leaving(i))
         .map(|i| i.name_any())
         .collect();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let on_their_way: BTreeSet<String> = at_stop
+        .iter()
+        .filter(|i| leaving(i))
+        .map(|i| i.name_any())
+        .collect();
+    assert!(
+        at_stop
+            .iter()
+            .any(|i| staying.contains(&i.name_any()) && unhealthy(i)),
+        "the last failed replacement stays, Unhealthy: {at_stop:?}"
+    );
+    // Stopped: watched on the audit log for 6 backoff caps, the operator creates and deletes
+    // no Instance (nor Pod), though it looks at the group again (a change of the group's
+    // annotations makes it reconcile; a reconcile past the backoff would replace).
+    let group_reconciles = op.reconciles("scalinggroup").await.expect("metrics");
+    let from = env.audit_end();
+    env.annotate_group("web", "autoheal-tests/poke", Some("1"))
+        .await;
+    env.expect_no_writes(
+        from,
+        BACKOFF_CAP * 6,
+        "an Instance or Pod created or deleted while replacement is stopped",
+        |w| {
+            w.user_agent.starts_with("autoheal/")
+                && (w.resource == "instances" || w.resource == "pods")
+                && w.subresource.is_empty()
+                && (w.verb == "create" || (w.verb == "delete" && !on_their_way.contains(&w.name)))
+        },
+    )
+    .await;
     let now: BTreeSet<String> = env
         .group_instances("web")
         .await
         .iter()
+        .filter(|i| !on_their_way.contains(&i.name_any()))
         .map(|i| i.name_any())
         .collect();
-    assert_eq!(seen, now, "nothing replaced while stopped");
+    assert_eq!(staying, now, "nothing replaced while stopped");
+    let looked = op.reconciles("scalinggroup").await.expect("metrics") - group_reconciles;
+    assert!(looked > 0, "the group was reconciled while stopped");
     assert!(
         events_about(&env, "web")
             .await

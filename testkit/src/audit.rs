@@ -101,8 +101,34 @@ pub fn audit_writes(path: &Path) -> Vec<AuditWrite> {
     let Ok(bytes) = std::fs::read(path) else {
         return Vec::new();
     };
-    String::from_utf8_lossy(&bytes)
-        .lines()
+    parse(&String::from_utf8_lossy(&bytes))
+}
+
+/// The audit log's size now: where [`audit_writes_after`] starts to read only what comes next.
+pub fn audit_log_end(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// The write events of the complete lines of the audit log at `path` from byte `offset` on,
+/// oldest first, and the offset just past the last complete line read (pass it to the next
+/// call to read on from there). Cheap to poll: reads only what was appended.
+pub fn audit_writes_after(path: &Path, offset: u64) -> (Vec<AuditWrite>, u64) {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return (Vec::new(), offset);
+    };
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(offset)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return (Vec::new(), offset);
+    }
+    // Only whole lines: the last one may be being written right now.
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let writes = parse(&String::from_utf8_lossy(&bytes[..complete]));
+    (writes, offset + complete as u64)
+}
+
+fn parse(text: &str) -> Vec<AuditWrite> {
+    text.lines()
         .filter_map(|line| serde_json::from_str::<Event>(line).ok())
         .filter(|e| e.stage == "ResponseComplete" && AUDITED_VERBS.contains(&e.verb.as_str()))
         .map(|e| AuditWrite {

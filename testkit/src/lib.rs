@@ -35,7 +35,7 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 
-pub use audit::{AUDITED_VERBS, AuditWrite, audit_writes};
+pub use audit::{AUDITED_VERBS, AuditWrite, audit_log_end, audit_writes, audit_writes_after};
 pub use bins::{K8S_VERSION, locate_binaries};
 pub use launch::KCM_CONTROLLERS;
 

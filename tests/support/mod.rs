@@ -18,7 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use autoheal::api::{
@@ -26,13 +26,15 @@ use autoheal::api::{
     LABEL_GROUP, LifecycleHook, LifecycleState, PodTemplate, Process, ScaleInPolicy, ScalingGroup,
     ScalingGroupSpec,
 };
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, ContainerPort, Pod, PodSpec, PodTemplateSpec,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, ResourceExt};
-use testkit::{ControlPlane, test_namespace, wait_for};
+use testkit::{AuditWrite, ControlPlane, test_namespace, wait_for};
 
 /// How long the e2e waits allow by default (generous: the machine is shared).
 pub const TIMEOUT: Duration = Duration::from_secs(120);
@@ -116,6 +118,7 @@ pub async fn start_podsim(
 pub struct Operator {
     child: Option<Child>,
     args: Vec<String>,
+    admin_port: u16,
     kubeconfig: PathBuf,
     dir: PathBuf,
     log: PathBuf,
@@ -124,7 +127,7 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts `autoheal run --namespace NS --admin-addr 127.0.0.1:0 --lease-namespace NS` with
+    /// Starts `autoheal run --namespace NS --admin-addr 127.0.0.1:PORT --lease-namespace NS` with
     /// a leader identity that stays the same across [`Operator::restart`] (as a restarted
     /// container keeps its Pod name), so a restart takes the lease over at once.
     pub fn start(cp: &ControlPlane, ns: &str) -> Operator {
@@ -138,18 +141,21 @@ impl Operator {
         Self::start_as(cp.kubeconfig_path(), ns, &args)
     }
 
-    /// Starts `autoheal run --namespace NS --admin-addr 127.0.0.1:0 --leader-identity …` with
-    /// the given kubeconfig and extra arguments (e.g. `--lease-namespace`).
+    /// Starts `autoheal run --namespace NS --admin-addr 127.0.0.1:PORT --leader-identity …`
+    /// with the given kubeconfig and extra arguments (e.g. `--lease-namespace`). PORT is a
+    /// free port picked now and kept across [`Operator::restart`]s (see
+    /// [`Operator::admin_url`]).
     pub fn start_as(kubeconfig: &Path, ns: &str, extra: &[&str]) -> Operator {
         let dir =
             std::env::temp_dir().join(format!("autoheal-operator-{ns}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let admin_port = free_port();
         let mut args: Vec<String> = [
             "run",
             "--namespace",
             ns,
             "--admin-addr",
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{admin_port}"),
             "--leader-identity",
             &format!("autoheal-test-{ns}"),
         ]
@@ -160,6 +166,7 @@ impl Operator {
         let mut op = Operator {
             child: None,
             args,
+            admin_port,
             kubeconfig: kubeconfig.to_path_buf(),
             log: dir.join("operator.log"),
             dir,
@@ -194,15 +201,77 @@ impl Operator {
         self.starts += 1;
     }
 
-    /// Waits until the current run has synced its caches and started its controllers
-    /// (the log line `caches synced`, once per start).
+    /// Waits until the current run answers `200` on `/readyz` (its caches have synced and its
+    /// controllers start). After a [`Operator::restart`] the answer comes from the new
+    /// process: the previous one was killed and reaped before the new one was spawned.
     pub async fn wait_ready(&self) {
-        let starts = self.starts;
-        wait_for("the operator to sync its caches", TIMEOUT, || async {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            (text.matches("caches synced").count() >= starts).then_some(())
+        wait_for("the operator to answer 200 on /readyz", TIMEOUT, || async {
+            if let Ok(text) = std::fs::read_to_string(&self.log) {
+                // The port picked for the admin endpoints was taken meanwhile: say so now
+                // rather than time out.
+                let last_run = text.rsplit("==== autoheal ").next().unwrap_or_default();
+                assert!(
+                    !last_run.contains("cannot listen on admin address"),
+                    "the operator could not bind its admin port {}:\n{}",
+                    self.admin_port,
+                    self.log_tail(20)
+                );
+            }
+            let (status, _) = self.get("/readyz").await?;
+            (status == 200).then_some(())
         })
         .await;
+    }
+
+    /// The base URL of the admin endpoints, e.g. `http://127.0.0.1:41234`.
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// `GET path` on the admin endpoints: the status code and body, or `None` when the
+    /// operator does not answer (not started yet, or gone).
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(("127.0.0.1", self.admin_port), path).await
+    }
+
+    /// The `/metrics` text of the running process (its counters start at 0 with each start).
+    pub async fn metrics(&self) -> Option<String> {
+        match self.get("/metrics").await? {
+            (200, body) => Some(body),
+            _ => None,
+        }
+    }
+
+    /// The value of one series of `/metrics`, written as it appears there, e.g.
+    /// `autoheal_reconcile_duration_seconds_count{controller="instance"}`; `None` when the
+    /// operator does not answer or does not export the series (yet).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.metrics().await?, series)
+    }
+
+    /// How many reconciles of `controller` (`instance` or `scalinggroup`) the running process has
+    /// finished (0 before its first).
+    pub async fn reconciles(&self, controller: &str) -> Option<u64> {
+        let series =
+            format!("autoheal_reconcile_duration_seconds_count{{controller=\"{controller}\"}}");
+        let text = self.metrics().await?;
+        Some(metric_value(&text, &series).map_or(0, |v| v as u64))
+    }
+
+    /// Waits until the running process is ready and has finished at least `n` reconciles of
+    /// Instances (counted since it started): with `n` the number of Instances, it has looked
+    /// at every one of them (each start queues every Instance once). Returns the count.
+    pub async fn wait_instance_reconciles(&self, n: usize) -> u64 {
+        self.wait_ready().await;
+        wait_for(
+            &format!("the operator to finish {n} reconciles of Instances since its start"),
+            TIMEOUT,
+            || async {
+                let done = self.reconciles("instance").await?;
+                (done >= n as u64).then_some(done)
+            },
+        )
+        .await
     }
 
     /// The operator's process id, while it runs.
@@ -265,6 +334,58 @@ impl Drop for Operator {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Name prefix of the ConfigMaps [`Env::flush_audit`] creates.
+pub const AUDIT_MARKER: &str = "audit-marker-";
+
+/// Whether an audit event is the creation of an [`Env::flush_audit`] marker.
+pub fn is_audit_marker(w: &AuditWrite) -> bool {
+    w.resource == "configmaps" && w.name.starts_with(AUDIT_MARKER)
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (bound to port 0, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+/// A plain HTTP/1.1 `GET path` to `addr` (`Connection: close`): the status code and body, or
+/// `None` when the connection fails or the answer does not come within 10 s.
+pub async fn http_get(addr: impl tokio::net::ToSocketAddrs, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .ok()?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The value of `series` (name and labels exactly as written, e.g.
+/// `autoheal_probe_results_total{kind="http",result="success"}`) in a Prometheus text page.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let mut parts = line.split_whitespace();
+        (parts.next() == Some(series))
+            .then(|| parts.next()?.parse().ok())
+            .flatten()
+    })
 }
 
 /// One test's world: the shared control plane (CRDs installed), an admin client, a fresh
@@ -464,6 +585,92 @@ impl Env {
             }
         })
         .await
+    }
+
+    /// Where the audit log ends now: pass it to [`Env::writes_after`] or
+    /// [`Env::expect_no_writes`] to look only at what comes later.
+    pub fn audit_end(&self) -> u64 {
+        testkit::audit_log_end(self.cp.audit_log_path())
+    }
+
+    /// The write events appended to the audit log from `offset` on (see [`Env::audit_end`]),
+    /// of this test's namespace only, and the offset to read on from.
+    pub fn writes_after(&self, offset: u64) -> (Vec<AuditWrite>, u64) {
+        let (writes, next) = testkit::audit_writes_after(self.cp.audit_log_path(), offset);
+        let ours = writes
+            .into_iter()
+            .filter(|w| w.namespace == self.ns)
+            .collect();
+        (ours, next)
+    }
+
+    /// Makes a write of the tests' own — creates a ConfigMap `audit-marker-N` in the namespace
+    /// (see [`is_audit_marker`]) — and waits until the audit log shows it. The API server logs
+    /// each write as it answers it, so once the marker is there, so is every write answered
+    /// before the marker was sent.
+    pub async fn flush_audit(&self) {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("{AUDIT_MARKER}{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let mut offset = self.audit_end();
+        let marker = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<ConfigMap>::namespaced(self.client.clone(), &self.ns)
+            .create(&PostParams::default(), &marker)
+            .await
+            .unwrap_or_else(|e| panic!("creating the audit marker {name}: {e}"));
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let (writes, next) = self.writes_after(offset);
+            offset = next;
+            if writes
+                .iter()
+                .any(|w| w.resource == "configmaps" && w.verb == "create" && w.name == name)
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the audit marker {name} never showed in the audit log"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Watches the audit log for `window`: fails as soon as a write of this namespace that
+    /// `unwanted` accepts shows up among those logged from `offset` on (see
+    /// [`Env::audit_end`]), and looks once more after the window, when [`Env::flush_audit`]
+    /// has made sure every write answered within it is in the log. Audit markers are never
+    /// passed to `unwanted`. Returns the offset just past the window (after the flush).
+    pub async fn expect_no_writes(
+        &self,
+        offset: u64,
+        window: Duration,
+        what: &str,
+        unwanted: impl Fn(&AuditWrite) -> bool,
+    ) -> u64 {
+        let mut offset = offset;
+        let end = tokio::time::Instant::now() + window;
+        let check = |offset: &mut u64| {
+            let (writes, next) = self.writes_after(*offset);
+            *offset = next;
+            let bad: Vec<_> = writes
+                .into_iter()
+                .filter(|w| !is_audit_marker(w) && unwanted(w))
+                .collect();
+            assert!(bad.is_empty(), "{what}: {bad:#?}");
+        };
+        while tokio::time::Instant::now() < end {
+            check(&mut offset);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.flush_audit().await;
+        check(&mut offset);
+        offset
     }
 
     /// Runs kubectl against the control plane; panics unless it succeeds; returns stdout.
