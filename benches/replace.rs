@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use autoheal::api::{
     ANNOTATION_REPLACES, HealthStatus, Instance, InstanceTemplate, InstanceTemplateSpec,
-    LABEL_GROUP, LifecycleState, PodTemplate, ScalingGroup, ScalingGroupSpec,
+    LifecycleState, PodTemplate, ScalingGroup, ScalingGroupSpec,
 };
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
@@ -115,7 +115,7 @@ where
         let (c, l) = (changed.clone(), log.clone());
         let task = tokio::spawn(async move {
             let mut last: BTreeMap<String, String> = BTreeMap::new();
-            let stream = reflector(writer, watcher(api, watcher::Config::default()))
+            let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
                 .default_backoff();
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
