@@ -163,7 +163,11 @@ where
 }
 
 /// Waits until `check` holds over the objects of the watches; returns when it was seen.
-async fn until<F>(what: &str, changed: &[&tokio::sync::Notify], mut check: F) -> Result<Instant, String>
+async fn until<F>(
+    what: &str,
+    changed: &[&tokio::sync::Notify],
+    mut check: F,
+) -> Result<Instant, String>
 where
     F: FnMut() -> Result<(), String>,
 {
@@ -417,7 +421,11 @@ impl Bench {
         if let Ok(list) = groups.list(&ListParams::default()).await {
             for g in list {
                 let _ = groups
-                    .patch(&g.name_any(), &PatchParams::default(), &Patch::Merge(&unfinalize))
+                    .patch(
+                        &g.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&unfinalize),
+                    )
                     .await;
             }
         }
@@ -468,7 +476,9 @@ impl Bench {
 fn rs_whole(pods: &[Arc<Pod>], n: usize) -> Result<(), String> {
     let ready = pods
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_phase(p) == "Running" && pod_ready(p))
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none() && pod_phase(p) == "Running" && pod_ready(p)
+        })
         .count();
     if pods.len() == n && ready == n {
         Ok(())
@@ -479,7 +489,12 @@ fn rs_whole(pods: &[Arc<Pod>], n: usize) -> Result<(), String> {
 
 /// SG: `n` Instances InService (and Healthy when `healthy`), each with its Running Pod,
 /// nothing else (no other Instance or Pod, nothing being deleted).
-fn sg_whole(insts: &[Arc<Instance>], pods: &[Arc<Pod>], n: usize, healthy: bool) -> Result<(), String> {
+fn sg_whole(
+    insts: &[Arc<Instance>],
+    pods: &[Arc<Pod>],
+    n: usize,
+    healthy: bool,
+) -> Result<(), String> {
     let running: std::collections::HashSet<String> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_phase(p) == "Running")
@@ -508,7 +523,12 @@ fn sg_whole(insts: &[Arc<Instance>], pods: &[Arc<Pod>], n: usize, healthy: bool)
 }
 
 /// Deletes `count` Pods (the first by name) concurrently; returns their names and the start.
-async fn delete_pods(client: &Client, ns: &str, pods: &[Arc<Pod>], count: usize) -> (Vec<String>, Instant) {
+async fn delete_pods(
+    client: &Client,
+    ns: &str,
+    pods: &[Arc<Pod>],
+    count: usize,
+) -> (Vec<String>, Instant) {
     let mut names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
     names.sort();
     names.truncate(count);
@@ -541,7 +561,10 @@ async fn rs_lose(b: &mut Bench, n: usize, lose: usize) -> Result<Duration, Strin
         .await
         .map_err(|e| e.to_string())?;
     let result = async {
-        until("RS whole", &[&*w.pods.changed], || rs_whole(&w.pods.state(), n)).await?;
+        until("RS whole", &[&*w.pods.changed], || {
+            rs_whole(&w.pods.state(), n)
+        })
+        .await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (_, t0) = delete_pods(&b.client, &w.ns, &w.pods.state(), lose).await;
         let t1 = until("RS whole again", &[&*w.pods.changed], || {
@@ -555,7 +578,11 @@ async fn rs_lose(b: &mut Bench, n: usize, lose: usize) -> Result<Duration, Strin
     result
 }
 
-async fn sg_lose(b: &mut Bench, n: usize, lose: usize) -> (Result<Duration, String>, Option<SgTrace>) {
+async fn sg_lose(
+    b: &mut Bench,
+    n: usize,
+    lose: usize,
+) -> (Result<Duration, String>, Option<SgTrace>) {
     let w = b.world("bench-sg-lose").await;
     let op = b.operator(&w.ns);
     op.wait_ready().await;
@@ -636,7 +663,10 @@ async fn rs_scale(b: &mut Bench, n: usize) -> Result<Duration, String> {
         )
         .await
         .map_err(|e| e.to_string())?;
-        let t1 = until("RS scaled", &[&*w.pods.changed], || rs_whole(&w.pods.state(), n)).await?;
+        let t1 = until("RS scaled", &[&*w.pods.changed], || {
+            rs_whole(&w.pods.state(), n)
+        })
+        .await?;
         Ok(t1 - t0)
     }
     .await;
@@ -668,8 +698,7 @@ async fn sg_scale(b: &mut Bench, n: usize) -> Result<Duration, String> {
             TIMEOUT,
             await_condition(groups.clone(), "web", |g: Option<&ScalingGroup>| {
                 g.is_some_and(|g| {
-                    g.status.as_ref().and_then(|s| s.observed_generation)
-                        == g.metadata.generation
+                    g.status.as_ref().and_then(|s| s.observed_generation) == g.metadata.generation
                 })
             }),
         )
@@ -729,9 +758,13 @@ async fn install_crds(cp: &ControlPlane, client: &Client) {
             serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap())
                 .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()));
         let name = crd.name_any();
-        crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        crds.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
         tokio::time::timeout(
             Duration::from_secs(60),
             await_condition(crds.clone(), &name, conditions::is_crd_established()),
@@ -812,7 +845,9 @@ struct Row {
 
 fn table(rows: &[Row]) -> String {
     let mut out = String::new();
-    out.push_str("| scenario | RS median (s) | SG median (s) | SG/RS | RS runs (s) | SG runs (s) |\n");
+    out.push_str(
+        "| scenario | RS median (s) | SG median (s) | SG/RS | RS runs (s) | SG runs (s) |\n",
+    );
     out.push_str("|---|---:|---:|---:|---|---|\n");
     for r in rows {
         let (rm, sm) = (median(&r.rs), median(&r.sg));
@@ -821,9 +856,8 @@ fn table(rows: &[Row]) -> String {
             (Some(a), Some(b)) if a > 0.0 => format!("{:.2}×", b / a),
             _ => "n/a".into(),
         };
-        let raw = |v: &[Result<Duration, String>]| {
-            v.iter().map(secs).collect::<Vec<_>>().join(", ")
-        };
+        let raw =
+            |v: &[Result<Duration, String>]| v.iter().map(secs).collect::<Vec<_>>().join(", ");
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} |",
@@ -922,7 +956,9 @@ fn main() {
 async fn run(runs: usize) {
     let operator_bin = PathBuf::from(env!("CARGO_BIN_EXE_autoheal"));
     eprintln!("bench-replace: operator {}", operator_bin.display());
-    let cp = ControlPlane::start().await.expect("starting the control plane");
+    let cp = ControlPlane::start()
+        .await
+        .expect("starting the control plane");
     let client = cp.client().await;
     install_crds(&cp, &client).await;
     let dir = std::env::temp_dir().join(format!("autoheal-bench-replace-{}", std::process::id()));
@@ -978,10 +1014,14 @@ async fn run(runs: usize) {
         " (with uncommitted changes)"
     };
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let date = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string();
+    let date = jiff::Timestamp::now()
+        .strftime("%Y-%m-%d %H:%M UTC")
+        .to_string();
     let mut md = String::new();
     md.push_str("# Replacement benchmark: ReplicaSet vs ScalingGroup\n\n");
-    md.push_str("Generated by `make bench-replace` (`benches/replace.rs`). Seconds, lower is better; ");
+    md.push_str(
+        "Generated by `make bench-replace` (`benches/replace.rs`). Seconds, lower is better; ",
+    );
     let _ = writeln!(
         md,
         "{runs} runs each, RS and SG alternating, on one local control plane (kube-apiserver, kube-controller-manager {}), podsim as the kubelet.\n",
@@ -996,7 +1036,9 @@ async fn run(runs: usize) {
     );
     md.push_str(&table(&rows));
     if let Some(t) = &trace {
-        md.push_str("\n## Where the time goes: one ScalingGroup replacement (lose 10 of 100, run 1)\n\n");
+        md.push_str(
+            "\n## Where the time goes: one ScalingGroup replacement (lose 10 of 100, run 1)\n\n",
+        );
         md.push_str(t);
     }
     println!("\n{md}");
