@@ -374,6 +374,8 @@ struct Bench {
     operator_bin: PathBuf,
     dir: PathBuf,
     next_prefix: u8,
+    /// Timed windows (label, namespace, from, to) whose API writes are counted at the end.
+    windows: Mutex<Vec<(&'static str, String, jiff::Timestamp, jiff::Timestamp)>>,
 }
 
 /// A namespace with podsim running in it; cleaned up (forcibly) by [`Bench::cleanup`].
@@ -465,6 +467,13 @@ impl Bench {
             .delete(&format!("podsim-{ns}-0"), &DeleteParams::default())
             .await;
         tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+
+    fn window(&self, label: &'static str, ns: &str, from: jiff::Timestamp) {
+        self.windows
+            .lock()
+            .unwrap()
+            .push((label, ns.to_string(), from, jiff::Timestamp::now()));
     }
 
     fn operator(&self, ns: &str) -> Operator {
@@ -566,11 +575,13 @@ async fn rs_lose(b: &mut Bench, n: usize, lose: usize) -> Result<Duration, Strin
         })
         .await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let wall = jiff::Timestamp::now();
         let (_, t0) = delete_pods(&b.client, &w.ns, &w.pods.state(), lose).await;
         let t1 = until("RS whole again", &[&*w.pods.changed], || {
             rs_whole(&w.pods.state(), n)
         })
         .await?;
+        b.window("RS lose 10 of 100", &w.ns, wall);
         Ok(t1 - t0)
     }
     .await;
@@ -609,11 +620,13 @@ async fn sg_lose(
         })
         .await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let wall = jiff::Timestamp::now();
         let (victims, t0) = delete_pods(&b.client, &w.ns, &w.pods.state(), lose).await;
         let t1 = until("SG whole again", &changed, || {
             sg_whole(&insts.state(), &w.pods.state(), n, true)
         })
         .await?;
+        b.window("SG lose 10 of 100", &w.ns, wall);
         let victim = victims[0].clone();
         let replacement = insts
             .state()
@@ -655,6 +668,7 @@ async fn rs_scale(b: &mut Bench, n: usize) -> Result<Duration, String> {
         .await
         .map_err(|_| "RS never observed".to_string())?
         .map_err(|e| e.to_string())?;
+        let wall = jiff::Timestamp::now();
         let t0 = Instant::now();
         rs.patch(
             "web",
@@ -667,6 +681,7 @@ async fn rs_scale(b: &mut Bench, n: usize) -> Result<Duration, String> {
             rs_whole(&w.pods.state(), n)
         })
         .await?;
+        b.window("RS scale 0 → 300", &w.ns, wall);
         Ok(t1 - t0)
     }
     .await;
@@ -705,6 +720,7 @@ async fn sg_scale(b: &mut Bench, n: usize) -> Result<Duration, String> {
         .await
         .map_err(|_| "SG never observed".to_string())?
         .map_err(|e| e.to_string())?;
+        let wall = jiff::Timestamp::now();
         let t0 = Instant::now();
         groups
             .patch(
@@ -731,6 +747,7 @@ async fn sg_scale(b: &mut Bench, n: usize) -> Result<Duration, String> {
             }
         })
         .await?;
+        b.window("SG scale 0 → 300", &w.ns, wall);
         Ok(t1 - t0)
     }
     .await;
@@ -939,6 +956,64 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// API writes (from the audit log) inside each timed window, mean per run, by writer and
+/// resource.
+fn writes_table(b: &Bench) -> String {
+    let writes = testkit::audit_writes(b.cp.audit_log_path());
+    // label -> writer -> resource -> count; label -> runs
+    let mut by: BTreeMap<&str, BTreeMap<String, BTreeMap<String, usize>>> = BTreeMap::new();
+    let mut runs: BTreeMap<&str, usize> = BTreeMap::new();
+    for (label, ns, from, to) in b.windows.lock().unwrap().iter() {
+        *runs.entry(label).or_default() += 1;
+        let entry = by.entry(label).or_default();
+        for w in writes.iter().filter(|w| &w.namespace == ns) {
+            let Ok(at) = w.request_received_timestamp.parse::<jiff::Timestamp>() else {
+                continue;
+            };
+            if at < *from || at > *to {
+                continue;
+            }
+            let writer = if w.user_agent.starts_with("autoheal") {
+                "autoheal".to_string()
+            } else if w.user.contains("kube-controller-manager") {
+                "kube-controller-manager".to_string()
+            } else {
+                "podsim + bench".to_string()
+            };
+            let resource = if w.subresource.is_empty() {
+                format!("{} {}", w.verb, w.resource)
+            } else {
+                format!("{} {}/{}", w.verb, w.resource, w.subresource)
+            };
+            *entry
+                .entry(writer)
+                .or_default()
+                .entry(resource)
+                .or_default() += 1;
+        }
+    }
+    let mut out = String::from(
+        "| scenario | writer | writes per run | of which (per run) |\n|---|---|---:|---|\n",
+    );
+    for (label, writers) in &by {
+        let n = runs[label].max(1) as f64;
+        for (writer, resources) in writers {
+            let total: usize = resources.values().sum();
+            let detail: Vec<String> = resources
+                .iter()
+                .map(|(r, c)| format!("{r} {:.0}", *c as f64 / n))
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {label} | {writer} | {:.0} | {} |",
+                total as f64 / n,
+                detail.join(", ")
+            );
+        }
+    }
+    out
+}
+
 fn main() {
     let mut runs = 3usize;
     let args: Vec<String> = std::env::args().collect();
@@ -969,6 +1044,7 @@ async fn run(runs: usize) {
         operator_bin,
         dir: dir.clone(),
         next_prefix: 99,
+        windows: Mutex::new(Vec::new()),
     };
     let mut lose = Row {
         scenario: "lose 10 of 100",
@@ -1035,6 +1111,8 @@ async fn run(runs: usize) {
         grace_seconds()
     );
     md.push_str(&table(&rows));
+    md.push_str("\n## API writes inside the timed window\n\nFrom the apiserver's audit log, mean per run; `podsim + bench` is podsim's bindings, status writes and final deletes, plus the bench's own deletes / scale request.\n\n");
+    md.push_str(&writes_table(&b));
     if let Some(t) = &trace {
         md.push_str(
             "\n## Where the time goes: one ScalingGroup replacement (lose 10 of 100, run 1)\n\n",
