@@ -41,8 +41,9 @@ bench-probe:
 	$(CARGO) bench --bench probe
 
 ## bench-replace: ReplicaSet vs ScalingGroup replacement and scale-up times (release builds; writes bench/REPLACE.md)
+## (cargo bench builds target/release/autoheal itself, with the bench's feature set, and
+## the bench spawns that binary: CARGO_BIN_EXE_autoheal)
 bench-replace: k8s-bins
-	$(CARGO) build --release --bin autoheal
 	$(CARGO) bench --bench replace
 
 fmt:
