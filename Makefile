@@ -4,7 +4,7 @@ CARGO ?= cargo
 LOCAL := $(CURDIR)/.local
 export KUBECONFIG := $(LOCAL)/kubeconfig
 
-.PHONY: all build test crds cluster-up cluster-down demo k8s-bins bench-probe fmt lint clean
+.PHONY: all build test crds cluster-up cluster-down demo k8s-bins bench-probe bench-replace fmt lint clean
 
 all: build
 
@@ -39,6 +39,12 @@ demo: k8s-bins
 bench-probe:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || echo "wrk could not be installed: the reference is skipped"
 	$(CARGO) bench --bench probe
+
+## bench-replace: ReplicaSet vs ScalingGroup replacement and scale-up times (release builds; writes bench/REPLACE.md)
+## (cargo bench builds target/release/autoheal itself, with the bench's feature set, and
+## the bench spawns that binary: CARGO_BIN_EXE_autoheal)
+bench-replace: k8s-bins
+	$(CARGO) bench --bench replace
 
 fmt:
 	$(CARGO) fmt --all
