@@ -365,8 +365,18 @@ where
         self.store.get(&reference)
     }
 
-    /// Remembers an object as returned by a create, update or patch.
+    /// Remembers an object as returned by its create.
+    pub fn remember_created(&self, obj: K) {
+        self.insert(obj, true);
+    }
+
+    /// Remembers an object as returned by an update, patch or delete. An object the store
+    /// does not hold (and this process did not just create) is gone: nothing to remember.
     pub fn remember(&self, obj: K) {
+        self.insert(obj, false);
+    }
+
+    fn insert(&self, obj: K, created: bool) {
         let ns = obj.namespace().unwrap_or_default();
         let name = obj.name_any();
         let stored = self
@@ -404,8 +414,15 @@ where
             }
             _ => None,
         };
-        let (superseded, created) =
-            chained.unwrap_or_else(|| (stored.iter().cloned().collect(), stored.is_none()));
+        let (superseded, created) = match chained {
+            Some(chain) => chain,
+            // Updated, but not in the store: deleted meanwhile (never a stand-in for it).
+            None if stored.is_none() && !created => {
+                entries.remove(&key);
+                return;
+            }
+            None => (stored.iter().cloned().collect(), stored.is_none()),
+        };
         entries.insert(
             key,
             FreshEntry::Written {
@@ -696,13 +713,25 @@ mod tests {
     fn a_create_followed_by_a_write_stands_until_the_store_shows_it() {
         let (s, mut w) = store(&[]);
         let fresh = Fresh::new(s);
-        fresh.remember(cm("1", "u"));
+        fresh.remember_created(cm("1", "u"));
         fresh.remember(cm("2", "u"));
         assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("2"));
         w.apply_watcher_event(&Event::Apply(cm("1", "u")));
         assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("2"));
         w.apply_watcher_event(&Event::Apply(cm("2", "u")));
         assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("2"));
+    }
+
+    /// An out-of-band delete: the operator's own delete of the Pod answers with the Pod
+    /// still terminating, after the store already dropped it. It must not come back as a
+    /// stand-in (it once did, for a minute, holding an Instance in Terminating:Proceed).
+    #[test]
+    fn an_update_answer_for_an_object_the_store_dropped_is_not_a_stand_in() {
+        let (s, _w) = store(&[]);
+        let fresh = Fresh::new(s);
+        fresh.remember(cm("10", "u"));
+        assert!(fresh.get("ns", "x").is_none());
+        assert!(fresh.lock().is_empty());
     }
 
     #[test]
@@ -754,7 +783,7 @@ mod tests {
     fn a_create_stands_in_until_the_store_shows_it_and_updates_do_not_resurrect() {
         let (s, mut w) = store(&[]);
         let fresh = Fresh::new(s);
-        fresh.remember(cm("10", "u"));
+        fresh.remember_created(cm("10", "u"));
         assert!(
             fresh.get("ns", "x").is_some(),
             "just created: not yet in the store"

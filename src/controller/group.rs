@@ -334,7 +334,7 @@ async fn launch(
         ctx.expectations.expect_create(group_uid, &name);
         match api.create(&PostParams::default(), &inst).await {
             Ok(created) => {
-                ctx.fresh_instances.remember(created);
+                ctx.fresh_instances.remember_created(created);
                 let note = match replaces {
                     Some(old) => format!("launched Instance {name} to replace {old}"),
                     None => format!("launched Instance {name}"),

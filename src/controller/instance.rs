@@ -340,7 +340,7 @@ async fn act(
             let pod = build_pod(inst);
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(created) => {
-                    ctx.fresh_pods.remember(created);
+                    ctx.fresh_pods.remember_created(created);
                     ctx.events
                         .normal(
                             &reference,

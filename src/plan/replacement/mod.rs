@@ -439,10 +439,8 @@ pub fn in_flight_units(instances: &[InstanceView]) -> BTreeSet<String> {
             continue;
         }
         // Still starting, or ready while its old Instance has yet to be told to leave.
-        let ready_awaiting_old = r.is_in_service_and_healthy()
-            && index
-                .get(old)
-                .is_some_and(|o| is_candidate(o) && o.replaces.as_deref() != Some(&r.name));
+        let ready_awaiting_old =
+            r.is_in_service_and_healthy() && index.get(old).is_some_and(|o| is_candidate(o));
         if !settled(r) || ready_awaiting_old {
             units.insert(old.to_string());
         }
