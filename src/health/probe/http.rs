@@ -31,10 +31,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{Builder, Connection, SendRequest};
 use hyper::header::{ACCEPT, CONNECTION, CONTENT_LENGTH, HOST, HeaderValue, TRANSFER_ENCODING};
-use hyper::http::{Request, Uri, Version};
+use hyper::http::{Request, Version};
 use hyper_util::rt::TokioIo;
 
 use super::conn::{Conn, connect};
+#[cfg(test)]
+use super::plan::{StatusSet, request_uri, sanitize_path};
 use super::plan::{TargetPlan, USER_AGENT};
 use super::{ProbeResult, ResultClass};
 
@@ -306,76 +308,6 @@ pub(super) fn http_result(plan: &TargetPlan, status: u16) -> ProbeResult {
             ResultClass::HttpStatus
         },
         evidence: format!("HTTP {status} from {}", plan.description),
-    }
-}
-
-/// Percent-encodes bytes that cannot appear in a request line (blanks, controls, non-ASCII).
-pub(super) fn sanitize_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len() + 1);
-    if !path.starts_with('/') {
-        out.push('/');
-    }
-    for b in path.bytes() {
-        if b.is_ascii_graphic() {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The request target of a [sanitized](sanitize_path) path for hyper. The few printable
-/// characters that [`Uri`] refuses (`"<>\^`{|}` in some positions) are percent-encoded; the
-/// path is otherwise sent as the hand-written client sends it (a `#fragment` is not sent).
-pub(super) fn request_uri(path: &str) -> Uri {
-    if let Ok(uri) = Uri::try_from(path) {
-        return uri;
-    }
-    let mut encoded = String::with_capacity(path.len() + 8);
-    for c in path.chars() {
-        if matches!(c, '"' | '<' | '>' | '\\' | '^' | '`' | '{' | '|' | '}') {
-            encoded.push_str(&format!("%{:02X}", c as u32));
-        } else {
-            encoded.push(c);
-        }
-    }
-    Uri::try_from(encoded).unwrap_or_else(|_| Uri::from_static("/"))
-}
-
-/// The statuses an HTTP probe accepts, e.g. `200-399` or `200,204,300-308`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusSet(Vec<(u16, u16)>);
-
-impl Default for StatusSet {
-    fn default() -> Self {
-        Self(vec![(200, 399)])
-    }
-}
-
-impl StatusSet {
-    /// Parses a list of codes and ranges; parts that cannot be understood are skipped, and an
-    /// empty result means the default `200-399` (the API server validates the field).
-    pub fn parse(spec: &str) -> Self {
-        let ranges: Vec<(u16, u16)> = spec
-            .split(',')
-            .filter_map(|part| {
-                let part = part.trim();
-                let (a, b) = part.split_once('-').unwrap_or((part, part));
-                let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
-                (a <= b).then_some((a, b))
-            })
-            .collect();
-        if ranges.is_empty() {
-            Self::default()
-        } else {
-            Self(ranges)
-        }
-    }
-
-    /// Whether `status` is accepted.
-    pub fn contains(&self, status: u16) -> bool {
-        self.0.iter().any(|&(a, b)| (a..=b).contains(&status))
     }
 }
 

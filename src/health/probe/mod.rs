@@ -94,7 +94,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 
 pub use self::counter::ProbeCounter;
-pub use self::http::StatusSet;
+pub use self::plan::StatusSet;
 use crate::api::Probe;
 pub use crate::api::types::{ProbeKind, ResultClass};
 use crate::telemetry::Metrics;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use hyper::http::{HeaderValue, Uri};
 
-use super::http::{StatusSet, request_uri, sanitize_path};
 use super::{ProbeKind, ProbeTarget};
 use crate::api::Scheme;
 
@@ -94,5 +93,75 @@ impl TargetPlan {
             unhealthy_threshold: p.unhealthy_threshold,
             description: format!("{host}{path}"),
         }
+    }
+}
+
+/// Percent-encodes bytes that cannot appear in a request line (blanks, controls, non-ASCII).
+pub(super) fn sanitize_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 1);
+    if !path.starts_with('/') {
+        out.push('/');
+    }
+    for b in path.bytes() {
+        if b.is_ascii_graphic() {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The request target of a [sanitized](sanitize_path) path for hyper. The few printable
+/// characters that [`Uri`] refuses (`"<>\^`{|}` in some positions) are percent-encoded; the
+/// path is otherwise sent as the hand-written client sends it (a `#fragment` is not sent).
+pub(super) fn request_uri(path: &str) -> Uri {
+    if let Ok(uri) = Uri::try_from(path) {
+        return uri;
+    }
+    let mut encoded = String::with_capacity(path.len() + 8);
+    for c in path.chars() {
+        if matches!(c, '"' | '<' | '>' | '\\' | '^' | '`' | '{' | '|' | '}') {
+            encoded.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            encoded.push(c);
+        }
+    }
+    Uri::try_from(encoded).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// The statuses an HTTP probe accepts, e.g. `200-399` or `200,204,300-308`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet(Vec<(u16, u16)>);
+
+impl Default for StatusSet {
+    fn default() -> Self {
+        Self(vec![(200, 399)])
+    }
+}
+
+impl StatusSet {
+    /// Parses a list of codes and ranges; parts that cannot be understood are skipped, and an
+    /// empty result means the default `200-399` (the API server validates the field).
+    pub fn parse(spec: &str) -> Self {
+        let ranges: Vec<(u16, u16)> = spec
+            .split(',')
+            .filter_map(|part| {
+                let part = part.trim();
+                let (a, b) = part.split_once('-').unwrap_or((part, part));
+                let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+                (a <= b).then_some((a, b))
+            })
+            .collect();
+        if ranges.is_empty() {
+            Self::default()
+        } else {
+            Self(ranges)
+        }
+    }
+
+    /// Whether `status` is accepted.
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.iter().any(|&(a, b)| (a..=b).contains(&status))
     }
 }
