@@ -259,6 +259,50 @@ impl<K> Reconciled for K where
 {
 }
 
+/// Applies `status` to `obj` (server-side apply, the operator's field manager), guarded by
+/// the resourceVersion it was computed from: a status computed from a stale copy gets 409
+/// (and the reconcile runs again on the newer one). The written object goes into `fresh`; a
+/// conflict drops what `fresh` held of it.
+pub async fn apply_status<K: Reconciled>(
+    client: &Client,
+    fresh: &Fresh<K>,
+    obj: &K,
+    status: &impl serde::Serialize,
+) -> Result<(), Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": { "resourceVersion": obj.resource_version() },
+        "status": status,
+    });
+    let written = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(super::error::kube_err(format!(
+            "writing the status of {} {ns}/{name}",
+            K::kind(&())
+        )));
+    match written {
+        Ok(written) => {
+            fresh.remember(written);
+            Ok(())
+        }
+        Err(e) => {
+            if e.kind() == ErrorKind::Conflict {
+                fresh.forget(&ns, &name);
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Field manager of the `Stalled` condition: apart from the status the reconcilers own, so
 /// each writer's apply leaves the other's fields alone.
 pub const STALLED_MANAGER: &str = "autoheal-stalled";

@@ -27,7 +27,7 @@ use futures::StreamExt;
 use crate::api::{
     ANNOTATION_REPLACES, ANNOTATION_TEMPLATE_HASH, ANNOTATION_TERMINATION_REASON, FINALIZER_GROUP,
     FINALIZER_INSTANCE, Instance, InstanceSpec, LABEL_GROUP, LABEL_INSTANCE, ScalingGroup,
-    ScalingGroupStatus, group_selector,
+    group_selector,
 };
 use crate::plan::InstanceView;
 use crate::plan::capacity::GroupAction;
@@ -35,8 +35,8 @@ use crate::plan::group::{self as group_plan, GroupInputs, template_hash};
 use crate::plan::lifecycle;
 use crate::plan::replacement::{EventType, ReplacementPlan};
 
-use super::context::{Context, FIELD_MANAGER, Key, RESYNC, store_lags_or_gone};
-use super::error::{Error, ErrorKind, is_status, kube_err};
+use super::context::{Context, Key, RESYNC, apply_status, store_lags_or_gone};
+use super::error::{Error, is_status, kube_err};
 use super::instance::finalizer_patch;
 
 /// The controller name in metrics and logs.
@@ -124,7 +124,7 @@ async fn reconcile_inner(
     // Record first (the replacement memory and the conditions; counts come from the store's
     // view and catch up on the next reconcile)...
     if plan.status_changed {
-        write_status(ctx, &api, &group, &plan.status).await?;
+        apply_status(&ctx.client, &ctx.fresh_groups, group.as_ref(), &plan.status).await?;
     }
     // ...then announce (replacement Events go out before the actions they announce)...
     emit_replacement_events(ctx, &group, &members, plan.replacement.as_ref()).await;
@@ -217,46 +217,6 @@ async fn emit_replacement_events(
                         .await
                 }
             }
-        }
-    }
-}
-
-/// Applies the group's status, guarded by the resourceVersion it was computed from: a status
-/// computed from a stale copy gets 409 (and the reconcile runs again on the newer one).
-async fn write_status(
-    ctx: &Context,
-    api: &Api<ScalingGroup>,
-    group: &ScalingGroup,
-    status: &ScalingGroupStatus,
-) -> Result<(), Error> {
-    let ns = group.namespace().unwrap_or_default();
-    let name = group.name_any();
-    let patch = json!({
-        "apiVersion": "autoheal.dev/v1alpha1",
-        "kind": "ScalingGroup",
-        "metadata": { "resourceVersion": group.resource_version() },
-        "status": status,
-    });
-    let written = api
-        .patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(kube_err(format!(
-            "writing the status of ScalingGroup {ns}/{name}"
-        )));
-    match written {
-        Ok(written) => {
-            ctx.fresh_groups.remember(written);
-            Ok(())
-        }
-        Err(e) => {
-            if e.kind() == ErrorKind::Conflict {
-                ctx.fresh_groups.forget(&ns, &name);
-            }
-            Err(e)
         }
     }
 }

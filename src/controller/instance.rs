@@ -29,8 +29,8 @@ use crate::api::{
 use crate::health::{self, HealthEvent, HealthInputs, ProbeTarget, assess};
 use crate::plan::lifecycle::{self, Facts, Note, PodAction, PodFacts, Record, TerminationReason};
 
-use super::context::{Context, FIELD_MANAGER, Key, RESYNC, controlled_by, store_lags_or_gone};
-use super::error::{Error, ErrorKind, is_status, kube_err};
+use super::context::{Context, Key, RESYNC, apply_status, controlled_by, store_lags_or_gone};
+use super::error::{Error, is_status, kube_err};
 
 /// The controller name in metrics and logs.
 pub const CONTROLLER: &str = "instance";
@@ -161,7 +161,7 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
         .conditions
         .retain(|c| crate::api::INSTANCE_HEALTH_CONDITIONS.contains(&c.type_.as_str()));
     if status != stored_own {
-        write_status(&api, &inst, &status, ctx).await?;
+        apply_status(&ctx.client, &ctx.fresh_instances, inst.as_ref(), &status).await?;
     }
     let reference = inst.object_ref(&());
     report_notes(ctx, &key, &reference, &step.notes).await;
@@ -253,45 +253,6 @@ pub fn pod_facts(pod: Option<&Pod>) -> PodFacts {
             .get(LABEL_IN_SERVICE)
             .is_some_and(|v| v == "true"),
         being_deleted: pod.metadata.deletion_timestamp.is_some(),
-    }
-}
-
-/// Applies the Instance's status, guarded by the resourceVersion it was computed from: a
-/// status computed from a stale copy gets 409 (and the reconcile runs again on the newer one).
-async fn write_status(
-    api: &Api<Instance>,
-    inst: &Instance,
-    status: &InstanceStatus,
-    ctx: &Context,
-) -> Result<(), Error> {
-    let ns = inst.namespace().unwrap_or_default();
-    let name = inst.name_any();
-    let patch = json!({
-        "apiVersion": "autoheal.dev/v1alpha1",
-        "kind": "Instance",
-        "metadata": { "resourceVersion": inst.resource_version() },
-        "status": status,
-    });
-    match api
-        .patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(kube_err(format!(
-            "writing the status of Instance {ns}/{name}"
-        ))) {
-        Ok(written) => {
-            ctx.fresh_instances.remember(written);
-            Ok(())
-        }
-        Err(e) => {
-            if e.kind() == ErrorKind::Conflict {
-                ctx.fresh_instances.forget(&ns, &name);
-            }
-            Err(e)
-        }
     }
 }
 
