@@ -76,6 +76,15 @@ pub async fn client() -> anyhow::Result<Client> {
 /// How long a graceful shutdown waits for in-flight reconciles before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// How long a reconcile waits for more changes of the same object before it starts
+/// (kube-runtime's trailing debounce). Short: every step of a replacement is one hop through
+/// a watch and a reconcile, and each hop pays it; long enough to fold the burst of watch
+/// events one write causes (an Instance status write and its Pod's, say) into one reconcile.
+pub const RECONCILE_DEBOUNCE: Duration = Duration::from_millis(20);
+
+/// How long a graceful shutdown waits, after the reconciles, for queued Events to be written.
+pub const EVENT_FLUSH_GRACE: Duration = Duration::from_secs(5);
+
 /// Runs the operator until SIGINT/SIGTERM (Ok) or until leadership is lost (Err: the process
 /// exits and a fresh one competes again).
 ///
@@ -309,7 +318,7 @@ async fn run_controllers(
         config.settings,
     ));
 
-    let controller_config = ControllerConfig::default().debounce(Duration::from_millis(100));
+    let controller_config = ControllerConfig::default().debounce(RECONCILE_DEBOUNCE);
 
     let group_controller = Controller::for_stream(take(&mut group_triggers), groups)
         .with_config(controller_config.clone())
@@ -394,6 +403,9 @@ async fn run_controllers(
         _ = controllers => {
             if *stopping.borrow() {
                 admin.set_ready(false);
+                if !ctx.events.flush(EVENT_FLUSH_GRACE).await {
+                    tracing::warn!(grace = ?EVENT_FLUSH_GRACE, "Events still unwritten at shutdown");
+                }
                 return Ok(());
             }
             tracing::error!("the controllers stopped");
