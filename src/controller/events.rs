@@ -411,11 +411,7 @@ mod tests {
         let gate = Arc::new(Semaphore::new(0));
         let received = Arc::new(AtomicUsize::new(0));
         let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
-        let sink = EventSink::new(
-            gated_client(gate.clone(), received.clone()),
-            "test",
-            clock,
-        );
+        let sink = EventSink::new(gated_client(gate.clone(), received.clone()), "test", clock);
         let published = async {
             for n in 0..10 {
                 sink.normal(&regarding(), "Step", "Test", format!("step {n}"))
