@@ -60,6 +60,18 @@ async fn the_kubectl_journey_from_install_to_delete() {
         "--timeout=180s",
     ]);
 
+    // kstatus, as GitOps tools read it: settled, not stalled.
+    for settled in ["Reconciling=False", "Stalled=False"] {
+        env.kubectl(&[
+            "-n",
+            ns,
+            "wait",
+            &format!("--for=condition={settled}"),
+            "sg/web",
+            "--timeout=60s",
+        ]);
+    }
+
     // The columns of `kubectl get`.
     let groups = env.kubectl(&["-n", ns, "get", "sg"]);
     for column in [

@@ -51,9 +51,14 @@ pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_SCALING_LIMITED: &str = "ScalingLimited";
 /// Group condition type: whether Unhealthy Instances may be replaced now.
 pub const CONDITION_REPLACEMENT_ALLOWED: &str = "ReplacementAllowed";
+/// Group condition type (kstatus): True while the group works towards its desired state
+/// (scaling, replacing, draining on deletion); False once it is there or stalled.
+pub const CONDITION_RECONCILING: &str = "Reconciling";
 /// Condition type on both kinds (kstatus): the object cannot progress until a person acts;
 /// set with reason `RequestRefused` when the API server keeps refusing the operator's
-/// requests for it (RBAC, validation, an admission policy or webhook).
+/// requests for it (RBAC, validation, an admission policy or webhook), and on a group by the
+/// group step when it is not Ready and waits on a person (the breaker, failing replacements,
+/// a pause or a suspended process), with the reason of what holds it.
 pub const CONDITION_STALLED: &str = "Stalled";
 /// Instance condition type: the aggregate verdict.
 pub const CONDITION_HEALTHY: &str = "Healthy";
@@ -74,6 +79,9 @@ pub const INSTANCE_HEALTH_CONDITIONS: [&str; 4] = [
 /// Reason of `Stalled` and of its Warning Event: the API server refused a request the
 /// operator needs (403, 400 or 422), which retrying cannot fix.
 pub const REASON_REQUEST_REFUSED: &str = "RequestRefused";
+/// Reason of `Stalled=False` on a group once a refusal streak ends (the group step decides
+/// `Stalled` from then on).
+pub const REASON_REQUESTS_ACCEPTED: &str = "RequestsAccepted";
 /// Event reason of a Warning Event for an annotation value that cannot be understood.
 pub const REASON_ANNOTATION_NOT_UNDERSTOOD: &str = "AnnotationNotUnderstood";
 

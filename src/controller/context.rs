@@ -11,7 +11,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 
-use crate::api::{CONDITION_STALLED, Instance, REASON_REQUEST_REFUSED, ScalingGroup};
+use crate::api::{
+    CONDITION_STALLED, Instance, REASON_REQUEST_REFUSED, REASON_REQUESTS_ACCEPTED, ScalingGroup,
+};
 use crate::clock::Clock;
 use crate::health::ProbeEngine;
 use crate::plan::replacement::Backoff;
@@ -318,6 +320,16 @@ async fn set_stalled<K: Reconciled>(ctx: &Context, key: &Key, message: Option<&s
             "status": "True",
             "reason": REASON_REQUEST_REFUSED,
             "message": message.chars().take(32 * 1024).collect::<String>(),
+            "lastTransitionTime": crate::plan::lifecycle::ceil_to_second(ctx.clock.now()),
+        }]),
+        // On a group the group step also decides `Stalled` (and co-owns the item once it
+        // has applied it): the report hands it back as False rather than removing it, which
+        // would leave the group step's share of the item behind without its required fields.
+        None if K::kind(&()) == ScalingGroup::kind(&()) => serde_json::json!([{
+            "type": CONDITION_STALLED,
+            "status": "False",
+            "reason": REASON_REQUESTS_ACCEPTED,
+            "message": "the API server accepts the operator's requests again",
             "lastTransitionTime": crate::plan::lifecycle::ceil_to_second(ctx.clock.now()),
         }]),
         None => serde_json::json!([]),

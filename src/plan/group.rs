@@ -10,7 +10,10 @@
 //!    breaker → budget → strategy; skipped while the group is being deleted;
 //! 4. **merge** ([`merge_actions`]): one ordered list of actions;
 //! 5. **status** ([`status`]): counts, the bounded instance list, the replacement memory and
-//!    the group's own conditions, recorded before any action is taken.
+//!    the group's own conditions, recorded before any action is taken. The kstatus pair
+//!    ([`kstatus`]) follows from the others: a group not Ready is either `Reconciling` (it
+//!    gets there by itself) or `Stalled` (it waits on a person), so `kubectl wait`, Flux,
+//!    Argo CD and kpt read it as the convention says.
 //!
 //! The reconciler in `controller::group` only applies the result.
 
@@ -20,9 +23,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::api::conditions::{DesiredCondition, find, settle};
+use crate::api::names::reason;
 use crate::api::{
-    ANNOTATION_RESET_REPLACEMENT_FAILURES, CONDITION_READY, CONDITION_REPLACEMENT_ALLOWED,
-    CONDITION_SCALING_LIMITED, ScalingGroup, ScalingGroupStatus, annotations, group_selector,
+    ANNOTATION_RESET_REPLACEMENT_FAILURES, CONDITION_READY, CONDITION_RECONCILING,
+    CONDITION_REPLACEMENT_ALLOWED, CONDITION_SCALING_LIMITED, CONDITION_STALLED,
+    REASON_REQUEST_REFUSED, ScalingGroup, ScalingGroupStatus, annotations, group_selector,
 };
 
 use super::InstanceView;
@@ -32,12 +37,31 @@ use super::replacement::{
     self, Backoff, ReplacementInputs, ReplacementMemory, ReplacementPlan, replacement_targets,
 };
 
-/// The condition types the group step owns on a ScalingGroup; others belong to other
-/// managers and are left alone.
-pub const GROUP_CONDITIONS: [&str; 3] = [
+/// The condition types the group step owns on a ScalingGroup (but a `Stalled` with reason
+/// `RequestRefused`, which the refusal report owns); others belong to other managers and are
+/// left alone.
+pub const GROUP_CONDITIONS: [&str; 5] = [
     CONDITION_READY,
     CONDITION_SCALING_LIMITED,
     CONDITION_REPLACEMENT_ALLOWED,
+    CONDITION_RECONCILING,
+    CONDITION_STALLED,
+];
+
+/// `ReplacementAllowed=False` reasons that only a person ends.
+const STALLING_REPLACEMENT_REASONS: [&str; 4] = [
+    reason::TOO_MANY_UNHEALTHY,
+    reason::KEEP_FAILING,
+    reason::SUSPENDED,
+    reason::PAUSED,
+];
+
+/// `ScalingLimited=True` reasons that only a person ends.
+const STALLING_LIMIT_REASONS: [&str; 4] = [
+    "Paused",
+    "LaunchSuspended",
+    "TerminateSuspended",
+    "ProtectedFromScaleIn",
 ];
 
 /// Everything the group step looks at.
@@ -220,6 +244,23 @@ pub fn status(
         }
         None => ReplacementMemory::from_status(&stored).write_to(&mut status),
     }
+    let replacement_allowed = decided
+        .iter()
+        .find(|c| c.type_ == CONDITION_REPLACEMENT_ALLOWED)
+        .cloned()
+        .or_else(|| {
+            find(&stored.conditions, CONDITION_REPLACEMENT_ALLOWED).map(|c| DesiredCondition {
+                type_: c.type_.clone(),
+                status: if c.status == "True" { "True" } else { "False" },
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            })
+        });
+    let (reconciling, stalled) = kstatus(&decided[0], &decided[1], replacement_allowed.as_ref());
+    decided.push(reconciling);
+    if !refusal_reported(&stored) {
+        decided.push(stalled);
+    }
     let decided_types: Vec<String> = decided.iter().map(|c| c.type_.clone()).collect();
     let mut conditions = settle(
         &stored.conditions,
@@ -237,11 +278,70 @@ pub fn status(
     status
 }
 
+/// The kstatus conditions `(Reconciling, Stalled)` that follow from `Ready`, `ScalingLimited`
+/// and `ReplacementAllowed`: Ready → neither; not Ready and held by something only a person
+/// ends (the breaker, failing replacements, a pause, a suspended process, protection from
+/// scale-in) → `Stalled=True` with that reason and message; else `Reconciling=True` with
+/// Ready's reason and message (scaling out or in, Instances not yet InService and Healthy,
+/// draining on deletion).
+pub fn kstatus(
+    ready: &DesiredCondition,
+    scaling_limited: &DesiredCondition,
+    replacement_allowed: Option<&DesiredCondition>,
+) -> (DesiredCondition, DesiredCondition) {
+    let settled = |type_: &str, reason: &str, message: &str| {
+        DesiredCondition::new(type_, false, reason, message)
+    };
+    if ready.status == "True" {
+        return (
+            settled(
+                CONDITION_RECONCILING,
+                "Settled",
+                "the group is at its desired state",
+            ),
+            settled(CONDITION_STALLED, "Progressing", "nothing holds the group"),
+        );
+    }
+    let held = replacement_allowed
+        .filter(|c| {
+            c.status == "False" && STALLING_REPLACEMENT_REASONS.contains(&c.reason.as_str())
+        })
+        .or(Some(scaling_limited)
+            .filter(|c| c.status == "True" && STALLING_LIMIT_REASONS.contains(&c.reason.as_str())));
+    match held {
+        Some(hold) if ready.reason != "Deleting" => (
+            settled(
+                CONDITION_RECONCILING,
+                "Stalled",
+                format!("not progressing: {}", hold.reason).as_str(),
+            ),
+            DesiredCondition::new(
+                CONDITION_STALLED,
+                true,
+                &hold.reason,
+                format!("{} ({})", hold.message, ready.message),
+            ),
+        ),
+        _ => (
+            DesiredCondition::new(CONDITION_RECONCILING, true, &ready.reason, &ready.message),
+            settled(CONDITION_STALLED, "Progressing", "nothing holds the group"),
+        ),
+    }
+}
+
+/// Whether the stored `Stalled` is the refusal report's (reason `RequestRefused`): then the
+/// group step neither decides nor applies `Stalled` until the report clears it.
+fn refusal_reported(stored: &ScalingGroupStatus) -> bool {
+    find(&stored.conditions, CONDITION_STALLED).is_some_and(|c| c.reason == REASON_REQUEST_REFUSED)
+}
+
 /// The part of a stored status the group step owns (other managers' conditions left out).
 pub fn own_part(stored: &ScalingGroupStatus) -> ScalingGroupStatus {
     let mut own = stored.clone();
-    own.conditions
-        .retain(|c| GROUP_CONDITIONS.contains(&c.type_.as_str()));
+    own.conditions.retain(|c| {
+        GROUP_CONDITIONS.contains(&c.type_.as_str())
+            && !(c.type_ == CONDITION_STALLED && c.reason == REASON_REQUEST_REFUSED)
+    });
     own
 }
 
@@ -353,11 +453,112 @@ mod tests {
         let mut stored = first.status.clone();
         stored
             .conditions
-            .push(condition("Stalled", "True", "SomeoneElse"));
+            .push(condition("example.com/Audited", "True", "SomeoneElse"));
         g.status = Some(stored);
         let p = plan_of(&g);
         assert!(!p.status_changed, "a foreign condition forces no write");
-        assert!(p.status.conditions.iter().all(|c| c.type_ != "Stalled"));
+        assert!(
+            p.status
+                .conditions
+                .iter()
+                .all(|c| c.type_ != "example.com/Audited")
+        );
+    }
+
+    #[test]
+    fn a_refusal_report_keeps_stalled_until_it_clears_it() {
+        let mut g = group(0);
+        let first = plan_of(&g);
+        let mut stored = first.status.clone();
+        stored.conditions.retain(|c| c.type_ != CONDITION_STALLED);
+        stored
+            .conditions
+            .push(condition(CONDITION_STALLED, "True", REASON_REQUEST_REFUSED));
+        g.status = Some(stored.clone());
+        let p = plan_of(&g);
+        assert!(
+            p.status
+                .conditions
+                .iter()
+                .all(|c| c.type_ != CONDITION_STALLED),
+            "the refusal report's Stalled is neither applied nor overwritten"
+        );
+        assert!(!p.status_changed, "nor compared");
+        // Cleared by the report: the group step decides Stalled again.
+        stored.conditions.retain(|c| c.type_ != CONDITION_STALLED);
+        g.status = Some(stored);
+        let p = plan_of(&g);
+        assert_eq!(
+            find(&p.status.conditions, CONDITION_STALLED).map(|c| c.status.as_str()),
+            Some("False")
+        );
+        assert!(p.status_changed);
+    }
+
+    fn ready(ok: bool, reason: &str) -> DesiredCondition {
+        DesiredCondition::new(CONDITION_READY, ok, reason, format!("ready: {reason}"))
+    }
+
+    fn allowed(ok: bool, reason: &str) -> DesiredCondition {
+        DesiredCondition::new(CONDITION_REPLACEMENT_ALLOWED, ok, reason, "breaker says so")
+    }
+
+    fn within_limits() -> DesiredCondition {
+        DesiredCondition::new(CONDITION_SCALING_LIMITED, false, "WithinLimits", "")
+    }
+
+    #[test]
+    fn kstatus_ready_is_neither_reconciling_nor_stalled() {
+        let (r, s) = kstatus(
+            &ready(true, "AllInService"),
+            &within_limits(),
+            Some(&allowed(true, reason::ALLOWED)),
+        );
+        assert_eq!((r.status, s.status), ("False", "False"));
+    }
+
+    #[test]
+    fn kstatus_not_ready_on_its_way_is_reconciling_with_readys_reason() {
+        for why in ["ScalingOut", "ScalingIn", "InstancesNotReady", "Deleting"] {
+            let (r, s) = kstatus(
+                &ready(false, why),
+                &within_limits(),
+                Some(&allowed(true, reason::BACKING_OFF)),
+            );
+            assert_eq!((r.status, r.reason.as_str()), ("True", why));
+            assert_eq!(s.status, "False");
+        }
+    }
+
+    #[test]
+    fn kstatus_held_by_what_only_a_person_ends_is_stalled_with_that_reason() {
+        for why in STALLING_REPLACEMENT_REASONS {
+            let (r, s) = kstatus(
+                &ready(false, "InstancesNotReady"),
+                &within_limits(),
+                Some(&allowed(false, why)),
+            );
+            assert_eq!((s.status, s.reason.as_str()), ("True", why));
+            assert!(s.message.contains("breaker says so") && s.message.contains("ready:"));
+            assert_eq!(r.status, "False");
+        }
+        for why in STALLING_LIMIT_REASONS {
+            let limited = DesiredCondition::new(CONDITION_SCALING_LIMITED, true, why, "held");
+            let (_, s) = kstatus(&ready(false, "ScalingOut"), &limited, None);
+            assert_eq!((s.status, s.reason.as_str()), ("True", why));
+        }
+        // A deleted group drains by itself whatever holds replacement.
+        let (r, s) = kstatus(
+            &ready(false, "Deleting"),
+            &within_limits(),
+            Some(&allowed(false, reason::TOO_MANY_UNHEALTHY)),
+        );
+        assert_eq!((r.status, s.status), ("True", "False"));
+        // A limit that ends by itself (bounds) does not stall.
+        let bounded =
+            DesiredCondition::new(CONDITION_SCALING_LIMITED, true, "AboveMaxSize", "clamped");
+        let (r, _) = kstatus(&ready(false, "ScalingIn"), &bounded, None);
+        assert_eq!(r.status, "True");
     }
 
     #[test]
