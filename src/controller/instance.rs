@@ -447,11 +447,21 @@ async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Resu
         }
     }
     if inst.finalizers().iter().any(|f| f == FINALIZER_INSTANCE) {
-        // The delete above may have changed the object: patch the latest copy.
-        let latest = match api.get_opt(&name).await {
-            Ok(Some(latest)) => latest,
-            Ok(None) => return Ok(Action::await_change()),
-            Err(e) => return Err(kube_err(format!("reading Instance {ns}/{name}"))(e)),
+        // The delete above may have changed the object: then patch the latest copy. Already
+        // deleted, the freshest copy this operator knows (its own status write included) is
+        // current enough: the patch is guarded by its resourceVersion, so a stale one gets
+        // 409 and the reconcile retries.
+        let known = ctx
+            .instance(&ns, &name)
+            .filter(|i| i.uid() == inst.uid() && i.metadata.deletion_timestamp.is_some());
+        let latest = if let Some(known) = known {
+            (*known).clone()
+        } else {
+            match api.get_opt(&name).await {
+                Ok(Some(latest)) => latest,
+                Ok(None) => return Ok(Action::await_change()),
+                Err(e) => return Err(kube_err(format!("reading Instance {ns}/{name}"))(e)),
+            }
         };
         let finalizers: Vec<String> = latest
             .finalizers()
