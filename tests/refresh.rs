@@ -96,6 +96,8 @@ struct Stats {
     /// When each Instance was first seen leaving with reason Refresh (operator clock, from its
     /// state history).
     refresh_terminations: BTreeMap<String, i64>,
+    /// Every Instance name seen.
+    seen: BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -136,6 +138,7 @@ impl Observer {
                 let mut sh = s.lock().unwrap();
                 match event {
                     watcher::Event::Apply(i) | watcher::Event::InitApply(i) => {
+                        sh.stats.seen.insert(i.name_any());
                         let reason = i.status.as_ref().and_then(|s| s.termination_reason.clone());
                         if leaving(&i) && reason.as_deref() == Some("Refresh") {
                             let at = i
@@ -615,4 +618,142 @@ async fn controller_revisions_keep_a_bounded_history() {
         "autoheal.dev/group=web",
     ]);
     assert_eq!(out.lines().count(), 4, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_of_twenty_survives_operator_sigkills() {
+    use rand::RngExt;
+    let env = Env::new("refresh-kill").await;
+    let mut op = env.operator();
+    env.apply_group(&group("web", 20, 90, 100).max(20).build())
+        .await;
+    let before = env.wait_in_service("web", 20).await;
+    let observer = Observer::start(&env, "web").await;
+    set_image(&env, "web", "registry.example/web:2").await;
+    let groups = env.groups();
+    let mut kills = 0;
+    loop {
+        let r = groups.get("web").await.ok().as_ref().and_then(refresh_of);
+        if r.is_some_and(|r| r.status == RefreshState::Successful) || kills >= 12 {
+            break;
+        }
+        let wait = rand::rng().random_range(0..2500);
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        op.sigkill();
+        op.restart();
+        kills += 1;
+    }
+    let done = wait_refresh(&env, "web", RefreshState::Successful).await;
+    let new = refresh_of(&done).unwrap().target_revision;
+    let after = wait_all_on(&env, "web", 20, &new).await;
+    let stats = observer.stats();
+    eprintln!("{kills} SIGKILLs during the refresh");
+    assert!(kills >= 3, "the operator was killed during the refresh");
+    // Each old Instance was terminated once and replaced once: 20 old + 20 new seen, no more.
+    assert_eq!(stats.refresh_terminations.len(), 20, "{stats:?}");
+    assert!(
+        before
+            .iter()
+            .all(|b| stats.refresh_terminations.contains_key(&b.name_any()))
+    );
+    assert_eq!(
+        stats.seen.len(),
+        40,
+        "no Instance replaced twice: {:?}",
+        stats.seen
+    );
+    assert!(after.iter().all(|i| stats.seen.contains(&i.name_any())));
+    assert!(
+        stats.min_serving.unwrap() >= 18,
+        "InService+Healthy went down to {:?}",
+        stats.min_serving
+    );
+    assert!(stats.max_counting <= 20, "{} instances", stats.max_counting);
+    assert_non_decreasing(&stats.percentages);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_whose_probe_fails_rolls_back_by_itself() {
+    let env = Env::new("refresh-probe-fail").await;
+    let _op = env.operator();
+    env.apply_group(&group("web", 3, 60, 100).http_probe().build())
+        .await;
+    let before = env.wait_in_service("web", 3).await;
+    let old = revision_of(&before[0]).unwrap();
+    let mut bad = env.group("web").await;
+    bad.spec
+        .template
+        .spec
+        .pod_template
+        .0
+        .metadata
+        .get_or_insert_with(Default::default)
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(BEHAVIOR.into(), "fail".into());
+    bad.metadata.managed_fields = None;
+    bad.metadata.resource_version = None;
+    bad.status = None;
+    env.apply_group(&bad).await;
+    let done = wait_refresh(&env, "web", RefreshState::RollbackSuccessful).await;
+    let r = refresh_of(&done).unwrap();
+    assert!(
+        r.failed_instances.iter().any(|f| f.contains("503")),
+        "the evidence names the probe failure: {:?}",
+        r.failed_instances
+    );
+    wait_all_on(&env, "web", 3, &old).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_is_ignored_and_protected_instances_are_refreshed_as_asked() {
+    let env = Env::new("refresh-policies").await;
+    let _op = env.operator();
+    env.apply_group(
+        &group("web", 3, 0, 100)
+            .with_spec(|s| {
+                s.refresh.standby_instances = autoheal::api::StandbyPolicy::Ignore;
+                s.refresh.protected_instances = autoheal::api::ProtectedPolicy::Refresh;
+            })
+            .build(),
+    )
+    .await;
+    let before = env.wait_in_service("web", 3).await;
+    let old = revision_of(&before[0]).unwrap();
+    let standby = before[0].name_any();
+    let protected = before[1].name_any();
+    env.annotate_instance(&standby, "autoheal.dev/standby", Some("true"))
+        .await;
+    env.patch_instance(
+        &protected,
+        serde_json::json!({ "spec": { "protectedFromScaleIn": true } }),
+    )
+    .await;
+    env.wait_instance_state(&standby, LifecycleState::Standby)
+        .await;
+    set_image(&env, "web", "registry.example/web:2").await;
+    let done = wait_refresh(&env, "web", RefreshState::Successful).await;
+    let new = refresh_of(&done).unwrap().target_revision;
+    let after = wait_for("3 instances, none leaving", TIMEOUT, || async {
+        let all = env.group_instances("web").await;
+        (all.len() == 3 && all.iter().all(|i| !leaving(i))).then_some(all)
+    })
+    .await;
+    let kept = after.iter().find(|i| i.name_any() == standby).unwrap();
+    assert_eq!(
+        revision_of(kept),
+        Some(old),
+        "the Standby instance is ignored"
+    );
+    assert!(
+        !after.iter().any(|i| i.name_any() == protected),
+        "the protected instance was refreshed"
+    );
+    assert_eq!(
+        after
+            .iter()
+            .filter(|i| revision_of(i).as_deref() == Some(new.as_str()))
+            .count(),
+        2
+    );
 }
