@@ -11,6 +11,9 @@ pub const LABEL_GROUP: &str = "autoheal.dev/group";
 pub const LABEL_INSTANCE: &str = "autoheal.dev/instance";
 /// Label on Pods of Instances that are in service (point Services at it).
 pub const LABEL_IN_SERVICE: &str = "autoheal.dev/in-service";
+/// Label on Instances naming the revision (the group's `ControllerRevision`) they were
+/// launched from.
+pub const LABEL_REVISION: &str = "autoheal.dev/revision";
 
 /// `autoheal.dev/health`: `Unhealthy` / `Healthy` (SetInstanceHealth).
 pub const ANNOTATION_HEALTH: &str = "autoheal.dev/health";
@@ -27,6 +30,12 @@ pub const ANNOTATION_PAUSED: &str = "autoheal.dev/paused";
 /// `autoheal.dev/reset-replacement-failures` on a ScalingGroup: setting it to a value not seen
 /// before clears the consecutive replacement failure count (and `ReplacementsKeepFailing`).
 pub const ANNOTATION_RESET_REPLACEMENT_FAILURES: &str = "autoheal.dev/reset-replacement-failures";
+/// `autoheal.dev/refresh` on a ScalingGroup: any value not honoured before starts an instance
+/// refresh (the way to start one with `refresh.trigger: Manual`).
+pub const ANNOTATION_REFRESH: &str = "autoheal.dev/refresh";
+/// `autoheal.dev/cancel-refresh` on a ScalingGroup: any value not honoured before cancels the
+/// running instance refresh (or rollback).
+pub const ANNOTATION_CANCEL_REFRESH: &str = "autoheal.dev/cancel-refresh";
 /// Annotation on a replacement Instance naming the Instance it replaces.
 pub const ANNOTATION_REPLACES: &str = "autoheal.dev/replaces";
 /// Annotation on an Instance recording the hash of the group template it was launched from.
@@ -51,9 +60,16 @@ pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_SCALING_LIMITED: &str = "ScalingLimited";
 /// Group condition type: whether Unhealthy Instances may be replaced now.
 pub const CONDITION_REPLACEMENT_ALLOWED: &str = "ReplacementAllowed";
+/// Group condition type: an instance refresh (or its rollback) is running (True), or how the
+/// last one ended (False).
+pub const CONDITION_REFRESHING: &str = "Refreshing";
 /// Group condition type (kstatus): True while the group works towards its desired state
-/// (scaling, replacing, draining on deletion); False once it is there or stalled.
+/// (scaling, replacing, an instance refresh or its rollback, draining on deletion); False
+/// once it is there or stalled.
 pub const CONDITION_RECONCILING: &str = "Reconciling";
+/// Reason of `Refreshing=False` (and of its Warning Event) when a refresh failed: its
+/// replacements turned Unhealthy during warm-up or bake.
+pub const REASON_REFRESH_FAILED: &str = "RefreshFailed";
 /// Condition type on both kinds (kstatus): the object cannot progress until a person acts;
 /// set with reason `RequestRefused` when the API server keeps refusing the operator's
 /// requests for it (RBAC, validation, an admission policy or webhook), and on a group by the

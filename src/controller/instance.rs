@@ -116,6 +116,7 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
     let mut status = stored.clone();
     step.record.apply_to(&mut status);
     status.observed_generation = inst.metadata.generation;
+    status.revision = instance_revision(&inst);
     if let Some(p) = &pod {
         let pod_status = p.status.as_ref();
         if let Some(ip) = pod_status.and_then(|s| s.pod_ip.clone()) {
@@ -241,6 +242,19 @@ fn requeue(
         None if wake_at.is_some() => Action::requeue(Duration::from_millis(50)),
         None => Action::requeue(RESYNC),
     }
+}
+
+/// The revision an Instance runs: its `autoheal.dev/revision` label, else (an Instance
+/// launched before revisions were recorded) the revision name of its template hash.
+pub fn instance_revision(inst: &Instance) -> Option<String> {
+    inst.labels()
+        .get(crate::api::LABEL_REVISION)
+        .cloned()
+        .or_else(|| {
+            inst.annotations()
+                .get(crate::api::ANNOTATION_TEMPLATE_HASH)
+                .map(|h| crate::plan::revision::revision_name(&inst.spec.group_name, h))
+        })
 }
 
 fn owner_uid(inst: &Instance) -> Option<&str> {

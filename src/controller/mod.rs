@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -280,8 +281,19 @@ async fn run_controllers(
         watcher::Config::default(),
         1,
     );
+    let (revisions, _, revision_watch) = streams::fan_out(
+        api::<ControllerRevision>(&client, ns),
+        watcher::Config::default().labels(LABEL_GROUP),
+        0,
+    );
     let mut watches = tokio::task::JoinSet::new();
-    for w in [group_watch, instance_watch, pod_watch, node_watch] {
+    for w in [
+        group_watch,
+        instance_watch,
+        pod_watch,
+        node_watch,
+        revision_watch,
+    ] {
         watches.spawn(w);
     }
 
@@ -289,6 +301,7 @@ async fn run_controllers(
         groups.wait_until_ready().await?;
         instances.wait_until_ready().await?;
         pods.wait_until_ready().await?;
+        revisions.wait_until_ready().await?;
         nodes.wait_until_ready().await
     };
     tokio::time::timeout(Duration::from_secs(120), wait_stores)
@@ -305,18 +318,21 @@ async fn run_controllers(
 
     let probes = ProbeEngine::start(metrics.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        groups.clone(),
-        instances.clone(),
-        pods,
-        nodes,
-        probes.clone(),
-        metrics.clone(),
-        EventSink::new(client.clone(), identity, clock.clone()),
-        clock,
-        config.settings,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            groups.clone(),
+            instances.clone(),
+            pods,
+            nodes,
+            probes.clone(),
+            metrics.clone(),
+            EventSink::new(client.clone(), identity, clock.clone()),
+            clock,
+            config.settings,
+        )
+        .with_revisions(revisions),
+    );
 
     let controller_config = ControllerConfig::default().debounce(RECONCILE_DEBOUNCE);
 

@@ -36,8 +36,8 @@ struct Seen {
 }
 
 /// A fake API server: records every request; answers status patches of ScalingGroups with
-/// `status_code` (200: the patched group), Event creates by echoing them, and anything else
-/// with 404.
+/// `status_code` (200: the patched group), Event and ControllerRevision creates by echoing
+/// them, and anything else with 404.
 #[derive(Clone)]
 struct FakeApi {
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -85,7 +85,9 @@ impl FakeApi {
                     } else {
                         (code, status_body(code))
                     }
-                } else if path.contains("/events") && parts.method == "POST" {
+                } else if (path.contains("/events") || path.contains("/controllerrevisions"))
+                    && parts.method == "POST"
+                {
                     (201, body)
                 } else {
                     (404, status_body(404))

@@ -4,19 +4,25 @@
 //! [`plan`] runs the named sub-steps in order and merges what they decide:
 //! 1. read the group's annotations ([`crate::api::annotations::paused`]): a value not
 //!    understood is a warning and never acts;
-//! 2. **capacity** ([`capacity::plan`]): launches and scale-in terminations towards the
+//! 2. **refresh** ([`refresh::plan`]): starts, rolls, checkpoints, finishes, fails and rolls
+//!    back instance refreshes; its surge raises the capacity step's target and its
+//!    terminations (reason `Refresh`) join the actions; skipped while the group is deleted;
+//! 3. **capacity** ([`capacity::plan`]): launches and scale-in terminations towards the
 //!    desired capacity;
-//! 3. **replacement** ([`replacement::plan_replacements`]): judge past replacements →
+//! 4. **replacement** ([`replacement::plan_replacements`]): judge past replacements →
 //!    breaker → budget → strategy; skipped while the group is being deleted;
-//! 4. **merge** ([`merge_actions`]): one ordered list of actions;
-//! 5. **status** ([`status`]): counts, the bounded instance list, the replacement memory and
-//!    the group's own conditions, recorded before any action is taken. The kstatus pair
-//!    ([`kstatus`]) follows from the others: a group not Ready is either `Reconciling` (it
-//!    gets there by itself) or `Stalled` (it waits on a person), so `kubectl wait`, Flux,
-//!    Argo CD and kpt read it as the convention says.
+//! 5. **merge** ([`merge_actions`]): one ordered list of actions;
+//! 6. **revisions** ([`revision::plan`]): the current template's ControllerRevision exists
+//!    and is the newest; history beyond `revisionHistoryLimit` goes, never a revision in use;
+//! 7. **status** ([`status`]): counts, the bounded instance list, the replacement memory, the
+//!    current revision and the group's own conditions, recorded before any action is taken.
+//!    The kstatus pair ([`kstatus`]) follows from the others: a group not Ready (or
+//!    refreshing) is either `Reconciling` (it gets there by itself) or `Stalled` (it waits on
+//!    a person), so `kubectl wait`, Flux, Argo CD and kpt read it as the convention says.
 //!
 //! The reconciler in `controller::group` only applies the result.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -25,25 +31,30 @@ use kube::ResourceExt;
 use crate::api::conditions::{DesiredCondition, find, settle};
 use crate::api::names::reason;
 use crate::api::{
-    ANNOTATION_RESET_REPLACEMENT_FAILURES, CONDITION_READY, CONDITION_RECONCILING,
-    CONDITION_REPLACEMENT_ALLOWED, CONDITION_SCALING_LIMITED, CONDITION_STALLED,
-    REASON_REQUEST_REFUSED, ScalingGroup, ScalingGroupStatus, annotations, group_selector,
+    ANNOTATION_CANCEL_REFRESH, ANNOTATION_REFRESH, ANNOTATION_RESET_REPLACEMENT_FAILURES,
+    CONDITION_READY, CONDITION_RECONCILING, CONDITION_REFRESHING, CONDITION_REPLACEMENT_ALLOWED,
+    CONDITION_SCALING_LIMITED, CONDITION_STALLED, Process, REASON_REQUEST_REFUSED, ScalingGroup,
+    ScalingGroupStatus, annotations, group_selector,
 };
 
 use super::InstanceView;
 use super::capacity::{self, GroupAction, GroupFacts, Limit};
 use super::lifecycle::{TerminationReason, ceil_to_second};
+use super::refresh::{self, RefreshInputs, RefreshPlan};
 use super::replacement::{
-    self, Backoff, ReplacementInputs, ReplacementMemory, ReplacementPlan, replacement_targets,
+    self, Backoff, PlannedEvent, ReplacementInputs, ReplacementMemory, ReplacementPlan,
+    replacement_targets,
 };
+use super::revision::{self, RevisionPlan, RevisionView, revision_name};
 
 /// The condition types the group step owns on a ScalingGroup (but a `Stalled` with reason
 /// `RequestRefused`, which the refusal report owns); others belong to other managers and are
 /// left alone.
-pub const GROUP_CONDITIONS: [&str; 5] = [
+pub const GROUP_CONDITIONS: [&str; 6] = [
     CONDITION_READY,
     CONDITION_SCALING_LIMITED,
     CONDITION_REPLACEMENT_ALLOWED,
+    CONDITION_REFRESHING,
     CONDITION_RECONCILING,
     CONDITION_STALLED,
 ];
@@ -71,6 +82,8 @@ pub struct GroupInputs<'a> {
     pub group: &'a ScalingGroup,
     /// Its Instances as the store shows them, sorted by name.
     pub instances: &'a [InstanceView],
+    /// Its ControllerRevisions as the store shows them.
+    pub revisions: &'a [RevisionView],
     /// The backoff between replacement starts after failures.
     pub replacement_backoff: Backoff,
     /// The current time.
@@ -88,6 +101,14 @@ pub struct GroupPlan {
     pub actions: Vec<GroupAction>,
     /// The replacement step's decision (`None` while the group is being deleted).
     pub replacement: Option<ReplacementPlan>,
+    /// What to create, renumber and delete among the group's ControllerRevisions (nothing
+    /// while the group is being deleted).
+    pub revisions: RevisionPlan,
+    /// The template hash new Instances are launched from: `spec.template`'s, or the previous
+    /// revision's after an automatic rollback.
+    pub launch_hash: String,
+    /// The refresh step's Events (on the group).
+    pub refresh_events: Vec<PlannedEvent>,
     /// Annotation values not understood (reported as Warning Events, never acted on).
     pub warnings: Vec<String>,
     /// `ScalingLimited` turned True or changed reason: the note of a Warning Event.
@@ -108,40 +129,144 @@ pub fn plan(inputs: &GroupInputs<'_>) -> GroupPlan {
         Ok(p) => (p, Vec::new()),
         Err(e) => (false, vec![e.to_string()]),
     };
+    let current = template_hash(group);
+    let refresh = (!deleting).then(|| plan_refresh(inputs, paused, &current));
+    // The capacity step sees the refresh's terminations as leaving already, so their
+    // replacements are launched in the same pass.
+    let after_refresh: Vec<InstanceView> = match &refresh {
+        Some(r) if !r.terminate.is_empty() => inputs
+            .instances
+            .iter()
+            .cloned()
+            .map(|mut i| {
+                if r.terminate.contains(&i.name) {
+                    i.being_deleted = true;
+                    i.termination_reason = Some(TerminationReason::Refresh.as_str().into());
+                }
+                i
+            })
+            .collect(),
+        _ => inputs.instances.to_vec(),
+    };
     let capacity = capacity::plan(
         &GroupFacts {
             spec: &group.spec,
             paused,
             deleting,
+            surge: refresh.as_ref().map_or(0, |r| r.surge),
         },
-        inputs.instances,
+        &after_refresh,
     );
     let replacement = (!deleting).then(|| plan_replacement(inputs, paused));
-    let actions = merge_actions(&capacity.actions, replacement.as_ref(), inputs.instances);
+    let mut actions = merge_actions(&capacity.actions, replacement.as_ref(), inputs.instances);
+    if let Some(r) = &refresh {
+        let terminated: Vec<String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                GroupAction::Terminate { name, .. } => Some(name.clone()),
+                GroupAction::Launch { .. } => None,
+            })
+            .collect();
+        actions.extend(
+            r.terminate
+                .iter()
+                .filter(|n| !terminated.contains(n))
+                .map(|n| GroupAction::Terminate {
+                    name: n.clone(),
+                    reason: TerminationReason::Refresh,
+                }),
+        );
+    }
     let stored = group.status.clone().unwrap_or_default();
-    let status = status(
+    let mut status = status(
         group,
         inputs.instances,
         capacity.limit.as_ref(),
         capacity.desired,
         replacement.as_ref(),
+        refresh.as_ref(),
         inputs.now,
     );
+    let launch_hash = refresh
+        .as_ref()
+        .map_or(current.clone(), |r| r.launch_hash.clone());
+    revision_status(
+        &mut status,
+        &group.name_any(),
+        &launch_hash,
+        inputs.instances,
+    );
+    let revisions = if deleting {
+        RevisionPlan::default()
+    } else {
+        let mut keep: BTreeSet<String> = inputs
+            .instances
+            .iter()
+            .filter_map(|i| i.template_hash.clone())
+            .collect();
+        keep.insert(launch_hash.clone());
+        keep.extend(refresh.iter().flat_map(|r| r.keep.iter().cloned()));
+        revision::plan(
+            inputs.revisions,
+            &current,
+            &keep,
+            group.spec.revision_history_limit,
+        )
+    };
     let status_changed = status != own_part(&stored);
     GroupPlan {
         limit_event: limit_event(&stored, &status),
-        requeue_after: replacement
-            .as_ref()
-            .and_then(|p| p.requeue_after)
-            .map(|d| d + Duration::from_millis(50)),
+        requeue_after: [
+            replacement.as_ref().and_then(|p| p.requeue_after),
+            refresh.as_ref().and_then(|p| p.requeue_after),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|d| d + Duration::from_millis(50)),
+        launch_hash,
+        refresh_events: refresh.map(|r| r.events).unwrap_or_default(),
         status,
         status_changed,
         actions,
         replacement,
+        revisions,
         warnings,
         desired: capacity.desired,
         deleting,
     }
+}
+
+/// The refresh step for a group that is not being deleted.
+fn plan_refresh(inputs: &GroupInputs<'_>, paused: bool, current: &str) -> RefreshPlan {
+    let group = inputs.group;
+    let spec = &group.spec;
+    let held = if paused {
+        Some("the group is paused (autoheal.dev/paused=true)")
+    } else if spec.is_suspended(Process::Launch) {
+        Some("the Launch process is suspended")
+    } else if spec.is_suspended(Process::Terminate) {
+        Some("the Terminate process is suspended")
+    } else {
+        None
+    };
+    let available: BTreeSet<String> = inputs.revisions.iter().map(|r| r.hash.clone()).collect();
+    let annotations = group.annotations();
+    let name = group.name_any();
+    refresh::plan(&RefreshInputs {
+        spec,
+        group: &name,
+        stored: group.status.as_ref().and_then(|s| s.refresh.as_ref()),
+        instances: inputs.instances,
+        current_hash: current,
+        available: &available,
+        refresh_request: annotations.get(ANNOTATION_REFRESH).map(String::as_str),
+        cancel_request: annotations
+            .get(ANNOTATION_CANCEL_REFRESH)
+            .map(String::as_str),
+        held,
+        now: inputs.now,
+    })
 }
 
 /// The replacement step for a group that is not being deleted.
@@ -164,6 +289,21 @@ fn plan_replacement(inputs: &GroupInputs<'_>, paused: bool) -> ReplacementPlan {
         backoff: inputs.replacement_backoff,
         now: inputs.now,
     })
+}
+
+/// Records the revision new Instances are launched from (`hash`) and how many Instances
+/// counting toward capacity run it.
+pub fn revision_status(
+    status: &mut ScalingGroupStatus,
+    group: &str,
+    hash: &str,
+    instances: &[InstanceView],
+) {
+    status.current_revision = Some(revision_name(group, hash));
+    status.updated_instances = instances
+        .iter()
+        .filter(|i| i.counts_toward_capacity() && i.template_hash.as_deref() == Some(hash))
+        .count() as i32;
 }
 
 /// The group's actions: the replacement's terminations first (reason Unhealthy), then the
@@ -215,14 +355,15 @@ pub fn merge_actions(
 
 /// The status to record: counts and the instance list from the store's view, the replacement
 /// memory (kept as stored while the group is being deleted), and the group's own conditions
-/// (`Ready`, `ScalingLimited`, `ReplacementAllowed`; one not decided this pass is kept as
-/// stored). Conditions of other managers are not part of it.
+/// (`Ready`, `ScalingLimited`, `ReplacementAllowed`, `Refreshing`, `Reconciling`; one not
+/// decided this pass is kept as stored), and the refresh status. Conditions of other managers are not part of it.
 pub fn status(
     group: &ScalingGroup,
     instances: &[InstanceView],
     limit: Option<&Limit>,
     desired: i32,
     replacement: Option<&ReplacementPlan>,
+    refresh: Option<&RefreshPlan>,
     now: Timestamp,
 ) -> ScalingGroupStatus {
     let deleting = group.metadata.deletion_timestamp.is_some();
@@ -244,6 +385,21 @@ pub fn status(
         }
         None => ReplacementMemory::from_status(&stored).write_to(&mut status),
     }
+    // The refresh step's Reconciling (a refresh runs) joins the kstatus pair below.
+    let mut refresh_reconciling = None;
+    match refresh {
+        Some(plan) => {
+            status.refresh = plan.status.clone();
+            for c in &plan.conditions {
+                if c.type_ == CONDITION_RECONCILING {
+                    refresh_reconciling = Some(c.clone());
+                } else {
+                    decided.push(c.clone());
+                }
+            }
+        }
+        None => status.refresh = stored.refresh.clone(),
+    }
     let replacement_allowed = decided
         .iter()
         .find(|c| c.type_ == CONDITION_REPLACEMENT_ALLOWED)
@@ -256,7 +412,13 @@ pub fn status(
                 message: c.message.clone(),
             })
         });
-    let (reconciling, stalled) = kstatus(&decided[0], &decided[1], replacement_allowed.as_ref());
+    let (mut reconciling, stalled) =
+        kstatus(&decided[0], &decided[1], replacement_allowed.as_ref());
+    if let Some(r) = refresh_reconciling.filter(|r| r.status == "True")
+        && stalled.status != "True"
+    {
+        reconciling = r;
+    }
     decided.push(reconciling);
     if !refusal_reported(&stored) {
         decided.push(stalled);
@@ -360,12 +522,7 @@ pub fn limit_event(stored: &ScalingGroupStatus, status: &ScalingGroupStatus) -> 
 /// A stable hash of the group's Instance template (FNV-1a over its JSON), 10 hex digits.
 pub fn template_hash(group: &ScalingGroup) -> String {
     let bytes = serde_json::to_vec(&group.spec.template).unwrap_or_default();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{:010x}", hash & 0xff_ffff_ffff)
+    format!("{:010x}", revision::fnv(&bytes) & 0xff_ffff_ffff)
 }
 
 #[cfg(test)]
@@ -410,6 +567,7 @@ mod tests {
         plan(&GroupInputs {
             group: g,
             instances: &[],
+            revisions: &[],
             replacement_backoff: Backoff::default(),
             now: now(),
         })
@@ -434,6 +592,24 @@ mod tests {
             .collect();
         assert_eq!(types, GROUP_CONDITIONS.to_vec());
         assert!(p.replacement.is_some());
+    }
+
+    #[test]
+    fn the_first_reconcile_creates_revision_one_and_records_the_current_revision() {
+        let g = group(2);
+        let p = plan_of(&g);
+        assert_eq!(p.revisions.create, Some(1));
+        let hash = template_hash(&g);
+        assert_eq!(p.launch_hash, hash);
+        assert_eq!(
+            p.status.current_revision,
+            Some(format!("web-{hash}")),
+            "the revision new Instances run"
+        );
+        assert_eq!(p.status.updated_instances, 0);
+        assert!(p.status.refresh.is_none(), "nothing to refresh");
+        let refreshing = find(&p.status.conditions, CONDITION_REFRESHING).unwrap();
+        assert_eq!(refreshing.status, "False");
     }
 
     #[test]

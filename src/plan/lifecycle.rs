@@ -44,6 +44,8 @@ pub enum TerminationReason {
     LaunchAbandoned,
     /// Deleted by someone else (`kubectl delete inst`): terminated and replaced.
     Deleted,
+    /// Replaced by an instance refresh (or its rollback, or maxInstanceLifetimeSeconds).
+    Refresh,
 }
 
 impl TerminationReason {
@@ -55,6 +57,7 @@ impl TerminationReason {
             Self::GroupDeleted => "GroupDeleted",
             Self::LaunchAbandoned => "LaunchAbandoned",
             Self::Deleted => "Deleted",
+            Self::Refresh => "Refresh",
         }
     }
 
@@ -66,6 +69,7 @@ impl TerminationReason {
             Self::GroupDeleted,
             Self::LaunchAbandoned,
             Self::Deleted,
+            Self::Refresh,
         ]
         .into_iter()
         .find(|r| r.as_str() == value.trim())

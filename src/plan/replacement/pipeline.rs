@@ -117,6 +117,7 @@ fn planned_surge(old: &str, n: usize, template_hash: &str, now: Timestamp) -> In
         being_deleted: false,
         maintenance: false,
         standby: false,
+        evidence: None,
         termination_reason: None,
     }
 }

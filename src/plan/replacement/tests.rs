@@ -25,6 +25,9 @@ fn spec(desired: i32, max: i32) -> ScalingGroupSpec {
                 pod_template: PodTemplate::default(),
             },
         },
+        revision_history_limit: 10,
+        refresh: Default::default(),
+        max_instance_lifetime_seconds: None,
         health_check: Default::default(),
         replacement: Replacement::default(),
         lifecycle_hooks: Vec::new(),
@@ -48,6 +51,7 @@ fn inst(name: &str) -> InstanceView {
         being_deleted: false,
         maintenance: false,
         standby: false,
+        evidence: None,
         termination_reason: None,
     }
 }
@@ -766,6 +770,7 @@ fn any_instance() -> impl Strategy<Value = InstanceView> {
                 being_deleted,
                 maintenance,
                 standby,
+                evidence: None,
                 termination_reason,
             },
         )
