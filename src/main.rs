@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use k8s_openapi::jiff::SignedDuration;
 
+use autoheal::controller::client::ClientOptions;
 use autoheal::controller::context::Settings;
 use autoheal::controller::error::BackoffConfig;
 use autoheal::controller::{RunConfig, leader::LeaderConfig};
@@ -22,14 +23,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator (ScalingGroup and Instance controllers).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print both CRDs (ScalingGroup, Instance) as YAML.
     Crds {
         /// Write one file per CRD into this directory instead of printing.
         #[arg(long)]
         output_dir: Option<std::path::PathBuf>,
     },
-    /// Print the version.
+    /// Print the version (and the git commit it was built from, when known).
     Version,
 }
 
@@ -37,10 +38,26 @@ enum Command {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Switch {
     /// Enabled.
+    #[value(alias = "true")]
     On,
     /// Disabled.
+    #[value(alias = "false")]
     Off,
 }
+
+/// How log lines are written (on stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// One human-readable line per event (colored on a terminal).
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`, `spans`), for log
+    /// pipelines.
+    Json,
+}
+
+/// The git commit the binary was built from, when the build said (`make image` and the
+/// release workflow set `AUTOHEAL_GIT_COMMIT`).
+const GIT_COMMIT: Option<&str> = option_env!("AUTOHEAL_GIT_COMMIT");
 
 /// Flags of `autoheal run`.
 #[derive(Args, Debug)]
@@ -51,8 +68,31 @@ struct RunArgs {
     /// Address of the admin endpoints (/metrics, /healthz, /readyz); port 0 picks a free port.
     #[arg(long, default_value = "0.0.0.0:8080", env = "AUTOHEAL_ADMIN_ADDR")]
     admin_addr: SocketAddr,
-    /// Leader election: only the holder of the Lease runs the controllers.
-    #[arg(long, value_enum, default_value_t = Switch::On, env = "AUTOHEAL_LEADER_ELECTION")]
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "AUTOHEAL_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `info,autoheal=debug`
+    /// (default: RUST_LOG, else `info`).
+    #[arg(long, env = "AUTOHEAL_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Client-side limit of requests per second to the API server, sustained (0: no limit).
+    /// High enough not to bind in normal work (a scale-up of 300 makes ~300 writes/s); it
+    /// stops a runaway loop from flooding the API server.
+    #[arg(long, default_value_t = ClientOptions::DEFAULT_QPS, env = "AUTOHEAL_KUBE_API_QPS")]
+    kube_api_qps: f64,
+    /// Requests that may go to the API server at once above --kube-api-qps.
+    #[arg(long, default_value_t = ClientOptions::DEFAULT_BURST, env = "AUTOHEAL_KUBE_API_BURST")]
+    kube_api_burst: u32,
+    /// Leader election: only the holder of the Lease runs the controllers (`on`/`true`,
+    /// `off`/`false`; `--leader-election` alone means on).
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = Switch::On,
+        num_args = 0..=1,
+        default_missing_value = "on",
+        env = "AUTOHEAL_LEADER_ELECTION"
+    )]
     leader_election: Switch,
     /// Namespace of the leader Lease (default: POD_NAMESPACE, else --namespace, else default).
     #[arg(long)]
@@ -99,8 +139,37 @@ fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// Installs the global tracing subscriber: `--log-level` (else `RUST_LOG`, else `info`) in
+/// `--log-format` on stderr.
+fn init_logging(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => EnvFilter::try_new(level).map_err(|e| {
+            anyhow::anyhow!(
+                "--log-level {level:?} is not a log filter such as `info` or `info,autoheal=debug`: {e}"
+            )
+        })?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+    };
+    Ok(())
+}
+
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    autoheal::telemetry::init_tracing();
+    if !(args.kube_api_qps >= 0.0 && args.kube_api_qps.is_finite()) {
+        anyhow::bail!(
+            "--kube-api-qps must be a number >= 0 (0: no limit), not {}",
+            args.kube_api_qps
+        );
+    }
     let leader = (args.leader_election == Switch::On).then(|| LeaderConfig {
         namespace: args
             .lease_namespace
@@ -133,11 +202,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 cap: args.error_backoff_cap,
             },
         },
+        client: ClientOptions {
+            qps: args.kube_api_qps,
+            burst: args.kube_api_burst.max(1),
+        },
     };
     raise_open_files_limit();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
+        commit = GIT_COMMIT.unwrap_or("unknown"),
         namespace = config.namespace.as_deref().unwrap_or("<all>"),
+        leader_election = config.leader.is_some(),
+        kube_api_qps = config.client.qps,
+        kube_api_burst = config.client.burst,
         "autoheal starting"
     );
     tokio::runtime::Builder::new_multi_thread()
@@ -163,9 +240,31 @@ fn raise_open_files_limit() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Run(args) => run(args)?,
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let json = matches!(&cli.command, Command::Run(args) if args.log_format == LogFormat::Json);
+    match execute(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line that says what to do (the messages are written for that); in JSON
+            // mode as one more JSON log line, so log pipelines keep it.
+            let message = format!("{e:#}");
+            if json && tracing::dispatcher::has_been_set() {
+                tracing::error!(error = %message, "autoheal cannot run");
+            } else {
+                eprintln!("error: {message}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => {
+            init_logging(args.log_format, args.log_level.as_deref())?;
+            run(*args)?
+        }
         Command::Crds { output_dir: None } => print!("{}", autoheal::api::crds_yaml()?),
         Command::Crds {
             output_dir: Some(dir),
@@ -174,7 +273,10 @@ fn main() -> anyhow::Result<()> {
                 std::fs::write(dir.join(file), yaml)?;
             }
         }
-        Command::Version => println!("autoheal {}", env!("CARGO_PKG_VERSION")),
+        Command::Version => match GIT_COMMIT {
+            Some(commit) => println!("autoheal {} (commit {commit})", env!("CARGO_PKG_VERSION")),
+            None => println!("autoheal {}", env!("CARGO_PKG_VERSION")),
+        },
     }
     Ok(())
 }

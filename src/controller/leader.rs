@@ -1,8 +1,14 @@
 //! Leader election with a coordination.k8s.io Lease (kube-lease-manager): only the holder
 //! runs the controllers.
 
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
-use kube_lease_manager::LeaseManagerBuilder;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -24,29 +30,111 @@ pub struct LeaderConfig {
 pub struct Election {
     /// `true` while this process is the leader.
     pub changes: watch::Receiver<bool>,
-    /// The task keeping the lease; it releases it when `changes` is dropped.
-    pub task: JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+    /// The task keeping the lease; when `changes` is dropped it releases the lease (if held)
+    /// and ends.
+    pub task: JoinHandle<()>,
 }
 
-/// Starts competing for the lease (created if missing).
-pub async fn elect(client: Client, config: &LeaderConfig) -> anyhow::Result<Election> {
+fn manager(client: &Client, config: &LeaderConfig) -> LeaseManagerBuilder {
     let duration = config.duration_seconds.max(2);
-    let manager = LeaseManagerBuilder::new(client, &config.name)
+    LeaseManagerBuilder::new(client.clone(), &config.name)
         .with_namespace(&config.namespace)
         .with_identity(&config.identity)
         .with_duration(duration)
         .with_grace((duration / 3).max(1))
-        .build()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot use the leader Lease {}/{}: {e}",
-                config.namespace,
-                config.name
-            )
-        })?;
-    let (changes, task) = manager.watch().await;
+}
+
+/// Starts competing for the lease (created if missing).
+///
+/// kube-lease-manager's follower sleeps until the lease it last read expires, so on its own
+/// it would notice a released lease only then. While following, this also watches the
+/// Lease: when its holder releases it (a graceful shutdown), the follower starts competing
+/// afresh at once instead of waiting out the released lease's duration.
+pub async fn elect(client: Client, config: &LeaderConfig) -> anyhow::Result<Election> {
+    let first = manager(&client, config).build().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot use the leader Lease {}/{}: {e}",
+            config.namespace,
+            config.name
+        )
+    })?;
+    let (sender, changes) = watch::channel(false);
+    let task = tokio::spawn(keep(client, config.clone(), first, sender));
     Ok(Election { changes, task })
+}
+
+/// Runs lease managers one after another (a new one when the lease is released while this
+/// process follows), passing on whether this process leads, until `sender` has no receiver.
+async fn keep(
+    client: Client,
+    config: LeaderConfig,
+    mut current: LeaseManager,
+    sender: watch::Sender<bool>,
+) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
+    let released = watcher(
+        leases,
+        watcher::Config::default().fields(&format!("metadata.name={}", config.name)),
+    )
+    .default_backoff()
+    .applied_objects()
+    .filter_map(|lease| {
+        futures::future::ready(match lease {
+            Ok(lease) => lease
+                .spec
+                .is_none_or(|s| s.holder_identity.is_none())
+                .then_some(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "watching the leader Lease");
+                None
+            }
+        })
+    });
+    let mut released = std::pin::pin!(released);
+    loop {
+        let (mut inner, task) = current.watch().await;
+        loop {
+            tokio::select! {
+                _ = sender.closed() => {
+                    // Dropping the manager's receiver makes it release the lease and end.
+                    drop(inner);
+                    let _ = task.await;
+                    return;
+                }
+                changed = inner.changed() => {
+                    if changed.is_err() {
+                        // The manager ended on its own (it only does when it cannot go on).
+                        let result = task.await;
+                        tracing::error!(?result, "the leader election stopped");
+                        let _ = sender.send(false);
+                        return;
+                    }
+                    let leads = *inner.borrow_and_update();
+                    let _ = sender.send(leads);
+                }
+                Some(()) = released.next() => {
+                    if !*inner.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::info!(lease = %format!("{}/{}", config.namespace, config.name), "the Lease is free (released by its holder): competing for it now");
+        task.abort();
+        let _ = task.await;
+        current = loop {
+            match manager(&client, &config).build().await {
+                Ok(m) => break m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot use the leader Lease; retrying");
+                    tokio::select! {
+                        _ = sender.closed() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+    }
 }
 
 /// Waits until this process holds the lease.

@@ -7,12 +7,14 @@
 //! - [`instance`]: walks each Instance's lifecycle, creates and drains its Pod, evaluates its
 //!   health, and writes Instance status. Only it writes Instance status.
 
+pub mod client;
 pub mod context;
 pub mod error;
 pub mod events;
 pub mod group;
 pub mod instance;
 pub mod leader;
+pub mod preflight;
 pub mod streams;
 
 pub use context::{FIELD_MANAGER, RESYNC};
@@ -40,6 +42,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::health::ProbeEngine;
 use crate::telemetry::Metrics;
 
+use client::ClientOptions;
 use context::{Context, Settings};
 use events::EventSink;
 use leader::LeaderConfig;
@@ -58,20 +61,22 @@ pub struct RunConfig {
     pub leader: Option<LeaderConfig>,
     /// Tunables of the reconcilers.
     pub settings: Settings,
+    /// The client-side rate limit of requests to the API server.
+    pub client: ClientOptions,
 }
 
-/// A client from the usual kubeconfig resolution, with the operator's User-Agent.
-pub async fn client() -> anyhow::Result<Client> {
-    let mut config = kube::Config::infer().await.map_err(|e| {
-        anyhow::anyhow!(
-            "no Kubernetes configuration found (KUBECONFIG, ~/.kube/config, in-cluster): {e}"
-        )
-    })?;
-    config.headers.push((
-        hyper::header::USER_AGENT,
-        hyper::header::HeaderValue::from_static(USER_AGENT),
-    ));
-    Ok(Client::try_from(config)?)
+/// A client from the usual kubeconfig resolution, with the operator's User-Agent and the
+/// rate limit of `options`, checked before use (see [`preflight`]): the API server answers,
+/// RBAC grants what the operator needs in `scope`, the CRDs are installed.
+pub async fn checked_client(
+    options: ClientOptions,
+    scope: preflight::Scope<'_>,
+) -> anyhow::Result<Client> {
+    let config = client::config().await?;
+    let server = config.cluster_url.to_string();
+    let client = client::build(config, options)?;
+    preflight::check(&client, server.trim_end_matches('/'), scope).await?;
+    Ok(client)
 }
 
 /// How long a graceful shutdown waits for in-flight reconciles before giving up on them.
@@ -93,7 +98,11 @@ pub const EVENT_FLUSH_GRACE: Duration = Duration::from_secs(5);
 /// step is recorded in status before it is taken, so none is left half done), and only then
 /// is the leader Lease released, so a follower takes over at once.
 pub async fn run(config: RunConfig) -> anyhow::Result<()> {
-    let client = client().await?;
+    let scope = preflight::Scope {
+        namespace: config.namespace.as_deref(),
+        lease_namespace: config.leader.as_ref().map(|l| l.namespace.as_str()),
+    };
+    let client = checked_client(config.client, scope).await?;
     let metrics = Metrics::new();
     let admin = AdminState::new(metrics.clone());
     let server = AdminServer::bind(config.admin_addr, admin.clone()).await?;

@@ -13,6 +13,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod invariants;
+
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -146,8 +148,17 @@ impl Operator {
     /// free port picked now and kept across [`Operator::restart`]s (see
     /// [`Operator::admin_url`]).
     pub fn start_as(kubeconfig: &Path, ns: &str, extra: &[&str]) -> Operator {
-        let dir =
-            std::env::temp_dir().join(format!("autoheal-operator-{ns}-{}", std::process::id()));
+        Self::start_named(kubeconfig, ns, &format!("autoheal-test-{ns}"), extra)
+    }
+
+    /// One of several replicas: `autoheal run --namespace NS --admin-addr 127.0.0.1:PORT
+    /// --leader-identity IDENTITY` plus `extra` (e.g. `--lease-namespace`), with its own
+    /// log file. Replicas with distinct identities compete for the same Lease.
+    pub fn start_named(kubeconfig: &Path, ns: &str, identity: &str, extra: &[&str]) -> Operator {
+        let dir = std::env::temp_dir().join(format!(
+            "autoheal-operator-{ns}-{identity}-{}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let admin_port = free_port();
         let mut args: Vec<String> = [
@@ -157,7 +168,7 @@ impl Operator {
             "--admin-addr",
             &format!("127.0.0.1:{admin_port}"),
             "--leader-identity",
-            &format!("autoheal-test-{ns}"),
+            identity,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -286,6 +297,42 @@ impl Operator {
             unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
             let _ = child.wait();
         }
+    }
+
+    /// Sends SIGTERM (a graceful stop: drain, release the Lease) without waiting.
+    pub fn sigterm(&self) {
+        if let Some(child) = self.child.as_ref() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+    }
+
+    /// Waits (polling, at most `timeout`) until the process exits by itself; reaps it and
+    /// returns its status. Panics on timeout.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the operator did not exit within {timeout:?}:\n{}",
+                self.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether `/readyz` answers 200 now (it leads and its caches are synced).
+    pub async fn is_ready(&self) -> bool {
+        matches!(self.get("/readyz").await, Some((200, _)))
+    }
+
+    /// The whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Starts the operator again with the same arguments (after [`Operator::sigkill`], or
@@ -573,6 +620,17 @@ impl Env {
             (state_of(&i) == Some(state)).then_some(i)
         })
         .await
+    }
+
+    /// The holder of the Lease `name` in the test's namespace (`None`: released or missing).
+    pub async fn lease_holder(&self, name: &str) -> Option<String> {
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(self.client.clone(), &self.ns)
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()?
+            .spec?
+            .holder_identity
     }
 
     /// Waits until an Instance is gone.
