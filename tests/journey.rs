@@ -187,6 +187,8 @@ async fn the_kubectl_journey_from_install_to_delete() {
             "lifecycleState",
             "healthStatus",
             "protectedFromScaleIn",
+            "nodeName",
+            "revision",
         ] {
             assert!(
                 !entry[field].is_null(),

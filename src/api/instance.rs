@@ -282,6 +282,9 @@ pub struct InstanceStatus {
     /// The Node the Pod runs on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// The zone of that Node (its `topology.kubernetes.io/zone` label), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// Why the Instance is leaving (ScaleIn, Unhealthy, Deleted, LaunchAbandoned, GroupDeleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_reason: Option<String>,

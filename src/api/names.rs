@@ -48,6 +48,9 @@ pub const HOOK_PREFIX: &str = "hooks.autoheal.dev/";
 /// Suffix of lifecycle hook heartbeat annotations: `hooks.autoheal.dev/<hook>.heartbeat`.
 pub const HEARTBEAT_SUFFIX: &str = ".heartbeat";
 
+/// The well-known Node label of its zone (read, never written).
+pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
+
 /// Finalizer on every Instance: holds it while the graceful termination path runs.
 pub const FINALIZER_INSTANCE: &str = "autoheal.dev/instance-termination";
 /// Finalizer on every ScalingGroup: holds a deleted group until its Instances have gone

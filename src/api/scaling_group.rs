@@ -830,4 +830,13 @@ pub struct InstanceSummary {
     /// Whether scale-in skips this Instance.
     #[serde(default)]
     pub protected_from_scale_in: bool,
+    /// The Node its Pod runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// The zone of that Node (`topology.kubernetes.io/zone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// The template revision it runs (a ControllerRevision name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }

@@ -23,8 +23,8 @@ use serde_json::json;
 use crate::api::conditions::settle;
 use crate::api::{
     ANNOTATION_TERMINATION_REASON, FINALIZER_INSTANCE, HealthCheck, HealthStatus, Instance,
-    InstanceStatus, LABEL_GROUP, LABEL_IN_SERVICE, LABEL_INSTANCE, LifecycleState, Process,
-    ScalingGroup,
+    InstanceStatus, LABEL_GROUP, LABEL_IN_SERVICE, LABEL_INSTANCE, LABEL_ZONE, LifecycleState,
+    Process, ScalingGroup,
 };
 use crate::health::{self, HealthEvent, HealthInputs, ProbeTarget, assess};
 use crate::plan::lifecycle::{self, Facts, Note, PodAction, PodFacts, Record, TerminationReason};
@@ -124,6 +124,12 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
         }
         if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
             status.node_name = Some(node);
+        }
+        if let Some(zone) = node
+            .as_ref()
+            .and_then(|n| n.labels().get(LABEL_ZONE).cloned())
+        {
+            status.zone = Some(zone);
         }
     }
     let default_check = HealthCheck::default();

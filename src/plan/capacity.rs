@@ -295,6 +295,9 @@ pub fn instance_list(instances: &[InstanceView]) -> (Vec<InstanceSummary>, usize
             health_status: i.health,
             health_detail: i.detail,
             protected_from_scale_in: i.protected,
+            node_name: i.placement.node.clone(),
+            zone: i.placement.zone.clone(),
+            revision: i.placement.revision.clone(),
         })
         .collect();
     (list, omitted)
@@ -409,6 +412,7 @@ mod tests {
 
     fn inst(name: &str, created: i64) -> InstanceView {
         InstanceView {
+            placement: Default::default(),
             name: name.into(),
             created_at: Timestamp::from_second(1_800_000_000 + created).unwrap(),
             state: LifecycleState::InService,

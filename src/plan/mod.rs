@@ -48,6 +48,19 @@ pub struct InstanceView {
     /// `status.terminationReason` (else the `autoheal.dev/termination-reason` annotation the
     /// group sets before deleting it): why it is leaving (ScaleIn, Unhealthy, Deleted, ...).
     pub termination_reason: Option<String>,
+    /// Where it runs and what it runs: shown in the group's instance list.
+    pub placement: Placement,
+}
+
+/// Where an Instance runs and the revision it runs (as its status records them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// `status.nodeName`.
+    pub node: Option<String>,
+    /// `status.zone`: the Node's `topology.kubernetes.io/zone`.
+    pub zone: Option<String>,
+    /// `status.revision`.
+    pub revision: Option<String>,
 }
 
 impl InstanceView {
@@ -80,6 +93,11 @@ impl InstanceView {
                 .find(|c| c.type_ == crate::api::CONDITION_HEALTHY)
                 .map(|c| c.message.clone())
                 .filter(|m| !m.is_empty()),
+            placement: Placement {
+                node: status.node_name.clone(),
+                zone: status.zone.clone(),
+                revision: status.revision.clone(),
+            },
             termination_reason: status.termination_reason.or_else(|| {
                 annotations
                     .get(crate::api::ANNOTATION_TERMINATION_REASON)

@@ -25,6 +25,7 @@ fn spec(desired: i32) -> ScalingGroupSpec {
 /// An InService, Healthy (OK) Instance on `hash`, created and InService at `t(created)`.
 fn inst(name: &str, hash: &str, created: i64) -> InstanceView {
     InstanceView {
+        placement: Default::default(),
         name: name.into(),
         created_at: t(created),
         state: LifecycleState::InService,
