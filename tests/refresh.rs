@@ -757,3 +757,54 @@ async fn standby_is_ignored_and_protected_instances_are_refreshed_as_asked() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_older_than_their_lifetime_are_replaced_within_the_band() {
+    let env = Env::new("refresh-lifetime").await;
+    let _op = env.operator();
+    env.apply_group(
+        &group("web", 3, 60, 100)
+            .with_spec(|s| s.max_instance_lifetime_seconds = Some(30))
+            .build(),
+    )
+    .await;
+    let before = env.wait_in_service("web", 3).await;
+    let observer = Observer::start(&env, "web").await;
+    let old: Vec<String> = before.iter().map(|i| i.name_any()).collect();
+    let after = wait_for(
+        "every instance replaced once it is 30 s old",
+        TIMEOUT,
+        || async {
+            let all = env.group_instances("web").await;
+            let ok = all.len() == 3
+                && all.iter().all(serving)
+                && all.iter().all(|i| !old.contains(&i.name_any()));
+            ok.then_some(all)
+        },
+    )
+    .await;
+    let created = |i: &Instance| i.metadata.creation_timestamp.as_ref().unwrap().0;
+    let oldest_before = before.iter().map(created).min().unwrap();
+    assert!(
+        after
+            .iter()
+            .all(|i| created(i).duration_since(oldest_before).as_secs() >= 30),
+        "replaced only once 30 s old"
+    );
+    assert!(
+        !group_events(&env, "web", "MaxInstanceLifetime")
+            .await
+            .is_empty()
+    );
+    let stats = observer.stats();
+    assert!(
+        stats.min_serving.unwrap() >= 2,
+        "InService+Healthy went down to {:?}",
+        stats.min_serving
+    );
+    assert!(stats.max_counting <= 3);
+    assert!(
+        refresh_of(&env.group("web").await).is_none(),
+        "no refresh was involved"
+    );
+}

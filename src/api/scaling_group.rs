@@ -116,10 +116,11 @@ pub struct ScalingGroupSpec {
     /// How a template change is rolled out to running Instances (instance refresh).
     #[serde(default)]
     pub refresh: Refresh,
-    /// Instances older than this many seconds are replaced by the rolling refresh machinery
-    /// (within the same limits), as AWS's maximum instance lifetime. Unset: no limit.
+    /// Instances older than this many seconds (30 or more) are replaced, oldest first, within
+    /// the refresh band (`refresh.minHealthyPercentage`, `maxHealthyPercentage`, warm-up and
+    /// policies) while no refresh runs, as AWS's maximum instance lifetime. Unset: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 60, max = 31536000))]
+    #[schemars(range(min = 30, max = 31536000))]
     pub max_instance_lifetime_seconds: Option<i64>,
     /// Which Instances are terminated first when the group scales in.
     #[serde(default)]

@@ -133,21 +133,32 @@ pub fn plan(inputs: &GroupInputs<'_>) -> GroupPlan {
     let refresh = (!deleting).then(|| plan_refresh(inputs, paused, &current));
     // The capacity step sees the refresh's terminations as leaving already, so their
     // replacements are launched in the same pass.
-    let after_refresh: Vec<InstanceView> = match &refresh {
-        Some(r) if !r.terminate.is_empty() => inputs
-            .instances
-            .iter()
-            .cloned()
-            .map(|mut i| {
-                if r.terminate.contains(&i.name) {
-                    i.being_deleted = true;
-                    i.termination_reason = Some(TerminationReason::Refresh.as_str().into());
-                }
-                i
-            })
-            .collect(),
-        _ => inputs.instances.to_vec(),
-    };
+    let refresh_terminations: Vec<(String, TerminationReason)> = refresh
+        .iter()
+        .flat_map(|r| {
+            let refresh = r
+                .terminate
+                .iter()
+                .map(|n| (n.clone(), TerminationReason::Refresh));
+            let lifetime = r
+                .lifetime_terminate
+                .iter()
+                .map(|n| (n.clone(), TerminationReason::MaxInstanceLifetime));
+            refresh.chain(lifetime)
+        })
+        .collect();
+    let after_refresh: Vec<InstanceView> = inputs
+        .instances
+        .iter()
+        .cloned()
+        .map(|mut i| {
+            if let Some((_, reason)) = refresh_terminations.iter().find(|(n, _)| *n == i.name) {
+                i.being_deleted = true;
+                i.termination_reason = Some(reason.as_str().into());
+            }
+            i
+        })
+        .collect();
     let capacity = capacity::plan(
         &GroupFacts {
             spec: &group.spec,
@@ -159,24 +170,19 @@ pub fn plan(inputs: &GroupInputs<'_>) -> GroupPlan {
     );
     let replacement = (!deleting).then(|| plan_replacement(inputs, paused));
     let mut actions = merge_actions(&capacity.actions, replacement.as_ref(), inputs.instances);
-    if let Some(r) = &refresh {
-        let terminated: Vec<String> = actions
-            .iter()
-            .filter_map(|a| match a {
-                GroupAction::Terminate { name, .. } => Some(name.clone()),
-                GroupAction::Launch { .. } => None,
-            })
-            .collect();
-        actions.extend(
-            r.terminate
-                .iter()
-                .filter(|n| !terminated.contains(n))
-                .map(|n| GroupAction::Terminate {
-                    name: n.clone(),
-                    reason: TerminationReason::Refresh,
-                }),
-        );
-    }
+    let terminated: Vec<String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            GroupAction::Terminate { name, .. } => Some(name.clone()),
+            GroupAction::Launch { .. } => None,
+        })
+        .collect();
+    actions.extend(
+        refresh_terminations
+            .into_iter()
+            .filter(|(n, _)| !terminated.contains(n))
+            .map(|(name, reason)| GroupAction::Terminate { name, reason }),
+    );
     let stored = group.status.clone().unwrap_or_default();
     let mut status = status(
         group,

@@ -44,8 +44,10 @@ pub enum TerminationReason {
     LaunchAbandoned,
     /// Deleted by someone else (`kubectl delete inst`): terminated and replaced.
     Deleted,
-    /// Replaced by an instance refresh (or its rollback, or maxInstanceLifetimeSeconds).
+    /// Replaced by an instance refresh (or its rollback).
     Refresh,
+    /// Older than the group's `maxInstanceLifetimeSeconds`.
+    MaxInstanceLifetime,
 }
 
 impl TerminationReason {
@@ -58,6 +60,7 @@ impl TerminationReason {
             Self::LaunchAbandoned => "LaunchAbandoned",
             Self::Deleted => "Deleted",
             Self::Refresh => "Refresh",
+            Self::MaxInstanceLifetime => "MaxInstanceLifetime",
         }
     }
 
@@ -70,6 +73,7 @@ impl TerminationReason {
             Self::LaunchAbandoned,
             Self::Deleted,
             Self::Refresh,
+            Self::MaxInstanceLifetime,
         ]
         .into_iter()
         .find(|r| r.as_str() == value.trim())

@@ -42,6 +42,10 @@
 //! `autoheal.dev/cancel-refresh` value turns a running refresh `Cancelling`: nothing new
 //! starts, and once nothing is in flight it is `Cancelled`.
 //!
+//! # maxInstanceLifetimeSeconds
+//! While no refresh runs, Instances older than `maxInstanceLifetimeSeconds` are replaced by
+//! the same band selection ([`lifetime`]), oldest first, with reason `MaxInstanceLifetime`.
+//!
 //! Status first: the plan's status is written before its terminations, and every decision is
 //! recomputed from status and the Instances, so a restarted operator resumes where it was; an
 //! Instance already leaving never counts as stale again, so none is replaced twice.
@@ -98,6 +102,9 @@ pub struct RefreshPlan {
     pub status: Option<RefreshStatus>,
     /// Instances to terminate now (reason `Refresh`).
     pub terminate: Vec<String>,
+    /// Instances to terminate now for their age (reason `MaxInstanceLifetime`, while no
+    /// refresh runs).
+    pub lifetime_terminate: Vec<String>,
     /// Instances the capacity step keeps on top of the desired capacity (surge).
     pub surge: i32,
     /// The template hash new Instances are launched from.
@@ -117,6 +124,7 @@ pub fn plan(inputs: &RefreshInputs<'_>) -> RefreshPlan {
     let mut events = Vec::new();
     let mut status = start_or_keep(inputs, &mut events);
     let mut terminate = Vec::new();
+    let mut lifetime_terminate = Vec::new();
     let mut surge = 0;
     let mut requeue_after = None;
     if let Some(s) = status.as_mut().filter(|s| s.status.is_running()) {
@@ -124,6 +132,26 @@ pub fn plan(inputs: &RefreshInputs<'_>) -> RefreshPlan {
         terminate = step.terminate;
         surge = step.surge;
         requeue_after = step.requeue_after;
+    } else if inputs.held.is_none() {
+        let (expired, lifetime_surge, next) = lifetime(inputs.spec, inputs.instances, inputs.now);
+        if !expired.is_empty() {
+            events.push(PlannedEvent {
+                type_: EventType::Normal,
+                reason: "MaxInstanceLifetime",
+                instance: None,
+                message: format!(
+                    "replacing {} (older than maxInstanceLifetimeSeconds {})",
+                    expired.join(", "),
+                    inputs
+                        .spec
+                        .max_instance_lifetime_seconds
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        lifetime_terminate = expired;
+        surge = lifetime_surge;
+        requeue_after = next;
     }
     let launch_hash = status
         .as_ref()
@@ -140,6 +168,7 @@ pub fn plan(inputs: &RefreshInputs<'_>) -> RefreshPlan {
         conditions: conditions(status.as_ref()),
         status,
         terminate,
+        lifetime_terminate,
         surge,
         launch_hash,
         events,
@@ -572,34 +601,13 @@ fn step(inputs: &RefreshInputs<'_>, s: &mut RefreshStatus, events: &mut Vec<Plan
     }
 
     // Terminations within the band.
-    let min_healthy = percent(desired, spec.refresh.min_healthy_percentage, true);
-    let max_total = percent(desired, spec.refresh.max_healthy_percentage, false).max(desired);
-    let mut healthy = counting
+    let healthy = counting
         .iter()
         .filter(|i| i.is_in_service_and_healthy() && (!fresh(i) || warmed(i, warmup, now)))
         .count() as i64;
-    for c in &replaceable {
-        if cap.is_some_and(|cap| out.terminate.len() as i64 >= cap) {
-            break;
-        }
-        if c.is_in_service_and_healthy() {
-            if healthy - 1 < min_healthy {
-                continue;
-            }
-            healthy -= 1;
-        }
-        out.terminate.push(c.name.clone());
-    }
-    let left = (replaceable.len() - out.terminate.len()) as i64;
-    out.surge = (max_total - desired).min(left).max(0) as i32;
-    if out.terminate.is_empty()
-        && in_flight == 0
-        && out.surge == 0
-        && cap.is_none_or(|c| c > 0)
-        && let Some(first) = replaceable.first()
-    {
-        out.terminate.push(first.name.clone());
-    }
+    let (terminate, surge) = select(spec, &replaceable, healthy, in_flight, cap);
+    out.terminate = terminate;
+    out.surge = surge;
     let verb = if rolling_back {
         "rolling back to"
     } else {
@@ -625,6 +633,120 @@ fn step(inputs: &RefreshInputs<'_>, s: &mut RefreshStatus, events: &mut Vec<Plan
         }
     );
     out
+}
+
+/// Chooses, among `candidates` (in order), the Instances to terminate now within the band:
+/// one serving InService+Healthy only while `healthy` (the healthy capacity) stays at least
+/// ceil(minHealthyPercentage% × desired), at most `cap`; and the surge the capacity step adds,
+/// min(floor(maxHealthyPercentage% × desired) - desired, candidates left). When nothing is
+/// in flight and no surge is planned, the first candidate goes anyway (at least one in
+/// flight).
+fn select(
+    spec: &ScalingGroupSpec,
+    candidates: &[&InstanceView],
+    mut healthy: i64,
+    in_flight: usize,
+    cap: Option<i64>,
+) -> (Vec<String>, i32) {
+    let desired = i64::from(spec.effective_desired().max(0));
+    let min_healthy = percent(desired, spec.refresh.min_healthy_percentage, true);
+    let max_total = percent(desired, spec.refresh.max_healthy_percentage, false).max(desired);
+    let mut terminate = Vec::new();
+    for c in candidates {
+        if cap.is_some_and(|cap| terminate.len() as i64 >= cap) {
+            break;
+        }
+        if c.is_in_service_and_healthy() {
+            if healthy - 1 < min_healthy {
+                continue;
+            }
+            healthy -= 1;
+        }
+        terminate.push(c.name.clone());
+    }
+    let left = (candidates.len() - terminate.len()) as i64;
+    let surge = (max_total - desired).min(left).max(0) as i32;
+    if terminate.is_empty()
+        && in_flight == 0
+        && surge == 0
+        && cap.is_none_or(|c| c > 0)
+        && let Some(first) = candidates.first()
+    {
+        terminate.push(first.name.clone());
+    }
+    (terminate, surge)
+}
+
+/// Replaces Instances older than `maxInstanceLifetimeSeconds` (while no refresh runs) with the
+/// same band, warm-up and policies as a refresh: oldest first, reason `MaxInstanceLifetime`.
+/// Returns the terminations, the surge and when the next Instance expires.
+pub fn lifetime(
+    spec: &ScalingGroupSpec,
+    instances: &[InstanceView],
+    now: Timestamp,
+) -> (Vec<String>, i32, Option<Duration>) {
+    let Some(max_age) = spec
+        .max_instance_lifetime_seconds
+        .filter(|s| *s > 0)
+        .map(SignedDuration::from_secs)
+    else {
+        return (Vec::new(), 0, None);
+    };
+    let warmup = warmup(spec);
+    let counting: Vec<&InstanceView> = instances
+        .iter()
+        .filter(|i| i.counts_toward_capacity())
+        .collect();
+    let expires = |i: &InstanceView| add(i.created_at, max_age).unwrap_or(Timestamp::MAX);
+    let mut expired: Vec<&InstanceView> = counting
+        .iter()
+        .copied()
+        .filter(|i| expires(i) <= now && !i.is_unhealthy() && policy(spec, i) == Policy::Replace)
+        .collect();
+    expired.sort_by(|a, b| {
+        (a.is_in_service_and_healthy(), a.created_at, &a.name).cmp(&(
+            b.is_in_service_and_healthy(),
+            b.created_at,
+            &b.name,
+        ))
+    });
+    let next = counting
+        .iter()
+        .map(|i| expires(i))
+        .filter(|t| *t > now)
+        .min()
+        .map(|t| time_until(now, t));
+    if expired.is_empty() {
+        return (Vec::new(), 0, next);
+    }
+    let desired = i64::from(spec.effective_desired().max(0));
+    let leaving = instances
+        .iter()
+        .filter(|i| {
+            !i.counts_toward_capacity()
+                && i.termination_reason.as_deref()
+                    == Some(TerminationReason::MaxInstanceLifetime.as_str())
+        })
+        .count();
+    let unwarmed = counting
+        .iter()
+        .filter(|i| !warmed(i, warmup, now) && !i.is_unhealthy())
+        .count();
+    let holes = (desired - counting.len() as i64).max(0) as usize;
+    let healthy = counting
+        .iter()
+        .filter(|i| i.is_in_service_and_healthy() && warmed(i, warmup, now))
+        .count() as i64;
+    let (terminate, surge) = select(spec, &expired, healthy, leaving + unwarmed + holes, None);
+    // Look again when a warm-up ends.
+    let warm_at = counting
+        .iter()
+        .filter_map(|i| i.in_service_since.and_then(|t| add(t, warmup)))
+        .filter(|t| *t > now)
+        .min()
+        .map(|t| time_until(now, t));
+    let requeue = [next, warm_at].into_iter().flatten().min();
+    (terminate, surge, requeue)
 }
 
 /// Fails the refresh for `failed`: RollbackInProgress when it can roll back, else Failed (or

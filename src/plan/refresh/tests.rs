@@ -442,6 +442,51 @@ fn a_template_change_during_a_refresh_supersedes_it_keeping_the_last_good_revisi
     assert_eq!(s.previous_revision, Some(format!("web-{OLD}")));
 }
 
+#[test]
+fn instances_past_their_lifetime_are_replaced_oldest_first_within_the_band() {
+    let mut spec = spec(3);
+    let instances = vec![
+        inst("web-a", OLD, -100),
+        inst("web-b", OLD, -200),
+        inst("web-c", OLD, -10),
+    ];
+    assert_eq!(lifetime(&spec, &instances, t(0)), (vec![], 0, None));
+    spec.max_instance_lifetime_seconds = Some(60);
+    // min 90% of 3 = 3: one at a time (at least one in flight), the oldest first.
+    let (terminate, surge, next) = lifetime(&spec, &instances, t(0));
+    assert_eq!(terminate, vec!["web-b".to_string()]);
+    assert_eq!(surge, 0);
+    assert_eq!(next, Some(Duration::from_secs(50)), "web-c expires in 50 s");
+    // A replacement warming up holds the next one.
+    let mut warming = instances.clone();
+    warming.remove(1);
+    warming.push(inst("web-d", OLD, 0));
+    warming[2].in_service_since = Some(t(0));
+    let (terminate, _, next) = lifetime(&spec, &warming, t(5));
+    assert!(terminate.is_empty());
+    assert_eq!(next, Some(Duration::from_secs(5)), "the warm-up ends");
+    // With room to surge, replacements launch first.
+    spec.refresh.min_healthy_percentage = 100;
+    spec.refresh.max_healthy_percentage = 200;
+    let (terminate, surge, _) = lifetime(&spec, &instances, t(0));
+    assert!(terminate.is_empty());
+    assert_eq!(surge, 2, "the two expired ones");
+}
+
+#[test]
+fn lifetime_replacements_wait_while_a_refresh_runs() {
+    let mut c = Case::new(2, old_group(2));
+    c.spec.max_instance_lifetime_seconds = Some(60);
+    let p = c.step();
+    assert_eq!(state(&p), Some(RefreshState::InProgress));
+    assert!(p.lifetime_terminate.is_empty());
+    c.current = OLD;
+    c.stored = None;
+    let p = c.plan();
+    assert_eq!(p.lifetime_terminate, vec!["web-o00".to_string()]);
+    assert!(p.events.iter().any(|e| e.reason == "MaxInstanceLifetime"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // A simulated world: the whole group step, its actions applied, Instances starting, warming
 // up and leaving at random speeds.
