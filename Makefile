@@ -4,7 +4,7 @@ CARGO ?= cargo
 LOCAL := $(CURDIR)/.local
 export KUBECONFIG := $(LOCAL)/kubeconfig
 
-.PHONY: all build test crds cluster-up cluster-down demo k8s-bins bench-probe bench-replace fmt lint clean
+.PHONY: all build test crds cluster-up cluster-down demo k8s-bins tools image bench-probe bench-replace fmt lint clean
 
 all: build
 
@@ -15,12 +15,21 @@ build:
 k8s-bins:
 	@hack/build-k8s.sh >/dev/null
 
+## tools: build (once, cached in ~/.cache/autoheal/tools) crane, from the Go module proxy
+tools:
+	@hack/build-tools.sh >/dev/null
+
+## image: the static binary and an OCI image archive in target/image/, with no Docker engine
+image: tools
+	hack/image.sh
+
 ## crds: regenerate crds/ from the Rust types
 crds:
 	$(CARGO) run -q --bin autoheal -- crds --output-dir crds
 
 ## test: everything CI runs: unit and end-to-end tests against a real control plane, then lint
-test: k8s-bins
+## (tests/image.rs runs hack/image.sh: a release build of the static binary, then crane)
+test: k8s-bins tools
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) lint
