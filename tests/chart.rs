@@ -11,7 +11,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -567,4 +567,247 @@ async fn restricted_namespace_admits_the_deployment_and_refuses_an_unhardened_on
         },
     )
     .await;
+}
+
+// ---- least privilege ----
+
+fn kind_of(doc: &serde_yaml::Value) -> (&str, &str) {
+    (
+        doc["kind"].as_str().unwrap_or_default(),
+        doc["metadata"]["name"].as_str().unwrap_or_default(),
+    )
+}
+
+/// The admin kubeconfig, impersonating `user` in `groups` (the `as` / `as-groups` fields).
+fn impersonating_kubeconfig(cp: &ControlPlane, user: &str, groups: &[&str], path: &Path) {
+    let admin = std::fs::read_to_string(cp.kubeconfig_path()).unwrap();
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&admin).unwrap();
+    let users = config["users"].as_sequence_mut().unwrap();
+    for u in users {
+        u["user"]["as"] = user.into();
+        u["user"]["as-groups"] = groups.iter().map(|g| serde_yaml::Value::from(*g)).collect();
+    }
+    std::fs::write(path, serde_yaml::to_string(&config).unwrap()).unwrap();
+}
+
+/// The (resource[/subresource], verb) pairs of the write verbs a rendered ClusterRole/Role grants.
+fn granted_writes(docs: &[serde_yaml::Value]) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+    {
+        for rule in d["rules"].as_sequence().unwrap() {
+            for r in rule["resources"].as_sequence().unwrap() {
+                for v in rule["verbs"].as_sequence().unwrap() {
+                    let v = v.as_str().unwrap();
+                    if testkit::AUDITED_VERBS.contains(&v) {
+                        out.insert((r.as_str().unwrap().to_string(), v.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The chart's ServiceAccount and RBAC (and whatever else `show_only` names) applied with
+/// release namespace and release name `release_ns` (so cluster-scoped names are unique per
+/// test), and a kubeconfig that impersonates the ServiceAccount.
+struct ChartIdentity {
+    release_ns: String,
+    release: String,
+    user: String,
+    kubeconfig: PathBuf,
+    dir: PathBuf,
+    docs: Vec<serde_yaml::Value>,
+}
+
+impl Drop for ChartIdentity {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn chart_identity(
+    env: &Env,
+    prefix: &str,
+    values: &[&str],
+    show_only: &[&str],
+) -> ChartIdentity {
+    let release_ns = namespace(env.cp, prefix, &[RESTRICTED]).await;
+    let release = release_ns.clone();
+    let mut args: Vec<&str> = values.to_vec();
+    for template in ["templates/serviceaccount.yaml", "templates/rbac.yaml"]
+        .iter()
+        .chain(show_only)
+    {
+        args.extend(["--show-only", template]);
+    }
+    let yaml = render(&release, &release_ns, &args);
+    let docs = documents(&yaml);
+    let sa = docs
+        .iter()
+        .find(|d| d["kind"] == "ServiceAccount")
+        .map(|d| kind_of(d).1.to_string())
+        .expect("a ServiceAccount");
+    let out = kubectl_stdin(env.cp, &["apply", "-f", "-"], &yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = std::env::temp_dir().join(format!("autoheal-chart-identity-{release_ns}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    let user = format!("system:serviceaccount:{release_ns}:{sa}");
+    let sa_group = format!("system:serviceaccounts:{release_ns}");
+    impersonating_kubeconfig(
+        env.cp,
+        &user,
+        &["system:serviceaccounts", &sa_group, "system:authenticated"],
+        &kubeconfig,
+    );
+    ChartIdentity {
+        release_ns,
+        release,
+        user,
+        kubeconfig,
+        dir,
+        docs,
+    }
+}
+
+impl ChartIdentity {
+    /// `autoheal run --namespace NS` as the chart's ServiceAccount, its Lease in the release
+    /// namespace.
+    fn operator(&self, env: &Env) -> Operator {
+        Operator::start_as(
+            &self.kubeconfig,
+            &env.ns,
+            &["--lease-namespace", &self.release_ns],
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_with_exactly_the_charts_rbac_replaces_an_instance() {
+    let env = Env::new("chart-rbac").await;
+    let id = chart_identity(&env, "chart-rbac-op", &[], &[]).await;
+    let release_ns = id.release_ns.clone();
+    // Exactly the chart's RBAC: its ClusterRole and the leader-election Role, bound to its
+    // ServiceAccount.
+    for object in [
+        format!("clusterrole/{}-autoheal", id.release),
+        format!("clusterrolebinding/{}-autoheal", id.release),
+        format!("role/{}-autoheal-leader-election", id.release),
+    ] {
+        let out = kubectl(env.cp, &["-n", &release_ns, "get", &object]);
+        assert!(out.status.success(), "{object} missing");
+    }
+    // The impersonation holds: the ServiceAccount may not read Secrets.
+    let out = env
+        .cp
+        .kubectl()
+        .arg("--kubeconfig")
+        .arg(&id.kubeconfig)
+        .args(["auth", "can-i", "list", "secrets", "-n", &env.ns])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+    assert_eq!(
+        String::from_utf8_lossy(
+            &env.cp
+                .kubectl()
+                .arg("--kubeconfig")
+                .arg(&id.kubeconfig)
+                .args([
+                    "auth",
+                    "whoami",
+                    "-o",
+                    "jsonpath={.status.userInfo.username}"
+                ])
+                .output()
+                .unwrap()
+                .stdout
+        ),
+        id.user
+    );
+
+    let audit_start = env.audit_end();
+    let op = id.operator(&env);
+    op.wait_ready().await;
+    env.apply_group(&GroupBuilder::new("web").desired(2).http_probe().build())
+        .await;
+    let before = env.wait_in_service("web", 2).await;
+    env.wait_pods_in_service("web", 2).await;
+    let victim = before[0].metadata.name.clone().unwrap();
+    let out = kubectl(
+        env.cp,
+        &[
+            "-n",
+            &env.ns,
+            "annotate",
+            "inst",
+            &victim,
+            "autoheal.dev/health=Unhealthy",
+        ],
+    );
+    assert!(out.status.success());
+    env.wait_instance_gone(&victim).await;
+    let after = env.wait_in_service("web", 2).await;
+    assert!(
+        after
+            .iter()
+            .all(|i| i.metadata.name.as_deref() != Some(&victim))
+    );
+    env.wait_pods_in_service("web", 2).await;
+
+    // Deleting the group drains it and lets its finalizer go.
+    env.groups()
+        .delete("web", &Default::default())
+        .await
+        .unwrap();
+    wait_for("ScalingGroup web gone", TIMEOUT, || async {
+        matches!(env.groups().get_opt("web").await, Ok(None)).then_some(())
+    })
+    .await;
+    env.flush_audit().await;
+
+    let log = std::fs::read_to_string(op.log_path()).unwrap();
+    assert!(
+        !log.contains("forbidden"),
+        "the operator hit an RBAC refusal:\n{}",
+        op.log_tail(60)
+    );
+    let (writes, _) = testkit::audit_writes_after(env.cp.audit_log_path(), audit_start);
+    let ours: Vec<_> = writes
+        .iter()
+        .filter(|w| w.user_agent.starts_with("autoheal/"))
+        .filter(|w| w.namespace == env.ns || w.namespace == release_ns)
+        .collect();
+    let refused: Vec<_> = ours.iter().filter(|w| w.code == 403).collect();
+    assert!(refused.is_empty(), "refused writes: {refused:#?}");
+    // Every write verb the chart grants was used (events patch only folds repeats).
+    let used: BTreeSet<(String, String)> = ours
+        .iter()
+        .map(|w| {
+            let resource = if w.subresource.is_empty() {
+                w.resource.clone()
+            } else {
+                format!("{}/{}", w.resource, w.subresource)
+            };
+            (resource, w.verb.clone())
+        })
+        .collect();
+    let unused: Vec<_> = granted_writes(&id.docs)
+        .into_iter()
+        .filter(|g| !used.contains(g))
+        .filter(|(r, v)| !(r == "events" && v == "patch"))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "write verbs granted but not used: {unused:?} (used: {used:?})"
+    );
+    drop(op);
 }
