@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+use autoheal::api::{HookResult, HookTransition, LifecycleState};
 use support::*;
 use testkit::{ControlPlane, test_namespace, wait_for};
 
@@ -810,4 +811,230 @@ async fn operator_with_exactly_the_charts_rbac_replaces_an_instance() {
         "write verbs granted but not used: {unused:?} (used: {used:?})"
     );
     drop(op);
+}
+
+// ---- admission ----
+
+/// `kubectl ARGS` expected to be refused; returns its stderr.
+fn refused(cp: &ControlPlane, args: &[&str]) -> String {
+    let out = kubectl(cp, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "kubectl {args:?} was accepted");
+    stderr
+}
+
+/// `[NS, "annotate", …, "-n"]` as kubectl arguments (`-n NS` last).
+fn strs(a: &[String; 6]) -> Vec<&str> {
+    let mut v: Vec<&str> = a[1..5].iter().map(String::as_str).collect();
+    v.push(&a[5]);
+    v.push(&a[0]);
+    v
+}
+
+fn accepted(cp: &ControlPlane, args: &[&str]) {
+    let out = kubectl(cp, args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} was refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_policy_refuses_malformed_annotations_and_foreign_changes() {
+    let env = Env::new("chart-admission").await;
+    let cp = env.cp;
+    let ns = env.ns.as_str();
+    // The chart in watch-namespace mode for this namespace: its Role, and the policy bound
+    // to this namespace only; the operator runs as the chart's ServiceAccount, which the
+    // policy names.
+    let watch = format!("watchNamespace={ns}");
+    let id = chart_identity(
+        &env,
+        "chart-admission-op",
+        &["--set", &watch],
+        &["templates/admission-policy.yaml"],
+    )
+    .await;
+    let operator_user = id.user.clone();
+    assert_eq!(
+        operator_user,
+        format!("system:serviceaccount:{0}:{0}-autoheal", id.release)
+    );
+    let _op = id.operator(&env);
+    env.apply_group(
+        &GroupBuilder::new("web")
+            .desired(2)
+            .hook(
+                "drain",
+                HookTransition::Terminate,
+                3600,
+                HookResult::Continue,
+            )
+            .build(),
+    )
+    .await;
+    let instances = env.wait_in_service("web", 2).await;
+    let inst = instances[0].metadata.name.clone().unwrap();
+    let doomed = instances[1].metadata.name.clone().unwrap();
+    let pod = inst.clone();
+
+    // The policy is in force once a server-side dry run is refused by it.
+    wait_for("the admission policy to be in force", TIMEOUT, || async {
+        let out = kubectl(
+            cp,
+            &[
+                "-n",
+                ns,
+                "annotate",
+                "--dry-run=server",
+                "--overwrite",
+                "inst",
+                &inst,
+                "autoheal.dev/health=Broken",
+            ],
+        );
+        (!out.status.success()).then_some(())
+    })
+    .await;
+
+    let annotate = |target: &str, kv: &str| -> [String; 6] {
+        [ns, "annotate", "--overwrite", target, kv, "-n"].map(String::from)
+    };
+    let run_refused = |a: [String; 6]| refused(cp, &strs(&a));
+    let run_accepted = |a: [String; 6]| accepted(cp, &strs(&a));
+    let inst_ref = format!("inst/{inst}");
+
+    // autoheal.dev/health: Healthy or Unhealthy (any case, as the operator reads it).
+    let msg = run_refused(annotate(&inst_ref, "autoheal.dev/health=Broken"));
+    assert!(
+        msg.contains(&format!(
+            "autoheal.dev/health=\"Broken\" is not a health status: set Healthy or Unhealthy, e.g. kubectl annotate inst {inst} autoheal.dev/health=Unhealthy --overwrite"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("denied request"), "{msg}");
+    // Booleans.
+    for key in [
+        "autoheal.dev/maintenance",
+        "autoheal.dev/standby",
+        "autoheal.dev/respect-grace-period",
+    ] {
+        let msg = run_refused(annotate(&inst_ref, &format!("{key}=yes")));
+        assert!(
+            msg.contains(&format!(
+                "{key}=\"yes\" is not understood: set \"true\" or \"false\""
+            )),
+            "{msg}"
+        );
+    }
+    let msg = run_refused(annotate("sg/web", "autoheal.dev/paused=maybe"));
+    assert!(
+        msg.contains("autoheal.dev/paused=\"maybe\" is not understood: set \"true\" or \"false\""),
+        "{msg}"
+    );
+    // Lifecycle hook results.
+    let msg = run_refused(annotate(&inst_ref, "hooks.autoheal.dev/drain=Later"));
+    assert!(
+        msg.contains("hooks.autoheal.dev/drain=\"Later\" is not a lifecycle action result: set Continue or Abandon"),
+        "{msg}"
+    );
+    // What the operator records is the operator's to write.
+    let msg = run_refused(annotate(&inst_ref, "autoheal.dev/replaces=web-zzzzz"));
+    assert!(
+        msg.contains("autoheal.dev/replaces is written by the autoheal operator only"),
+        "{msg}"
+    );
+    // Well-formed values pass.
+    run_accepted(annotate(&inst_ref, "autoheal.dev/maintenance=True"));
+    run_accepted(annotate(&inst_ref, "autoheal.dev/maintenance=false"));
+    run_accepted(annotate(
+        &inst_ref,
+        "autoheal.dev/health-reason=any free text at all",
+    ));
+    run_accepted(annotate(
+        &inst_ref,
+        "hooks.autoheal.dev/drain.heartbeat=whatever-1",
+    ));
+    run_accepted(annotate("sg/web", "autoheal.dev/paused=false"));
+    run_accepted(annotate(
+        "sg/web",
+        "autoheal.dev/reset-replacement-failures=2026-12-01",
+    ));
+
+    // Labels and spec.groupName: the operator's.
+    let msg = refused(
+        cp,
+        &[
+            "-n",
+            ns,
+            "label",
+            "--overwrite",
+            &inst_ref,
+            "autoheal.dev/group=other",
+        ],
+    );
+    assert!(
+        msg.contains(&format!(
+            "the label autoheal.dev/group ties Instance {inst} to its ScalingGroup and Instance: only the autoheal operator ({operator_user}) may change it"
+        )),
+        "{msg}"
+    );
+    let msg = refused(
+        cp,
+        &[
+            "-n",
+            ns,
+            "label",
+            &format!("pod/{pod}"),
+            "autoheal.dev/instance-",
+        ],
+    );
+    assert!(
+        msg.contains(&format!(
+            "the label autoheal.dev/instance ties Pod {pod} to its ScalingGroup"
+        )),
+        "{msg}"
+    );
+    accepted(cp, &["-n", ns, "label", &inst_ref, "team=web"]);
+    let msg = refused(
+        cp,
+        &[
+            "-n",
+            ns,
+            "patch",
+            &inst_ref,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"groupName":"other"}}"#,
+        ],
+    );
+    assert!(msg.contains("groupName is immutable"), "{msg}");
+
+    // Healthy on an Instance already terminating: it is held in Terminating:Wait by its
+    // Terminate hook.
+    run_accepted(annotate(
+        &format!("inst/{doomed}"),
+        "autoheal.dev/health=unhealthy",
+    ));
+    let terminating = env
+        .wait_instance_state(&doomed, LifecycleState::TerminatingWait)
+        .await;
+    assert!(terminating.metadata.name.is_some());
+    let msg = run_refused(annotate(
+        &format!("inst/{doomed}"),
+        "autoheal.dev/health=Healthy",
+    ));
+    assert!(
+        msg.contains(&format!(
+            "Instance {doomed} is already terminating (lifecycle state Terminating:Wait): it cannot be marked Healthy"
+        )),
+        "{msg}"
+    );
+    // Completing the hook is still allowed, and the termination goes on.
+    run_accepted(annotate(
+        &format!("inst/{doomed}"),
+        "hooks.autoheal.dev/drain=Continue",
+    ));
+    env.wait_instance_gone(&doomed).await;
 }
