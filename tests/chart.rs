@@ -337,6 +337,8 @@ async fn helm_install_creates_the_objects_and_its_pods_are_admitted() {
                 chart.to_str().unwrap(),
                 "-n",
                 &ns,
+                "--set",
+                "metrics.dashboard.enabled=true",
                 // The policy names this release's ServiceAccount as the operator: keep it
                 // from judging the other tests' operators in this shared control plane.
                 "--set",
@@ -376,6 +378,7 @@ async fn helm_install_creates_the_objects_and_its_pods_are_admitted() {
         format!("service/{release}-metrics"),
         format!("role/{release}-leader-election"),
         format!("rolebinding/{release}-leader-election"),
+        format!("configmap/{release}-dashboard"),
     ] {
         get(&["-n", &ns, "get", &object]);
     }
@@ -1037,4 +1040,192 @@ async fn admission_policy_refuses_malformed_annotations_and_foreign_changes() {
         "hooks.autoheal.dev/drain=Continue",
     ));
     env.wait_instance_gone(&doomed).await;
+}
+
+// ---- monitoring ----
+
+fn promtool_bin() -> &'static Path {
+    static PROMTOOL: OnceLock<PathBuf> = OnceLock::new();
+    PROMTOOL.get_or_init(|| tool("promtool"))
+}
+
+/// The sample names of a Prometheus/OpenMetrics text page, and the names its `# TYPE` lines
+/// allow (a counter `x` is exposed as `x_total`, a histogram as `x_bucket`, `x_sum`,
+/// `x_count`), so that a family with no series yet still counts as exported.
+fn exported_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let suffixes: &[&str] = match kind {
+                "counter" => &["", "_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            for s in suffixes {
+                names.insert(format!("{name}{s}"));
+            }
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            let name = line
+                .split(|c: char| c == '{' || c.is_whitespace())
+                .next()
+                .unwrap();
+            names.insert(name.to_string());
+        }
+    }
+    names
+}
+
+/// Every `autoheal_…` metric name in a PromQL expression.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(at) = expr[i..].find("autoheal_") {
+        let start = i + at;
+        let word_start =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let end = expr[start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .map_or(expr.len(), |e| start + e);
+        if word_start {
+            names.insert(expr[start..end].to_string());
+        }
+        i = end;
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_and_dashboard_use_only_metrics_the_operator_exports() {
+    let env = Env::new("chart-metrics").await;
+    let op = env.operator();
+    env.apply_group(&GroupBuilder::new("web").desired(2).http_probe().build())
+        .await;
+    env.wait_in_service("web", 2).await;
+    // The per-group gauges are refreshed every 10 s by the leader.
+    let text = wait_for(
+        "the operator to export the group's conditions and probe results",
+        TIMEOUT,
+        || async {
+            let text = op.metrics().await?;
+            (text.contains("autoheal_scalinggroup_condition{")
+                && text.contains("result=\"success\"")
+                && metric_value(&text, "autoheal_leader") == Some(1.0))
+            .then_some(text)
+        },
+    )
+    .await;
+    let exported = exported_names(&text);
+
+    let rendered = documents(&render(
+        "autoheal",
+        "autoheal-system",
+        &[
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "metrics.dashboard.enabled=true",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+        ],
+    ));
+    let rule = rendered
+        .iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("a PrometheusRule");
+    let dashboard = rendered
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("the dashboard ConfigMap");
+    assert!(rendered.iter().any(|d| d["kind"] == "ServiceMonitor"));
+
+    let mut used: BTreeMap<String, String> = BTreeMap::new();
+    let groups = rule["spec"]["groups"].as_sequence().unwrap();
+    let alerts: BTreeSet<&str> = groups
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap())
+        .filter_map(|r| {
+            let expr = r["expr"].as_str().unwrap();
+            for name in metric_names(expr) {
+                used.insert(name, format!("alert {}", r["alert"].as_str().unwrap()));
+            }
+            r["alert"].as_str()
+        })
+        .collect();
+    for alert in [
+        "AutohealReplacementBlockedByBreaker",
+        "AutohealReplacementsKeepFailing",
+        "AutohealProbeErrorRatioHigh",
+        "AutohealReconcileErrors",
+        "AutohealOperatorDown",
+        "AutohealLeaderFlapping",
+    ] {
+        assert!(alerts.contains(alert), "missing alert {alert}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(dashboard["data"]["autoheal.json"].as_str().unwrap()).unwrap();
+    let mut panels = 0;
+    for panel in json["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            panels += 1;
+            for name in metric_names(target["expr"].as_str().unwrap()) {
+                used.insert(name, format!("panel {}", panel["title"]));
+            }
+        }
+    }
+    assert!(panels > 10, "the dashboard has {panels} queries");
+    let missing: Vec<_> = used
+        .iter()
+        .filter(|(name, _)| !exported.contains(*name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "metric names used but not exported by the operator: {missing:?}\nexported: {exported:?}"
+    );
+
+    // Prometheus's own checks: the rules as Prometheus loads them, and the exposition.
+    let dir = std::env::temp_dir().join(format!("autoheal-chart-promtool-{}", env.ns));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("rules.yaml");
+    std::fs::write(&rules, serde_yaml::to_string(&rule["spec"]).unwrap()).unwrap();
+    let out = Command::new(promtool_bin())
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "promtool check rules: {report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains(&format!("SUCCESS: {} rules found", alerts.len())),
+        "{report}"
+    );
+    let mut child = Command::new(promtool_bin())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics on /metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

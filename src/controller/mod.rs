@@ -37,7 +37,7 @@ use crate::admin::{AdminServer, AdminState};
 use crate::api::{Instance, LABEL_GROUP, ScalingGroup};
 use crate::clock::{Clock, SystemClock};
 use crate::health::ProbeEngine;
-use crate::telemetry::Metrics;
+use crate::telemetry::{GroupCondition, GroupGauges, Metrics};
 
 use context::{Context, Settings};
 use events::EventSink;
@@ -234,6 +234,25 @@ impl GroupSignature {
     }
 }
 
+/// What `/metrics` exports of a ScalingGroup (its status conditions and failure count).
+fn group_gauges(group: &ScalingGroup) -> GroupGauges {
+    let status = group.status.clone().unwrap_or_default();
+    GroupGauges {
+        namespace: group.namespace().unwrap_or_default(),
+        name: group.name_any(),
+        conditions: status
+            .conditions
+            .iter()
+            .map(|c| GroupCondition {
+                type_: c.type_.clone(),
+                status: c.status.clone(),
+                reason: c.reason.clone(),
+            })
+            .collect(),
+        consecutive_replacement_failures: i64::from(status.consecutive_replacement_failures),
+    }
+}
+
 fn node_ready(node: &Node) -> Option<String> {
     node.status
         .as_ref()?
@@ -293,6 +312,12 @@ async fn run_controllers(
         "caches synced"
     );
     admin.set_ready(true);
+    // Only a leader (or a process without election) gets here.
+    metrics.set_leader(true);
+    let error_kinds = error::ErrorKind::ALL.map(error::ErrorKind::as_str);
+    for controller in [group::CONTROLLER, instance::CONTROLLER] {
+        metrics.init_controller(controller, &error_kinds);
+    }
 
     let probes = ProbeEngine::start(metrics.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -310,6 +335,7 @@ async fn run_controllers(
     ));
 
     let controller_config = ControllerConfig::default().debounce(Duration::from_millis(100));
+    let groups_for_gauges = groups.clone();
 
     let group_controller = Controller::for_stream(take(&mut group_triggers), groups)
         .with_config(controller_config.clone())
@@ -365,6 +391,7 @@ async fn run_controllers(
             .for_each(|_| futures::future::ready(()));
 
     let gauge_metrics = metrics.clone();
+    let group_store = groups_for_gauges;
     let gauge = async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
@@ -385,6 +412,7 @@ async fn run_controllers(
                     .iter()
                     .map(|((s, h), n)| ((s.as_str(), h.as_str()), *n)),
             );
+            gauge_metrics.set_groups(group_store.state().iter().map(|g| group_gauges(g)));
         }
     };
 
@@ -394,6 +422,7 @@ async fn run_controllers(
         _ = controllers => {
             if *stopping.borrow() {
                 admin.set_ready(false);
+                metrics.set_leader(false);
                 return Ok(());
             }
             tracing::error!("the controllers stopped");
