@@ -1042,6 +1042,102 @@ async fn admission_policy_refuses_malformed_annotations_and_foreign_changes() {
     env.wait_instance_gone(&doomed).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_policy_treats_listed_users_as_the_operator() {
+    let cp = ControlPlane::shared().await;
+    install_crds(cp).await;
+    let ns = namespace(cp, "chart-operator-users", &[]).await;
+    let watch = format!("watchNamespace={ns}");
+    let policy = render(
+        &ns,
+        &ns,
+        &[
+            "--show-only",
+            "templates/admission-policy.yaml",
+            "--set",
+            &watch,
+            "--set",
+            "admissionPolicy.operatorUsers={admin}",
+        ],
+    );
+    let out = kubectl_stdin(cp, &["apply", "-f", "-"], &policy);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let instance = root().join("tests/data/instance.yaml");
+    accepted(cp, &["-n", &ns, "apply", "-f", instance.to_str().unwrap()]);
+    wait_for("the admission policy to be in force", TIMEOUT, || async {
+        let out = kubectl(
+            cp,
+            &[
+                "-n",
+                &ns,
+                "annotate",
+                "--dry-run=server",
+                "inst/web-manual",
+                "autoheal.dev/health=Broken",
+            ],
+        );
+        (!out.status.success()).then_some(())
+    })
+    .await;
+    // admin (listed) writes what only the operator may; alice, even in system:masters, may not.
+    accepted(
+        cp,
+        &[
+            "-n",
+            &ns,
+            "annotate",
+            "inst/web-manual",
+            "autoheal.dev/replaces=web-aaaaa",
+        ],
+    );
+    accepted(
+        cp,
+        &[
+            "-n",
+            &ns,
+            "label",
+            "inst/web-manual",
+            "autoheal.dev/group=web",
+        ],
+    );
+    let alice = ["--as=alice", "--as-group=system:masters"];
+    let msg = refused(
+        cp,
+        &[
+            alice[0],
+            alice[1],
+            "-n",
+            &ns,
+            "label",
+            "--overwrite",
+            "inst/web-manual",
+            "autoheal.dev/group=other",
+        ],
+    );
+    assert!(msg.contains("only the autoheal operator"), "{msg}");
+    let msg = refused(
+        cp,
+        &[
+            alice[0],
+            alice[1],
+            "-n",
+            &ns,
+            "annotate",
+            "--overwrite",
+            "inst/web-manual",
+            "autoheal.dev/replaces=web-bbbbb",
+        ],
+    );
+    assert!(
+        msg.contains("is written by the autoheal operator only"),
+        "{msg}"
+    );
+}
+
 // ---- monitoring ----
 
 fn promtool_bin() -> &'static Path {
