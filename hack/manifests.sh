@@ -11,7 +11,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/deploy}"
-helm="${HELM:-$("$root/hack/build-tools.sh" helm)}"
+helm="${HELM:-$("$root/hack/build-tools.sh" helm)/helm}"
 release=autoheal
 namespace=autoheal-system
 
