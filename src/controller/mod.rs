@@ -40,7 +40,7 @@ use crate::admin::{AdminServer, AdminState};
 use crate::api::{Instance, LABEL_GROUP, ScalingGroup};
 use crate::clock::{Clock, SystemClock};
 use crate::health::ProbeEngine;
-use crate::telemetry::Metrics;
+use crate::telemetry::{GroupCondition, GroupGauges, Metrics};
 
 use client::ClientOptions;
 use context::{Context, Settings};
@@ -253,6 +253,25 @@ impl GroupSignature {
     }
 }
 
+/// What `/metrics` exports of a ScalingGroup (its status conditions and failure count).
+fn group_gauges(group: &ScalingGroup) -> GroupGauges {
+    let status = group.status.clone().unwrap_or_default();
+    GroupGauges {
+        namespace: group.namespace().unwrap_or_default(),
+        name: group.name_any(),
+        conditions: status
+            .conditions
+            .iter()
+            .map(|c| GroupCondition {
+                type_: c.type_.clone(),
+                status: c.status.clone(),
+                reason: c.reason.clone(),
+            })
+            .collect(),
+        consecutive_replacement_failures: i64::from(status.consecutive_replacement_failures),
+    }
+}
+
 fn node_ready(node: &Node) -> Option<String> {
     node.status
         .as_ref()?
@@ -324,6 +343,12 @@ async fn run_controllers(
         "caches synced"
     );
     admin.set_ready(true);
+    // Only a leader (or a process without election) gets here.
+    metrics.set_leader(true);
+    let error_kinds = error::ErrorKind::ALL.map(error::ErrorKind::as_str);
+    for controller in [group::CONTROLLER, instance::CONTROLLER] {
+        metrics.init_controller(controller, &error_kinds);
+    }
 
     let probes = ProbeEngine::start(metrics.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -344,6 +369,7 @@ async fn run_controllers(
     );
 
     let controller_config = ControllerConfig::default().debounce(RECONCILE_DEBOUNCE);
+    let groups_for_gauges = groups.clone();
 
     let group_controller = Controller::for_stream(take(&mut group_triggers), groups)
         .with_config(controller_config.clone())
@@ -399,6 +425,7 @@ async fn run_controllers(
             .for_each(|_| futures::future::ready(()));
 
     let gauge_metrics = metrics.clone();
+    let group_store = groups_for_gauges;
     let gauge = async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
@@ -419,6 +446,7 @@ async fn run_controllers(
                     .iter()
                     .map(|((s, h), n)| ((s.as_str(), h.as_str()), *n)),
             );
+            gauge_metrics.set_groups(group_store.state().iter().map(|g| group_gauges(g)));
         }
     };
 
@@ -431,6 +459,7 @@ async fn run_controllers(
                 if !ctx.events.flush(EVENT_FLUSH_GRACE).await {
                     tracing::warn!(grace = ?EVENT_FLUSH_GRACE, "Events still unwritten at shutdown");
                 }
+                metrics.set_leader(false);
                 return Ok(());
             }
             tracing::error!("the controllers stopped");
