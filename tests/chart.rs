@@ -768,6 +768,38 @@ async fn operator_with_exactly_the_charts_rbac_replaces_an_instance() {
     );
     env.wait_pods_in_service("web", 2).await;
 
+    // Two template changes without a refresh (trigger Manual), each recorded as a revision
+    // before the next: with revisionHistoryLimit 0, the one in between, which no Instance
+    // runs, goes (controllerrevisions delete); the one the Instances run stays.
+    let revisions: kube::Api<k8s_openapi::api::apps::v1::ControllerRevision> =
+        kube::Api::namespaced(env.client.clone(), &env.ns);
+    let numbered = |want: BTreeSet<i64>| {
+        let revisions = revisions.clone();
+        async move {
+            let list = revisions
+                .list(&kube::api::ListParams::default().labels("autoheal.dev/group=web"))
+                .await
+                .ok()?;
+            let numbers: BTreeSet<i64> = list.items.iter().map(|r| r.revision).collect();
+            (numbers == want).then_some(())
+        }
+    };
+    for (version, want) in [("a", [1, 2]), ("b", [1, 3])] {
+        env.patch_group(
+            "web",
+            serde_json::json!({ "spec": {
+                "revisionHistoryLimit": 0,
+                "refresh": { "trigger": "Manual" },
+                "template": { "metadata": { "labels": { "version": version } } },
+            } }),
+        )
+        .await;
+        wait_for(&format!("revisions {want:?}"), TIMEOUT, || {
+            numbered(BTreeSet::from(want))
+        })
+        .await;
+    }
+
     // Deleting the group drains it and lets its finalizer go.
     env.groups()
         .delete("web", &Default::default())

@@ -113,7 +113,7 @@ fn needs(scope: Scope<'_>) -> Vec<Need> {
             group,
             resource: "scalinggroups",
             subresource: "",
-            verbs: &["get", "list", "watch", "patch"],
+            verbs: &["list", "watch", "patch"],
             namespace: watched.clone(),
         },
         Need {
@@ -142,6 +142,13 @@ fn needs(scope: Scope<'_>) -> Vec<Need> {
             resource: "pods",
             subresource: "",
             verbs: &["get", "list", "watch", "create", "patch", "delete"],
+            namespace: watched.clone(),
+        },
+        Need {
+            group: "apps",
+            resource: "controllerrevisions",
+            subresource: "",
+            verbs: &["list", "watch", "create", "delete"],
             namespace: watched.clone(),
         },
         Need {
