@@ -1,8 +1,9 @@
 //! The kubectl journey of a new user, end to end, with the real `kubectl` only: install the
 //! CRDs, apply the example group, wait for it, read the columns, mark an Instance unhealthy and
 //! see it replaced (with the evidence in `kubectl describe` and `kubectl events`), scale, read
-//! the group as `aws autoscaling describe-auto-scaling-groups` would show it, and delete the
-//! group, which drains and removes everything.
+//! the group as `aws autoscaling describe-auto-scaling-groups` would show it, see a bad
+//! annotation refused by the chart's admission policy, and delete the group, which drains and
+//! removes everything.
 
 mod support;
 
@@ -198,6 +199,50 @@ async fn the_kubectl_journey_from_install_to_delete() {
         assert_eq!(entry["lifecycleState"].as_str(), Some("InService"));
         assert_eq!(entry["healthStatus"].as_str(), Some("Healthy"));
     }
+
+    // The chart's admission policy (bound to this namespace; the operator here runs as the
+    // admin user, listed as the operator) refuses a bad annotation at `kubectl annotate`.
+    let watch = format!("watchNamespace={ns}");
+    let policy = support::helm::render(
+        ns,
+        ns,
+        &[
+            "--show-only",
+            "templates/admission-policy.yaml",
+            "--set",
+            &watch,
+            "--set",
+            "admissionPolicy.operatorUsers={admin}",
+        ],
+    );
+    let policy_file = std::env::temp_dir().join(format!("autoheal-journey-policy-{ns}.yaml"));
+    std::fs::write(&policy_file, policy).unwrap();
+    let policy_path = policy_file.to_str().unwrap();
+    env.kubectl(&["apply", "-f", policy_path]);
+    let target = format!("inst/{}", listed[0]["name"].as_str().unwrap());
+    let bad = [
+        "-n",
+        ns,
+        "annotate",
+        target.as_str(),
+        "autoheal.dev/health=Sick",
+    ];
+    wait_for("the admission policy in force", TIMEOUT, || async {
+        let mut dry_run = bad.to_vec();
+        dry_run.push("--dry-run=server");
+        (!kubectl(env.cp, &dry_run).status.success()).then_some(())
+    })
+    .await;
+    let refused = kubectl(env.cp, &bad);
+    assert!(!refused.status.success(), "a bad health value is refused");
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains(
+            "autoheal.dev/health=\"Sick\" is not a health status: set Healthy or Unhealthy"
+        ),
+        "{message}"
+    );
+    env.kubectl(&["delete", "-f", policy_path]);
 
     // Delete the group: it drains and removes every Instance and Pod, then goes.
     env.kubectl(&[

@@ -13,6 +13,7 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod helm;
 pub mod invariants;
 
 use std::collections::BTreeMap;
