@@ -99,17 +99,24 @@ The group is live. In another terminal:
   export KUBECONFIG=$KUBECONFIG
   export PATH=$BIN_DIR:\$PATH
 
+  kubectl get inst -w                                # watch this one while the group heals
+
+  kubectl annotate pod <name> podsim.autoheal.dev/behavior=fail   # break one: its probe sees HTTP 503,
+                                                     # it turns Unhealthy, leaves service, is replaced
   kubectl get sg web -w                              # DESIRED CURRENT INSERVICE HEALTHY UNHEALTHY
-  kubectl get inst -w                                # STATE HEALTH DETAIL ADDRESS per Instance
+  kubectl events --for sg/web                        # what the group did and why
   kubectl get pods -L autoheal.dev/in-service -w     # the Pods and their service membership
   kubectl get endpointslices -l kubernetes.io/service-name=web -o wide
   kubectl describe sg web                            # conditions and Events
   kubectl scale sg/web --replicas=5                  # scale out / in (watch Terminating → ... → Terminated)
   kubectl annotate inst <name> autoheal.dev/health=Unhealthy autoheal.dev/respect-grace-period=false
-  kubectl annotate pod <name> podsim.autoheal.dev/behavior=fail   # the probe sees HTTP 503
   kubectl delete inst <name>                         # terminate one: drained, then replaced
   curl -s http://${ADMIN:-127.0.0.1:8080}/metrics | grep ^autoheal_
 
+Metrics: http://${ADMIN:-127.0.0.1:8080}/metrics
+Dashboard: on a cluster with Grafana, import $ROOT/charts/autoheal/files/dashboard.json
+  (or install the chart with --set metrics.dashboard.enabled=true); its panels read the
+  metrics above through Prometheus. Alerts: $ROOT/charts/autoheal/files/alerts.yaml.
 Logs: $LOGS/autoheal.log, $LOGS/podsim.log
 Press Ctrl-C to tear everything down.
 EOF
