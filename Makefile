@@ -4,7 +4,7 @@ CARGO ?= cargo
 LOCAL := $(CURDIR)/.local
 export KUBECONFIG := $(LOCAL)/kubeconfig
 
-.PHONY: all build test crds cluster-up cluster-down demo k8s-bins tools image bench-probe bench-replace fmt lint clean
+.PHONY: all build test crds cluster-up cluster-down demo k8s-bins tools image bench-probe bench-replace bench-refresh fmt lint clean
 
 all: build
 
@@ -66,6 +66,11 @@ bench-probe:
 ## the bench spawns that binary: CARGO_BIN_EXE_autoheal)
 bench-replace: k8s-bins
 	$(CARGO) bench --bench replace
+
+## bench-refresh: Deployment vs ScalingGroup rolling 50 to a new template with the same bounds
+## (maxSurge 25 % / maxUnavailable 25 % ⇔ maxHealthy 125 / minHealthy 75); writes bench/REFRESH.md
+bench-refresh: k8s-bins
+	$(CARGO) bench --bench refresh
 
 fmt:
 	$(CARGO) fmt --all

@@ -119,6 +119,18 @@ async fn reconcile_inner(
         now,
     });
 
+    if let Some(r) = plan
+        .status
+        .refresh
+        .as_ref()
+        .filter(|r| r.status.is_running())
+    {
+        tracing::debug!(
+            namespace = %ns, group = %name, status = r.status.as_str(),
+            actions = plan.actions.len(), message = %r.message,
+            "refresh step"
+        );
+    }
     let reference = group.object_ref(&());
     for warning in ctx.reported.fresh(&key, &plan.warnings) {
         ctx.events

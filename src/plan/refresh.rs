@@ -242,7 +242,11 @@ fn start_or_keep(
         previous_revision: previous,
         percentage_complete: 0,
         instances_to_update: 0,
-        start_time: Some(Time(inputs.now)),
+        // Whole seconds, as creation timestamps: an Instance launched by this refresh (even in
+        // the second it started) is never older than the refresh.
+        start_time: Some(Time(
+            Timestamp::from_second(inputs.now.as_second()).unwrap_or(inputs.now),
+        )),
         end_time: None,
         message: String::new(),
         checkpoint: None,
@@ -291,13 +295,15 @@ fn warmup(spec: &ScalingGroupSpec) -> SignedDuration {
     ))
 }
 
-/// Whether `i` is warmed up: InService, Healthy with detail OK, InService for the warm-up.
+/// Whether `i` is warmed up: InService, Healthy with detail OK, InService for the warm-up
+/// (a zero warm-up needs no time: entry times are rounded up to the second).
 fn warmed(i: &InstanceView, warmup: SignedDuration, now: Timestamp) -> bool {
     i.is_in_service_and_healthy()
         && i.detail == Some(HealthDetail::OK)
-        && i.in_service_since
-            .and_then(|t| add(t, warmup))
-            .is_some_and(|t| t <= now)
+        && (warmup.is_zero()
+            || i.in_service_since
+                .and_then(|t| add(t, warmup))
+                .is_some_and(|t| t <= now))
 }
 
 /// Whether `i` is in Standby.
@@ -474,10 +480,13 @@ fn step(inputs: &RefreshInputs<'_>, s: &mut RefreshStatus, events: &mut Vec<Plan
     // Capacity not launched yet (an Instance just left) is in flight too.
     let holes = (desired - counting.len() as i64).max(0) as usize;
     let in_flight = unwarmed.len() + leaving + holes;
+    // Surge Instances are done before the ones they replace have left: at most the Instances
+    // not stale count.
+    let done = done.min(total - (stale.len() as i64).min(total));
     let pct = if total == 0 {
         100
     } else {
-        (done.min(total) * 100 / total) as i32
+        (done * 100 / total) as i32
     };
     s.percentage_complete = s.percentage_complete.max(pct);
     s.instances_to_update = stale.len() as i32;
