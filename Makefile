@@ -26,6 +26,7 @@ image: tools
 ## crds: regenerate crds/ from the Rust types
 crds:
 	$(CARGO) run -q --bin autoheal -- crds --output-dir crds
+	cp crds/*.yaml charts/autoheal/crds/
 
 ## test: everything CI runs: unit and end-to-end tests against a real control plane, then lint
 ## (tests/image.rs runs hack/image.sh: a release build of the static binary, then crane)
@@ -33,6 +34,17 @@ test: k8s-bins tools
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) lint
+
+## chart-tools: build (once, cached) helm and promtool, which the chart tests use
+.PHONY: chart-tools manifests
+chart-tools:
+	@hack/build-tools.sh helm promtool >/dev/null
+
+## manifests: regenerate deploy/ from charts/autoheal (helm template; a test fails on drift)
+manifests:
+	hack/manifests.sh
+
+test: chart-tools
 
 cluster-up: k8s-bins
 	$(CARGO) run -q -p testkit --bin cluster -- up --dir $(LOCAL)

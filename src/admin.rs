@@ -131,6 +131,15 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     resp
 }
 
+/// Whether the request's `Accept` header lists `application/openmetrics-text`.
+fn accepts_openmetrics(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
 fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -141,10 +150,17 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         );
     }
     match req.uri().path() {
+        // OpenMetrics to a client that asks for it (Prometheus does), else the classic text
+        // format (curl, promtool): each body under its own content type.
+        "/metrics" if accepts_openmetrics(req) => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state.metrics.encode(),
+        ),
         "/metrics" => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            state.metrics.encode(),
+            crate::telemetry::prometheus_text(&state.metrics.encode()),
         ),
         "/healthz" | "/livez" => text(StatusCode::OK, PLAIN, "ok\n".into()),
         "/readyz" if state.is_ready() => text(StatusCode::OK, PLAIN, "ok\n".into()),

@@ -15,6 +15,9 @@
 //! | `autoheal_reconcile_duration_seconds` | histogram | `controller` |
 //! | `autoheal_reconcile_errors_total` | counter | `controller`, `kind` (`conflict`, `forbidden`, `rejected`, `not_found`, `server_error`, `transport`, `invalid`, `other`) |
 //! | `autoheal_reconcile_backing_off` | gauge | `controller` (objects waiting out an error backoff) |
+//! | `autoheal_leader` | gauge | — (1 while this process holds the leader Lease, or runs without election) |
+//! | `autoheal_scalinggroup_condition` | gauge | `namespace`, `scalinggroup`, `type`, `status`, `reason` (1 per condition in a group's status; set by the leader) |
+//! | `autoheal_scalinggroup_consecutive_replacement_failures` | gauge | `namespace`, `scalinggroup` |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +67,51 @@ struct ControllerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    namespace: String,
+    scalinggroup: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupConditionLabels {
+    namespace: String,
+    scalinggroup: String,
+    #[prometheus(flatten)]
+    condition: ConditionLabels,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionLabels {
+    r#type: String,
+    status: String,
+    reason: String,
+}
+
+/// One condition of a ScalingGroup's status, for [`Metrics::set_groups`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupCondition {
+    /// The condition type (`Ready`, `ReplacementAllowed`, …).
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// The condition's reason.
+    pub reason: String,
+}
+
+/// What [`Metrics::set_groups`] exports of one ScalingGroup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupGauges {
+    /// The group's namespace.
+    pub namespace: String,
+    /// The group's name.
+    pub name: String,
+    /// Its status conditions.
+    pub conditions: Vec<GroupCondition>,
+    /// `status.consecutiveReplacementFailures`.
+    pub consecutive_replacement_failures: i64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     controller: String,
     kind: String,
@@ -97,6 +145,9 @@ struct Inner {
     reconcile_duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     backing_off: Family<ControllerLabels, Gauge>,
+    leader: Gauge,
+    group_conditions: Family<GroupConditionLabels, Gauge>,
+    group_failures: Family<GroupLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -141,6 +192,9 @@ impl Metrics {
             );
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let backing_off = Family::<ControllerLabels, Gauge>::default();
+        let leader = Gauge::default();
+        let group_conditions = Family::<GroupConditionLabels, Gauge>::default();
+        let group_failures = Family::<GroupLabels, Gauge>::default();
 
         registry.register(
             "probe_duration_seconds",
@@ -187,6 +241,21 @@ impl Metrics {
             "Objects whose reconcile waits out an error backoff, by controller",
             backing_off.clone(),
         );
+        registry.register(
+            "leader",
+            "1 while this process holds the leader Lease (or runs without leader election), else 0",
+            leader.clone(),
+        );
+        registry.register(
+            "scalinggroup_condition",
+            "Conditions of each ScalingGroup's status (1 per group, type, status and reason), exported by the leader",
+            group_conditions.clone(),
+        );
+        registry.register(
+            "scalinggroup_consecutive_replacement_failures",
+            "Replacements in a row that were Unhealthy when their grace period ended, per ScalingGroup",
+            group_failures.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -199,6 +268,9 @@ impl Metrics {
                 reconcile_duration,
                 reconcile_errors,
                 backing_off,
+                leader,
+                group_conditions,
+                group_failures,
             }),
         }
     }
@@ -277,6 +349,56 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// Exports `controller`'s error series at 0 (one per error kind) and its backing-off gauge,
+    /// so that they exist (and `rate()` over them works) before the first error.
+    pub fn init_controller(&self, controller: &str, error_kinds: &[&str]) {
+        for kind in error_kinds {
+            self.inner
+                .reconcile_errors
+                .get_or_create_owned(&ErrorLabels {
+                    controller: controller.into(),
+                    kind: (*kind).into(),
+                });
+        }
+        self.set_backing_off(controller, 0);
+    }
+
+    /// Sets whether this process leads (holds the leader Lease or runs without election).
+    pub fn set_leader(&self, leading: bool) {
+        self.inner.leader.set(i64::from(leading));
+    }
+
+    /// Replaces the per-group gauges (`autoheal_scalinggroup_condition`,
+    /// `autoheal_scalinggroup_consecutive_replacement_failures`) with these groups; groups
+    /// absent from `groups` disappear.
+    pub fn set_groups(&self, groups: impl IntoIterator<Item = GroupGauges>) {
+        self.inner.group_conditions.clear();
+        self.inner.group_failures.clear();
+        for g in groups {
+            for c in g.conditions {
+                self.inner
+                    .group_conditions
+                    .get_or_create(&GroupConditionLabels {
+                        namespace: g.namespace.clone(),
+                        scalinggroup: g.name.clone(),
+                        condition: ConditionLabels {
+                            r#type: c.type_,
+                            status: c.status,
+                            reason: c.reason,
+                        },
+                    })
+                    .set(1);
+            }
+            self.inner
+                .group_failures
+                .get_or_create(&GroupLabels {
+                    namespace: g.namespace,
+                    scalinggroup: g.name,
+                })
+                .set(g.consecutive_replacement_failures);
+        }
+    }
+
     /// The probe results counted so far for `kind` and `class` (for tests and benchmarks).
     pub fn probe_results(&self, kind: ProbeKind, class: ResultClass) -> u64 {
         let k = match kind {
@@ -293,6 +415,36 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
         out
     }
+}
+
+/// The Prometheus text format (0.0.4) of an OpenMetrics page from [`Metrics::encode`]: a
+/// counter family is named with its `_total` suffix in `# HELP`/`# TYPE`, and the OpenMetrics
+/// `# UNIT` and `# EOF` lines are dropped. Samples are the same in both formats.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -313,6 +465,18 @@ mod tests {
         m.set_instances([(("InService", "Healthy"), 2), (("Pending", "Unknown"), 1)]);
         m.observe_reconcile("instance", Duration::from_millis(12));
         m.inc_reconcile_errors("instance", "forbidden");
+        m.set_leader(true);
+        m.init_controller("scalinggroup", &["conflict"]);
+        m.set_groups([GroupGauges {
+            namespace: "ns".into(),
+            name: "web".into(),
+            conditions: vec![GroupCondition {
+                type_: "ReplacementAllowed".into(),
+                status: "False".into(),
+                reason: "TooManyUnhealthy".into(),
+            }],
+            consecutive_replacement_failures: 2,
+        }]);
         let text = m.clone().encode();
         for needle in [
             "autoheal_probe_duration_seconds_bucket{",
@@ -324,9 +488,20 @@ mod tests {
             "autoheal_instances{state=\"InService\",health=\"Healthy\"} 2",
             "autoheal_reconcile_duration_seconds_count{controller=\"instance\"} 1",
             "autoheal_reconcile_errors_total{controller=\"instance\",kind=\"forbidden\"} 1",
+            "autoheal_leader 1",
+            "autoheal_reconcile_errors_total{controller=\"scalinggroup\",kind=\"conflict\"} 0",
+            "autoheal_reconcile_backing_off{controller=\"scalinggroup\"} 0",
+            "autoheal_scalinggroup_condition{namespace=\"ns\",scalinggroup=\"web\",type=\"ReplacementAllowed\",status=\"False\",reason=\"TooManyUnhealthy\"} 1",
+            "autoheal_scalinggroup_consecutive_replacement_failures{namespace=\"ns\",scalinggroup=\"web\"} 2",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+        let classic = prometheus_text(&text);
+        assert!(classic.contains("# TYPE autoheal_probe_results_total counter"));
+        assert!(classic.contains("# HELP autoheal_probe_results_total "));
+        assert!(classic.contains("# TYPE autoheal_probe_duration_seconds histogram"));
+        assert!(classic.contains("autoheal_probe_targets 3"));
+        assert!(!classic.contains("# EOF"));
         m.set_instances([(("InService", "Healthy"), 1)]);
         assert!(!m.encode().contains("Pending"));
         assert_eq!(m.probe_results(ProbeKind::Http, ResultClass::Timeout), 1);

@@ -134,6 +134,7 @@ async fn crds_install_and_print_the_contract_columns() {
             "INSERVICE",
             "HEALTHY",
             "UNHEALTHY",
+            "UPTODATE",
             "AGE"
         ]
     );
@@ -150,7 +151,7 @@ async fn crds_install_and_print_the_contract_columns() {
     assert_eq!(
         header,
         [
-            "NAME", "GROUP", "STATE", "HEALTH", "DETAIL", "ADDRESS", "AGE"
+            "NAME", "GROUP", "STATE", "HEALTH", "DETAIL", "ADDRESS", "REVISION", "AGE"
         ]
     );
     assert!(out.contains("web-manual"), "{out}");
@@ -351,6 +352,39 @@ async fn invalid_specs_are_refused_with_a_human_message() {
                 "  lifecycleHooks:\n  - {name: \"warm up\", transition: Launch}\n",
             ),
             "lifecycle hook name must be alphanumeric",
+        ),
+        (
+            "refresh maxHealthyPercentage below 100",
+            group("a", "  refresh:\n    maxHealthyPercentage: 90\n"),
+            "should be greater than or equal to 100",
+        ),
+        (
+            "refresh band wider than 100",
+            group(
+                "a",
+                "  refresh:\n    minHealthyPercentage: 0\n    maxHealthyPercentage: 150\n",
+            ),
+            "refresh.maxHealthyPercentage minus refresh.minHealthyPercentage must be at most 100",
+        ),
+        (
+            "refresh checkpoints out of order",
+            group("a", "  refresh:\n    checkpoints: [50, 20]\n"),
+            "refresh.checkpoints must be strictly ascending",
+        ),
+        (
+            "refresh checkpoint above 100",
+            group("a", "  refresh:\n    checkpoints: [20, 120]\n"),
+            "refresh.checkpoints must be percentages from 1 to 100",
+        ),
+        (
+            "unknown refresh trigger",
+            group("a", "  refresh:\n    trigger: Sometimes\n"),
+            "supported values: \"OnTemplateChange\", \"Manual\"",
+        ),
+        (
+            "unknown standby policy",
+            group("a", "  refresh:\n    standbyInstances: Keep\n"),
+            "supported values: \"Ignore\", \"Terminate\", \"Wait\"",
         ),
         (
             "group name too long for its instance names",

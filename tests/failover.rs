@@ -278,23 +278,29 @@ async fn replace_across_failover(prefix: &str, stop: Stop, lease_seconds: u64) -
         ])
         .to_string();
     let events: serde_json::Value = serde_json::from_str(&events).unwrap();
-    let reasons: Vec<&str> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["reason"].as_str())
-        .collect();
+    let items = events["items"].as_array().unwrap();
+    let reasons: Vec<&str> = items.iter().filter_map(|e| e["reason"].as_str()).collect();
     for reason in [
         "EnteredTerminating",
-        "RemovedFromService",
         "EnteredTerminatingProceed",
-        "PodDeleted",
         "Terminated",
     ] {
         assert_eq!(
             reasons.iter().filter(|r| **r == reason).count(),
             1,
             "{reason} once: {reasons:?}"
+        );
+    }
+    // A state entry's Event names the Pod action it brings: each action once.
+    let notes: Vec<&str> = items
+        .iter()
+        .filter_map(|e| e["message"].as_str().or(e["note"].as_str()))
+        .collect();
+    for action in ["from service", "deleting Pod"] {
+        assert_eq!(
+            notes.iter().filter(|n| n.contains(action)).count(),
+            1,
+            "{action} once: {notes:?}"
         );
     }
     Failover { handover }

@@ -34,7 +34,13 @@ async fn wait_limited(env: &Env, group: &str, status: &str, reason: &str) {
         TIMEOUT,
         || async {
             let g = groups.get(group).await.ok()?;
-            (condition(&g, "ScalingLimited") == Some((status.into(), reason.into()))).then_some(())
+            // Of the current spec: a condition recorded for an older one does not count.
+            let current = g
+                .status
+                .as_ref()
+                .is_some_and(|s| s.observed_generation == g.metadata.generation);
+            (current && condition(&g, "ScalingLimited") == Some((status.into(), reason.into())))
+                .then_some(())
         },
     )
     .await;

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use autoheal::api::reason;
 use autoheal::api::{
-    HealthStatus, Instance, LABEL_GROUP, LifecycleState, Process, ReplacementStrategy, ScalingGroup,
+    CONDITION_RECONCILING, CONDITION_STALLED, HealthStatus, Instance, LABEL_GROUP, LifecycleState,
+    Process, ReplacementStrategy, ScalingGroup,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -393,6 +394,22 @@ async fn circuit_breaker_holds_when_too_many_are_unhealthy_and_resumes() {
     for n in &names {
         assert!(cond.message.contains(n.as_str()), "{}", cond.message);
     }
+    // kstatus: held by the breaker is Stalled (a person must act), not Reconciling.
+    let g = env
+        .wait_group_condition("web", CONDITION_STALLED, "True")
+        .await;
+    let conditions = &g.status.as_ref().unwrap().conditions;
+    let stalled = conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_STALLED)
+        .unwrap();
+    assert_eq!(stalled.reason, reason::TOO_MANY_UNHEALTHY);
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == CONDITION_RECONCILING && c.status == "False"),
+        "{conditions:?}"
+    );
     // Nothing is deleted while it holds (watched for a while).
     let deadline = Instant::now() + Duration::from_secs(4);
     while Instant::now() < deadline {

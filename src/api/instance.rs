@@ -55,6 +55,12 @@ use super::types::{HookResult, HookTransition};
         description = "The Pod IP probes go to"
     ),
     printcolumn(
+        name = "Revision",
+        type_ = "string",
+        json_path = ".status.revision",
+        description = "The group revision (ControllerRevision) the Instance was launched from"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -269,9 +275,16 @@ pub struct InstanceStatus {
     /// The Pod IP; probes go to address:port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// The revision of its group's template (a ControllerRevision name) the Instance was
+    /// launched from; the label `autoheal.dev/revision` says the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
     /// The Node the Pod runs on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// The zone of that Node (its `topology.kubernetes.io/zone` label), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// Why the Instance is leaving (ScaleIn, Unhealthy, Deleted, LaunchAbandoned, GroupDeleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_reason: Option<String>,

@@ -11,6 +11,9 @@ pub const LABEL_GROUP: &str = "autoheal.dev/group";
 pub const LABEL_INSTANCE: &str = "autoheal.dev/instance";
 /// Label on Pods of Instances that are in service (point Services at it).
 pub const LABEL_IN_SERVICE: &str = "autoheal.dev/in-service";
+/// Label on Instances naming the revision (the group's `ControllerRevision`) they were
+/// launched from.
+pub const LABEL_REVISION: &str = "autoheal.dev/revision";
 
 /// `autoheal.dev/health`: `Unhealthy` / `Healthy` (SetInstanceHealth).
 pub const ANNOTATION_HEALTH: &str = "autoheal.dev/health";
@@ -27,6 +30,12 @@ pub const ANNOTATION_PAUSED: &str = "autoheal.dev/paused";
 /// `autoheal.dev/reset-replacement-failures` on a ScalingGroup: setting it to a value not seen
 /// before clears the consecutive replacement failure count (and `ReplacementsKeepFailing`).
 pub const ANNOTATION_RESET_REPLACEMENT_FAILURES: &str = "autoheal.dev/reset-replacement-failures";
+/// `autoheal.dev/refresh` on a ScalingGroup: any value not honoured before starts an instance
+/// refresh (the way to start one with `refresh.trigger: Manual`).
+pub const ANNOTATION_REFRESH: &str = "autoheal.dev/refresh";
+/// `autoheal.dev/cancel-refresh` on a ScalingGroup: any value not honoured before cancels the
+/// running instance refresh (or rollback).
+pub const ANNOTATION_CANCEL_REFRESH: &str = "autoheal.dev/cancel-refresh";
 /// Annotation on a replacement Instance naming the Instance it replaces.
 pub const ANNOTATION_REPLACES: &str = "autoheal.dev/replaces";
 /// Annotation on an Instance recording the hash of the group template it was launched from.
@@ -38,6 +47,9 @@ pub const ANNOTATION_TERMINATION_REASON: &str = "autoheal.dev/termination-reason
 pub const HOOK_PREFIX: &str = "hooks.autoheal.dev/";
 /// Suffix of lifecycle hook heartbeat annotations: `hooks.autoheal.dev/<hook>.heartbeat`.
 pub const HEARTBEAT_SUFFIX: &str = ".heartbeat";
+
+/// The well-known Node label of its zone (read, never written).
+pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
 
 /// Finalizer on every Instance: holds it while the graceful termination path runs.
 pub const FINALIZER_INSTANCE: &str = "autoheal.dev/instance-termination";
@@ -51,9 +63,21 @@ pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_SCALING_LIMITED: &str = "ScalingLimited";
 /// Group condition type: whether Unhealthy Instances may be replaced now.
 pub const CONDITION_REPLACEMENT_ALLOWED: &str = "ReplacementAllowed";
+/// Group condition type: an instance refresh (or its rollback) is running (True), or how the
+/// last one ended (False).
+pub const CONDITION_REFRESHING: &str = "Refreshing";
+/// Group condition type (kstatus): True while the group works towards its desired state
+/// (scaling, replacing, an instance refresh or its rollback, draining on deletion); False
+/// once it is there or stalled.
+pub const CONDITION_RECONCILING: &str = "Reconciling";
+/// Reason of `Refreshing=False` (and of its Warning Event) when a refresh failed: its
+/// replacements turned Unhealthy during warm-up or bake.
+pub const REASON_REFRESH_FAILED: &str = "RefreshFailed";
 /// Condition type on both kinds (kstatus): the object cannot progress until a person acts;
 /// set with reason `RequestRefused` when the API server keeps refusing the operator's
-/// requests for it (RBAC, validation, an admission policy or webhook).
+/// requests for it (RBAC, validation, an admission policy or webhook), and on a group by the
+/// group step when it is not Ready and waits on a person (the breaker, failing replacements,
+/// a pause or a suspended process), with the reason of what holds it.
 pub const CONDITION_STALLED: &str = "Stalled";
 /// Instance condition type: the aggregate verdict.
 pub const CONDITION_HEALTHY: &str = "Healthy";
@@ -74,6 +98,9 @@ pub const INSTANCE_HEALTH_CONDITIONS: [&str; 4] = [
 /// Reason of `Stalled` and of its Warning Event: the API server refused a request the
 /// operator needs (403, 400 or 422), which retrying cannot fix.
 pub const REASON_REQUEST_REFUSED: &str = "RequestRefused";
+/// Reason of `Stalled=False` on a group once a refusal streak ends (the group step decides
+/// `Stalled` from then on).
+pub const REASON_REQUESTS_ACCEPTED: &str = "RequestsAccepted";
 /// Event reason of a Warning Event for an annotation value that cannot be understood.
 pub const REASON_ANNOTATION_NOT_UNDERSTOOD: &str = "AnnotationNotUnderstood";
 

@@ -62,6 +62,12 @@ use super::types::{HookResult, HookTransition};
         description = "Instances whose health status is Unhealthy"
     ),
     printcolumn(
+        name = "UpToDate",
+        type_ = "integer",
+        json_path = ".status.updatedInstances",
+        description = "Instances on the group's current revision"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -86,9 +92,15 @@ pub struct ScalingGroupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10000))]
     pub desired_capacity: Option<i32>,
-    /// The template each new Instance is created from. A change affects only Instances
-    /// launched afterwards.
+    /// The template each new Instance is created from. Each distinct template is a revision
+    /// (a ControllerRevision owned by the group); a change is rolled out to the running
+    /// Instances by an instance refresh (see `refresh`).
     pub template: InstanceTemplate,
+    /// How many revisions (ControllerRevisions) of the template are kept besides the current
+    /// one; a revision an Instance still runs, or a running refresh needs, is never deleted.
+    #[serde(default = "default_revision_history_limit")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub revision_history_limit: i32,
     /// How Instance health is determined: grace periods, the active probe, and condition rules.
     #[serde(default)]
     pub health_check: HealthCheck,
@@ -101,6 +113,15 @@ pub struct ScalingGroupSpec {
     #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new("self.all(h, self.exists_one(g, g.name == h.name))").message("lifecycle hook names must be unique"))]
     pub lifecycle_hooks: Vec<LifecycleHook>,
+    /// How a template change is rolled out to running Instances (instance refresh).
+    #[serde(default)]
+    pub refresh: Refresh,
+    /// Instances older than this many seconds (30 or more) are replaced, oldest first, within
+    /// the refresh band (`refresh.minHealthyPercentage`, `maxHealthyPercentage`, warm-up and
+    /// policies) while no refresh runs, as AWS's maximum instance lifetime. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30, max = 31536000))]
+    pub max_instance_lifetime_seconds: Option<i64>,
     /// Which Instances are terminated first when the group scales in.
     #[serde(default)]
     pub scale_in: ScaleIn,
@@ -110,6 +131,10 @@ pub struct ScalingGroupSpec {
     #[schemars(length(max = 5))]
     #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q == p))").message("suspendedProcesses must not repeat a process"))]
     pub suspended_processes: Vec<Process>,
+}
+
+fn default_revision_history_limit() -> i32 {
+    10
 }
 
 impl ScalingGroupSpec {
@@ -409,6 +434,247 @@ pub enum ReplacementStrategy {
     LaunchBeforeTerminate,
 }
 
+/// How a template change is rolled out to the running Instances: an instance refresh replaces
+/// the Instances not on the target revision, oldest first, through the graceful termination
+/// path, within a band of healthy capacity (AWS instance refresh; Deployment rolling update).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.maxHealthyPercentage - self.minHealthyPercentage <= 100").message("refresh.maxHealthyPercentage minus refresh.minHealthyPercentage must be at most 100"))]
+pub struct Refresh {
+    /// OnTemplateChange (default, as Deployments): a change of `spec.template` starts a
+    /// refresh. Manual (as AWS): a refresh starts only when the group annotation
+    /// `autoheal.dev/refresh` is set to a value not used before.
+    #[serde(default)]
+    pub trigger: RefreshTrigger,
+    /// During a refresh, InService+Healthy Instances (replacements only once warmed up) never
+    /// drop below this percentage of desiredCapacity, rounded up (0-100). At least one
+    /// Instance is always being replaced, so 100 with maxHealthyPercentage 100 replaces one at
+    /// a time.
+    #[serde(default = "default_refresh_min_healthy")]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_healthy_percentage: i32,
+    /// During a refresh, Instances counting toward capacity never exceed this percentage of
+    /// desiredCapacity, rounded down (100-200). Above 100 replacements are launched before
+    /// old Instances terminate (surge).
+    #[serde(default = "default_refresh_max_healthy")]
+    #[schemars(range(min = 100, max = 200))]
+    pub max_healthy_percentage: i32,
+    /// Seconds a replacement must have been InService and Healthy (detail OK) before it
+    /// counts as done and as healthy capacity. Defaults to healthCheck.gracePeriodSeconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub instance_warmup_seconds: Option<i32>,
+    /// Percentages of the refresh (ascending, 1-100) at which it pauses for
+    /// `checkpointDelaySeconds`, e.g. [20, 50].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    #[x_kube(validation = Rule::new("self.all(c, c >= 1 && c <= 100)").message("refresh.checkpoints must be percentages from 1 to 100"))]
+    #[x_kube(validation = Rule::new("self.isSorted() && self.all(c, self.exists_one(d, d == c))").message("refresh.checkpoints must be strictly ascending"))]
+    pub checkpoints: Vec<i32>,
+    /// Seconds the refresh waits at each checkpoint (0-172800).
+    #[serde(default = "default_checkpoint_delay")]
+    #[schemars(range(min = 0, max = 172800))]
+    pub checkpoint_delay_seconds: i32,
+    /// Seconds after the last replacement is warmed up during which the refresh is Baking:
+    /// a replacement turning Unhealthy then still fails it (0-172800).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 172800))]
+    pub bake_time_seconds: i32,
+    /// Instances already on the target revision are not replaced (default true).
+    #[serde(default = "default_true")]
+    pub skip_matching: bool,
+    /// When the refresh fails, roll back to the previous revision the same way (default
+    /// true); the group then launches from the previous revision until spec.template changes.
+    #[serde(default = "default_true")]
+    pub auto_rollback: bool,
+    /// What the refresh does with Instances in Standby: Ignore (leave them, default),
+    /// Terminate (replace them), Wait (the refresh does not finish while any is in Standby).
+    #[serde(default)]
+    pub standby_instances: StandbyPolicy,
+    /// What the refresh does with Instances protected from scale-in: Ignore (leave them,
+    /// default), Refresh (replace them like the others), Wait (the refresh does not finish
+    /// while any is protected and not on the target).
+    #[serde(default)]
+    pub protected_instances: ProtectedPolicy,
+}
+
+impl Default for Refresh {
+    fn default() -> Self {
+        Self {
+            trigger: RefreshTrigger::default(),
+            min_healthy_percentage: default_refresh_min_healthy(),
+            max_healthy_percentage: default_refresh_max_healthy(),
+            instance_warmup_seconds: None,
+            checkpoints: Vec::new(),
+            checkpoint_delay_seconds: default_checkpoint_delay(),
+            bake_time_seconds: 0,
+            skip_matching: true,
+            auto_rollback: true,
+            standby_instances: StandbyPolicy::default(),
+            protected_instances: ProtectedPolicy::default(),
+        }
+    }
+}
+
+fn default_refresh_min_healthy() -> i32 {
+    90
+}
+fn default_refresh_max_healthy() -> i32 {
+    100
+}
+fn default_checkpoint_delay() -> i32 {
+    3600
+}
+fn default_true() -> bool {
+    true
+}
+
+/// What starts an instance refresh.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RefreshTrigger {
+    /// A change of spec.template.
+    #[default]
+    OnTemplateChange,
+    /// Only the annotation `autoheal.dev/refresh=<new value>`.
+    Manual,
+}
+
+/// What a refresh does with Instances in Standby.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StandbyPolicy {
+    /// Leave them on their revision.
+    #[default]
+    Ignore,
+    /// Replace them.
+    Terminate,
+    /// Do not finish while one is in Standby and not on the target.
+    Wait,
+}
+
+/// What a refresh does with Instances protected from scale-in.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ProtectedPolicy {
+    /// Leave them on their revision.
+    #[default]
+    Ignore,
+    /// Replace them like the others.
+    Refresh,
+    /// Do not finish while one is protected and not on the target.
+    Wait,
+}
+
+/// Where an instance refresh stands (AWS instance refresh statuses).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshState {
+    /// Requested; waiting to start (the group is paused or a process it needs is suspended).
+    Pending,
+    /// Replacing Instances.
+    InProgress,
+    /// Every Instance is replaced and warmed up; watching them for bakeTimeSeconds.
+    Baking,
+    /// Done.
+    Successful,
+    /// A replacement turned Unhealthy; not rolled back (autoRollback false).
+    Failed,
+    /// Cancelled; replacements in flight finish, nothing new starts.
+    Cancelling,
+    /// Cancelled; the Instances already replaced stay.
+    Cancelled,
+    /// Failed; rolling back to the previous revision.
+    RollbackInProgress,
+    /// Rolled back: every Instance is on the previous revision again.
+    RollbackSuccessful,
+    /// The rollback itself failed (an Instance of the previous revision turned Unhealthy).
+    RollbackFailed,
+}
+
+impl RefreshState {
+    /// The name as written in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::InProgress => "InProgress",
+            Self::Baking => "Baking",
+            Self::Successful => "Successful",
+            Self::Failed => "Failed",
+            Self::Cancelling => "Cancelling",
+            Self::Cancelled => "Cancelled",
+            Self::RollbackInProgress => "RollbackInProgress",
+            Self::RollbackSuccessful => "RollbackSuccessful",
+            Self::RollbackFailed => "RollbackFailed",
+        }
+    }
+
+    /// Whether the refresh (or its rollback) is still running.
+    pub fn is_running(self) -> bool {
+        matches!(
+            self,
+            Self::Pending
+                | Self::InProgress
+                | Self::Baking
+                | Self::Cancelling
+                | Self::RollbackInProgress
+        )
+    }
+
+    /// Whether the group is (or stays) rolled back to the previous revision.
+    pub fn is_rollback(self) -> bool {
+        matches!(
+            self,
+            Self::RollbackInProgress | Self::RollbackSuccessful | Self::RollbackFailed
+        )
+    }
+}
+
+/// The last (or running) instance refresh of a group.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshStatus {
+    /// Pending, InProgress, Baking, Successful, Failed, Cancelling, Cancelled,
+    /// RollbackInProgress, RollbackSuccessful or RollbackFailed.
+    pub status: RefreshState,
+    /// The revision (ControllerRevision name) the refresh rolls out.
+    pub target_revision: String,
+    /// The revision most Instances ran before; a rollback returns to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_revision: Option<String>,
+    /// Percentage of the Instances on the target revision and warmed up (never decreases
+    /// during one refresh).
+    #[serde(default)]
+    pub percentage_complete: i32,
+    /// Instances still to replace.
+    #[serde(default)]
+    pub instances_to_update: i32,
+    /// When the refresh started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+    /// Where it stands, for people (e.g. "waiting at checkpoint 50% until 12:03:10Z").
+    #[serde(default)]
+    pub message: String,
+    /// The highest checkpoint reached; the refresh waits there until `checkpointUntil`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<i32>,
+    /// When the wait at `checkpoint` ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_until: Option<Time>,
+    /// When the bake (Baking) ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake_until: Option<Time>,
+    /// The Instances whose failure failed the refresh, with their evidence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub failed_instances: Vec<String>,
+    /// The last `autoheal.dev/refresh` value honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// The last `autoheal.dev/cancel-refresh` value honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_request: Option<String>,
+}
+
 /// A lifecycle hook: holds Instances at a transition until completed or timed out.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -497,6 +763,16 @@ pub struct ScalingGroupStatus {
     /// Instances whose healthStatus is Unhealthy.
     #[serde(default)]
     pub unhealthy_instances: i32,
+    /// The revision (ControllerRevision name) new Instances are launched from: the one of
+    /// `spec.template`, or the previous one after an automatic rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<String>,
+    /// Instances counting toward capacity that run `currentRevision`.
+    #[serde(default)]
+    pub updated_instances: i32,
+    /// The last (or running) instance refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshStatus>,
     /// The group's Instances (all of them up to 256; beyond that only those not
     /// InService+Healthy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -555,4 +831,13 @@ pub struct InstanceSummary {
     /// Whether scale-in skips this Instance.
     #[serde(default)]
     pub protected_from_scale_in: bool,
+    /// The Node its Pod runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// The zone of that Node (`topology.kubernetes.io/zone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// The template revision it runs (a ControllerRevision name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }

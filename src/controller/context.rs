@@ -5,13 +5,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 
-use crate::api::{CONDITION_STALLED, Instance, REASON_REQUEST_REFUSED, ScalingGroup};
+use crate::api::{
+    CONDITION_STALLED, Instance, REASON_REQUEST_REFUSED, REASON_REQUESTS_ACCEPTED, ScalingGroup,
+};
 use crate::clock::Clock;
 use crate::health::ProbeEngine;
 use crate::plan::replacement::Backoff;
@@ -61,6 +64,9 @@ pub struct Context {
     pub pods: Store<Pod>,
     /// Every Node.
     pub nodes: Store<Node>,
+    /// ControllerRevisions labelled `autoheal.dev/group` (the groups' template revisions);
+    /// empty until [`Context::with_revisions`] gives it a watched store.
+    pub revisions: Store<ControllerRevision>,
     /// The probe engine.
     pub probes: ProbeEngine,
     /// The operator's metrics.
@@ -109,6 +115,7 @@ impl Context {
             instances,
             pods,
             nodes,
+            revisions: kube::runtime::reflector::store::Writer::default().as_reader(),
             probes,
             metrics,
             events,
@@ -198,6 +205,26 @@ impl Context {
             });
         }
         Action::requeue(retry.delay)
+    }
+
+    /// The same context reading the groups' ControllerRevisions from `store`.
+    pub fn with_revisions(mut self, store: Store<ControllerRevision>) -> Self {
+        self.revisions = store;
+        self
+    }
+
+    /// The ControllerRevisions controlled by `group` (owner reference with its uid).
+    pub fn revisions_of(&self, group: &ScalingGroup) -> Vec<Arc<ControllerRevision>> {
+        let ns = group.namespace();
+        let uid = group.uid();
+        let name = group.name_any();
+        self.revisions
+            .state()
+            .into_iter()
+            .filter(|r| r.namespace() == ns)
+            .filter(|r| r.labels().get(crate::api::LABEL_GROUP) == Some(&name))
+            .filter(|r| controlled_by(r.as_ref(), uid.as_deref()))
+            .collect()
     }
 
     /// The group from the store, or this process's newer write of it.
@@ -318,6 +345,16 @@ async fn set_stalled<K: Reconciled>(ctx: &Context, key: &Key, message: Option<&s
             "status": "True",
             "reason": REASON_REQUEST_REFUSED,
             "message": message.chars().take(32 * 1024).collect::<String>(),
+            "lastTransitionTime": crate::plan::lifecycle::ceil_to_second(ctx.clock.now()),
+        }]),
+        // On a group the group step also decides `Stalled` (and co-owns the item once it
+        // has applied it): the report hands it back as False rather than removing it, which
+        // would leave the group step's share of the item behind without its required fields.
+        None if K::kind(&()) == ScalingGroup::kind(&()) => serde_json::json!([{
+            "type": CONDITION_STALLED,
+            "status": "False",
+            "reason": REASON_REQUESTS_ACCEPTED,
+            "message": "the API server accepts the operator's requests again",
             "lastTransitionTime": crate::plan::lifecycle::ceil_to_second(ctx.clock.now()),
         }]),
         None => serde_json::json!([]),

@@ -54,6 +54,18 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind (the label values `autoheal_reconcile_errors_total` starts at 0).
+    pub const ALL: [ErrorKind; 8] = [
+        Self::Conflict,
+        Self::Forbidden,
+        Self::Rejected,
+        Self::NotFound,
+        Self::ServerError,
+        Self::Transport,
+        Self::Invalid,
+        Self::Other,
+    ];
+
     /// The metric label value.
     pub fn as_str(self) -> &'static str {
         match self {

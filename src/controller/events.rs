@@ -1,13 +1,24 @@
 //! Kubernetes Events (events.k8s.io) for launches, state changes, terminations and hook
 //! results. Publishing never fails a reconcile: errors are logged.
 //!
+//! Publishing never waits for the API server either, as client-go's event broadcaster: the
+//! Event is built at once (its time is the moment it was published) and queued; a background
+//! writer sends the queue with at most [`MAX_WRITES_IN_FLIGHT`] requests at once, so a burst
+//! of Events (300 launches make ~1,800) never sits in the reconciles' path. The queue is
+//! bounded: when it is full, publishing waits for room (no Event is dropped).
+//! [`EventSink::flush`] waits until everything queued is written (graceful shutdown).
+//!
 //! A repeat of an Event (same object, type, reason, action *and note*) within
 //! [`SERIES_TTL`] bumps the `series` of the first instead of creating another. The note is
 //! part of that key (as in client-go): kube's own `Recorder` leaves it out, which folds, say,
 //! a second health transition with new evidence into the first Event and loses its note.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event, EventSeries};
@@ -26,6 +37,12 @@ pub const SERIES_TTL: SignedDuration = SignedDuration::from_mins(6);
 
 /// The longest note kept (the API server rejects notes over 1 kB).
 const MAX_NOTE: usize = 1000;
+
+/// How many Event writes the background writer has in flight at once.
+pub const MAX_WRITES_IN_FLIGHT: usize = 4;
+
+/// How many Events wait in the queue before publishing waits for room.
+const QUEUE_CAPACITY: usize = 4096;
 
 /// What makes two Events the same one, repeated.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -80,23 +97,57 @@ impl Series {
     }
 }
 
-/// Publishes Events.
+/// One Event write waiting in the queue.
+struct Write {
+    key: SeriesKey,
+    event: Event,
+}
+
+/// Publishes Events (queued; see the module doc).
 #[derive(Clone)]
 pub struct EventSink {
-    client: Client,
     clock: Arc<dyn Clock>,
     instance: String,
     series: Arc<Mutex<Series>>,
+    queue: mpsc::Sender<Write>,
+    pending: Arc<Pending>,
+}
+
+/// Events queued or being written, and a wake-up for [`EventSink::flush`].
+#[derive(Default)]
+struct Pending {
+    count: AtomicUsize,
+    drained: Notify,
+}
+
+impl Pending {
+    fn done(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.drained.notify_waiters();
+        }
+    }
 }
 
 impl EventSink {
-    /// A sink reporting as `autoheal` from `instance` (e.g. the leader identity).
+    /// A sink reporting as `autoheal` from `instance` (e.g. the leader identity). Starts the
+    /// background writer on the current Tokio runtime; it ends when every clone of the sink
+    /// is dropped.
     pub fn new(client: Client, instance: &str, clock: Arc<dyn Clock>) -> Self {
-        Self {
+        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let series: Arc<Mutex<Series>> = Arc::default();
+        let pending: Arc<Pending> = Arc::default();
+        tokio::spawn(write_events(
             client,
+            receiver,
+            series.clone(),
+            pending.clone(),
+        ));
+        Self {
             clock,
             instance: instance.into(),
-            series: Arc::default(),
+            series,
+            queue,
+            pending,
         }
     }
 
@@ -124,6 +175,22 @@ impl EventSink {
             .await;
     }
 
+    /// Waits until every Event published so far is written (or failed), at most `limit`;
+    /// false when some were still waiting at the limit.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let drained = async {
+            loop {
+                let notified = self.pending.drained.notified();
+                if self.pending.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, drained).await.is_ok()
+    }
+
+    /// Builds the Event (or the next count of its series) now and queues its write.
     async fn publish(
         &self,
         regarding: &ObjectReference,
@@ -144,51 +211,92 @@ impl EventSink {
             note: note.clone(),
         };
         let now = self.clock.now();
-        let event = self.lock().next(&key, now, || Event {
-            action: Some(action.into()),
-            reason: Some(reason.into()),
-            event_time: Some(MicroTime(now)),
-            regarding: Some(regarding.clone()),
-            note: Some(note),
-            metadata: ObjectMeta {
-                namespace: regarding.namespace.clone(),
-                name: Some(format!(
-                    "{}.{:x}",
-                    regarding.name.as_deref().unwrap_or(REPORTER),
-                    now.as_nanosecond()
-                )),
-                ..ObjectMeta::default()
-            },
-            reporting_controller: Some(REPORTER.into()),
-            reporting_instance: Some(self.instance.clone()),
-            type_: Some(type_.into()),
-            ..Event::default()
-        });
-        let namespace = regarding.namespace.as_deref().unwrap_or("default");
-        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
-        let result = match event.series {
-            Some(_) => {
-                let name = event.metadata.name.clone().unwrap_or_default();
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&event))
-                    .await
-            }
-            None => api.create(&PostParams::default(), &event).await,
+        let event = {
+            let mut series = self.lock();
+            let event = series.next(&key, now, || Event {
+                action: Some(action.into()),
+                reason: Some(reason.into()),
+                event_time: Some(MicroTime(now)),
+                regarding: Some(regarding.clone()),
+                note: Some(note),
+                metadata: ObjectMeta {
+                    namespace: regarding.namespace.clone(),
+                    name: Some(format!(
+                        "{}.{:x}",
+                        regarding.name.as_deref().unwrap_or(REPORTER),
+                        now.as_nanosecond()
+                    )),
+                    ..ObjectMeta::default()
+                },
+                reporting_controller: Some(REPORTER.into()),
+                reporting_instance: Some(self.instance.clone()),
+                type_: Some(type_.into()),
+                ..Event::default()
+            });
+            // Remembered before it is written, so a repeat published meanwhile counts in its
+            // series; a failed write forgets it again.
+            series.remember(key.clone(), event.clone());
+            event
         };
-        match result {
-            Ok(_) => self.lock().remember(key, event),
-            Err(e) => {
-                // Published afresh next time (the Event may be gone).
-                self.lock().forget(&key);
-                tracing::warn!(
-                    object = ?regarding.name, namespace = ?regarding.namespace, reason,
-                    "could not publish Event: {e}"
-                );
-            }
+        self.pending.count.fetch_add(1, Ordering::AcqRel);
+        if self.queue.send(Write { key, event }).await.is_err() {
+            self.pending.done();
+            tracing::warn!(reason, "could not publish Event: the writer has stopped");
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Series> {
-        self.series.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.series)
+    }
+}
+
+fn lock(series: &Mutex<Series>) -> std::sync::MutexGuard<'_, Series> {
+    series.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The background writer: sends each queued Event, [`MAX_WRITES_IN_FLIGHT`] at a time.
+async fn write_events(
+    client: Client,
+    mut queue: mpsc::Receiver<Write>,
+    series: Arc<Mutex<Series>>,
+    pending: Arc<Pending>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_WRITES_IN_FLIGHT));
+    while let Some(write) = queue.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let client = client.clone();
+        let series = series.clone();
+        let pending = pending.clone();
+        tokio::spawn(async move {
+            send(&client, &series, write).await;
+            drop(slot);
+            pending.done();
+        });
+    }
+}
+
+/// Writes one Event: a create, or a patch of the first of its series.
+async fn send(client: &Client, series: &Mutex<Series>, write: Write) {
+    let Write { key, event } = write;
+    let namespace = key.namespace.as_deref().unwrap_or("default");
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let result = match event.series {
+        Some(_) => {
+            let name = event.metadata.name.clone().unwrap_or_default();
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&event))
+                .await
+        }
+        None => api.create(&PostParams::default(), &event).await,
+    };
+    if let Err(e) = result {
+        // Published afresh next time (the Event may be gone).
+        lock(series).forget(&key);
+        tracing::warn!(
+            object = ?key.name, namespace = ?key.namespace, reason = %key.reason,
+            "could not publish Event: {e}"
+        );
     }
 }
 
@@ -264,6 +372,73 @@ mod tests {
         s.remember(a.clone(), e);
         s.forget(&a);
         assert_eq!(count(&s.next(&a, later, || fresh("x", later))), 1);
+    }
+
+    /// A client whose API server answers Event creates only once `gate` has a permit, and
+    /// counts the requests it received.
+    fn gated_client(gate: Arc<Semaphore>, received: Arc<AtomicUsize>) -> Client {
+        use http_body_util::{BodyExt, Full};
+        let service = tower::service_fn(move |req: hyper::Request<kube::client::Body>| {
+            let gate = gate.clone();
+            let received = received.clone();
+            async move {
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                received.fetch_add(1, Ordering::SeqCst);
+                gate.acquire().await.unwrap().forget();
+                let response = hyper::Response::builder()
+                    .status(201)
+                    .header("content-type", "application/json")
+                    .body(Full::new(body))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        Client::new(service, "ns")
+    }
+
+    fn regarding() -> ObjectReference {
+        ObjectReference {
+            kind: Some("Instance".into()),
+            namespace: Some("ns".into()),
+            name: Some("i".into()),
+            uid: Some("u".into()),
+            ..ObjectReference::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn publishing_does_not_wait_for_the_api_server_and_flush_waits_for_the_writes() {
+        let gate = Arc::new(Semaphore::new(0));
+        let received = Arc::new(AtomicUsize::new(0));
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+        let sink = EventSink::new(gated_client(gate.clone(), received.clone()), "test", clock);
+        let published = async {
+            for n in 0..10 {
+                sink.normal(&regarding(), "Step", "Test", format!("step {n}"))
+                    .await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), published)
+            .await
+            .expect("publishing returns while the API server has answered nothing");
+        for _ in 0..500 {
+            if received.load(Ordering::SeqCst) >= MAX_WRITES_IN_FLIGHT {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            !sink.flush(Duration::from_millis(100)).await,
+            "nothing is written yet"
+        );
+        assert_eq!(
+            received.load(Ordering::SeqCst),
+            MAX_WRITES_IN_FLIGHT,
+            "the writer sends at most MAX_WRITES_IN_FLIGHT at once"
+        );
+        gate.add_permits(10);
+        assert!(sink.flush(Duration::from_secs(5)).await, "all ten written");
+        assert_eq!(received.load(Ordering::SeqCst), 10);
     }
 
     #[test]

@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -26,14 +28,15 @@ use futures::StreamExt;
 
 use crate::api::{
     ANNOTATION_REPLACES, ANNOTATION_TEMPLATE_HASH, ANNOTATION_TERMINATION_REASON, FINALIZER_GROUP,
-    FINALIZER_INSTANCE, Instance, InstanceSpec, LABEL_GROUP, LABEL_INSTANCE, ScalingGroup,
-    group_selector,
+    FINALIZER_INSTANCE, Instance, InstanceSpec, InstanceTemplate, LABEL_GROUP, LABEL_INSTANCE,
+    LABEL_REVISION, ScalingGroup, group_selector,
 };
 use crate::plan::InstanceView;
 use crate::plan::capacity::GroupAction;
 use crate::plan::group::{self as group_plan, GroupInputs, template_hash};
 use crate::plan::lifecycle;
 use crate::plan::replacement::{EventType, ReplacementPlan};
+use crate::plan::revision::{RevisionPlan, RevisionView, hash_of, revision_name};
 
 use super::context::{Context, Key, RESYNC, apply_status, store_lags_or_gone};
 use super::error::{Error, is_status, kube_err};
@@ -103,9 +106,15 @@ async fn reconcile_inner(
         .iter()
         .map(|i| InstanceView::from_instance(i))
         .collect();
+    let revisions: Vec<RevisionView> = ctx
+        .revisions_of(&group)
+        .iter()
+        .map(|r| revision_view(r))
+        .collect();
     let plan = group_plan::plan(&GroupInputs {
         group: &group,
         instances: &views,
+        revisions: &revisions,
         replacement_backoff: ctx.settings.replacement_backoff,
         now,
     });
@@ -128,16 +137,49 @@ async fn reconcile_inner(
     }
     // ...then announce (replacement Events go out before the actions they announce)...
     emit_replacement_events(ctx, &group, &members, plan.replacement.as_ref()).await;
-    // ...then act: launches and terminations are independent requests, sent together.
-    let requests: Vec<_> = plan
+    for event in &plan.refresh_events {
+        match event.type_ {
+            EventType::Normal => {
+                ctx.events
+                    .normal(&reference, event.reason, "Refresh", event.message.clone())
+                    .await
+            }
+            EventType::Warning => {
+                ctx.events
+                    .warning(&reference, event.reason, "Refresh", event.message.clone())
+                    .await
+            }
+        }
+    }
+    // ...then keep the revisions (the current template's exists before Instances run it)...
+    apply_revisions(ctx, &group, &plan.revisions).await?;
+    let launches = plan
         .actions
         .iter()
-        .map(|action| apply_action(ctx, &group, &members, &group_uid, action))
-        .collect();
-    let results = futures::stream::iter(requests)
-        .buffer_unordered(MAX_CONCURRENT_ACTIONS)
-        .collect::<Vec<Result<(), Error>>>()
-        .await;
+        .any(|a| matches!(a, GroupAction::Launch { .. }));
+    let launch = if launches {
+        launch_template(ctx, &group, &plan.launch_hash)?
+    } else {
+        LaunchTemplate::of_spec(&group)
+    };
+    // ...then act: terminations first, then launches (so the API server never shows a
+    // launch before the termination it replaces: a refresh within maxHealthyPercentage stays
+    // within it at every moment); the requests of each kind are sent together.
+    let mut results = Vec::new();
+    for terminations in [true, false] {
+        let requests: Vec<_> = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a, GroupAction::Terminate { .. }) == terminations)
+            .map(|action| apply_action(ctx, &group, &launch, &members, &group_uid, action))
+            .collect();
+        results.extend(
+            futures::stream::iter(requests)
+                .buffer_unordered(MAX_CONCURRENT_ACTIONS)
+                .collect::<Vec<Result<(), Error>>>()
+                .await,
+        );
+    }
     let launched = plan
         .actions
         .iter()
@@ -160,17 +202,104 @@ async fn reconcile_inner(
     ))
 }
 
+/// The planner's view of a ControllerRevision: its name, the template hash it stores (its
+/// `autoheal.dev/template-hash` annotation, else the end of its name) and its number.
+pub fn revision_view(r: &ControllerRevision) -> RevisionView {
+    let name = r.name_any();
+    RevisionView {
+        hash: r
+            .annotations()
+            .get(ANNOTATION_TEMPLATE_HASH)
+            .cloned()
+            .unwrap_or_else(|| hash_of(&name).to_string()),
+        name,
+        revision: r.revision,
+    }
+}
+
+/// The ControllerRevision of the group's current template, numbered `revision`.
+pub fn build_revision(group: &ScalingGroup, revision: i64) -> ControllerRevision {
+    let hash = template_hash(group);
+    ControllerRevision {
+        metadata: ObjectMeta {
+            name: Some(revision_name(&group.name_any(), &hash)),
+            namespace: group.namespace(),
+            labels: Some([(LABEL_GROUP.to_string(), group.name_any())].into()),
+            annotations: Some([(ANNOTATION_TEMPLATE_HASH.to_string(), hash)].into()),
+            owner_references: group.controller_owner_ref(&()).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        data: Some(RawExtension(
+            serde_json::to_value(&group.spec.template).unwrap_or_default(),
+        )),
+        revision,
+    }
+}
+
+/// Creates, renumbers and deletes the group's ControllerRevisions as planned. A revision
+/// already there (the store lags) or already gone is fine.
+async fn apply_revisions(
+    ctx: &Context,
+    group: &ScalingGroup,
+    plan: &RevisionPlan,
+) -> Result<(), Error> {
+    let ns = group.namespace().unwrap_or_default();
+    let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(n) = plan.create {
+        let revision = build_revision(group, n);
+        let name = revision.name_any();
+        match api.create(&PostParams::default(), &revision).await {
+            Ok(_) => {
+                ctx.events
+                    .normal(
+                        &group.object_ref(&()),
+                        "RevisionCreated",
+                        "Revision",
+                        format!("template revision {n} is ControllerRevision {name}"),
+                    )
+                    .await;
+            }
+            Err(e) if is_status(&e, 409) => {}
+            Err(e) => return Err(kube_err(format!("creating ControllerRevision {ns}/{name}"))(e)),
+        }
+    }
+    if let Some((name, n)) = &plan.renumber {
+        let patch = json!({ "revision": n });
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => {
+                return Err(kube_err(format!(
+                    "renumbering ControllerRevision {ns}/{name}"
+                ))(e));
+            }
+        }
+    }
+    for name in &plan.delete {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(kube_err(format!("deleting ControllerRevision {ns}/{name}"))(e)),
+        }
+    }
+    Ok(())
+}
+
 /// Carries out one launch or termination of the group step.
 async fn apply_action(
     ctx: &Context,
     group: &ScalingGroup,
+    template: &LaunchTemplate,
     members: &[Arc<Instance>],
     group_uid: &str,
     action: &GroupAction,
 ) -> Result<(), Error> {
     match action {
         GroupAction::Launch { replaces } => {
-            launch(ctx, group, replaces.as_deref(), group_uid).await
+            launch(ctx, group, template, replaces.as_deref(), group_uid).await
         }
         GroupAction::Terminate {
             name: victim,
@@ -282,6 +411,7 @@ async fn finish_deletion(
 async fn launch(
     ctx: &Context,
     group: &ScalingGroup,
+    template: &LaunchTemplate,
     replaces: Option<&str>,
     group_uid: &str,
 ) -> Result<(), Error> {
@@ -289,7 +419,7 @@ async fn launch(
     let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
     let mut last_err = None;
     for _ in 0..3 {
-        let inst = build_instance(group, &instance_name(&group.name_any()), replaces);
+        let inst = build_instance(group, template, &instance_name(&group.name_any()), replaces);
         let name = inst.name_any();
         ctx.expectations.expect_create(group_uid, &name);
         match api.create(&PostParams::default(), &inst).await {
@@ -375,6 +505,57 @@ async fn terminate(
     Ok(())
 }
 
+/// The template new Instances are launched from, with its hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchTemplate {
+    /// The template.
+    pub template: InstanceTemplate,
+    /// Its hash (its revision is `<group>-<hash>`).
+    pub hash: String,
+}
+
+impl LaunchTemplate {
+    /// The group's own `spec.template`.
+    pub fn of_spec(group: &ScalingGroup) -> Self {
+        Self {
+            template: group.spec.template.clone(),
+            hash: template_hash(group),
+        }
+    }
+}
+
+/// The template of revision `hash`: the group's `spec.template` when it is that one, else the
+/// template stored in the group's ControllerRevision of that hash (after a rollback).
+pub fn launch_template(
+    ctx: &Context,
+    group: &ScalingGroup,
+    hash: &str,
+) -> Result<LaunchTemplate, Error> {
+    if hash == template_hash(group) {
+        return Ok(LaunchTemplate::of_spec(group));
+    }
+    let revision = ctx
+        .revisions_of(group)
+        .into_iter()
+        .find(|r| revision_view(r).hash == hash);
+    let template = revision
+        .as_ref()
+        .and_then(|r| r.data.as_ref())
+        .and_then(|d| serde_json::from_value::<InstanceTemplate>(d.0.clone()).ok());
+    match template {
+        Some(template) => Ok(LaunchTemplate {
+            template,
+            hash: hash.to_string(),
+        }),
+        None => Err(Error::Invalid(format!(
+            "ScalingGroup {}/{} launches from revision {} but its ControllerRevision is missing or unreadable",
+            group.namespace().unwrap_or_default(),
+            group.name_any(),
+            revision_name(&group.name_any(), hash)
+        ))),
+    }
+}
+
 /// `<group>-<5 random lowercase alphanumerics>`; the group part is cut so that the name fits
 /// a label value (63 characters).
 pub fn instance_name(group: &str) -> String {
@@ -389,14 +570,24 @@ pub fn instance_name(group: &str) -> String {
 
 /// A new Instance of the group: template labels and annotations, the group and Instance
 /// labels, the template hash, the finalizer, and a controller owner reference to the group.
-pub fn build_instance(group: &ScalingGroup, name: &str, replaces: Option<&str>) -> Instance {
-    let template = &group.spec.template;
+pub fn build_instance(
+    group: &ScalingGroup,
+    launch: &LaunchTemplate,
+    name: &str,
+    replaces: Option<&str>,
+) -> Instance {
+    let template = &launch.template;
     let meta = template.metadata.clone().unwrap_or_default();
     let mut labels: BTreeMap<String, String> = meta.labels;
     labels.insert(LABEL_GROUP.into(), group.name_any());
     labels.insert(LABEL_INSTANCE.into(), name.into());
+    let hash = launch.hash.clone();
+    labels.insert(
+        LABEL_REVISION.into(),
+        revision_name(&group.name_any(), &hash),
+    );
     let mut annotations: BTreeMap<String, String> = meta.annotations;
-    annotations.insert(ANNOTATION_TEMPLATE_HASH.into(), template_hash(group));
+    annotations.insert(ANNOTATION_TEMPLATE_HASH.into(), hash);
     annotations.remove(ANNOTATION_TERMINATION_REASON);
     match replaces {
         Some(old) => annotations.insert(ANNOTATION_REPLACES.into(), old.into()),
@@ -460,7 +651,12 @@ mod tests {
     #[test]
     fn built_instance_carries_labels_owner_finalizer_and_hash() {
         let g = group();
-        let inst = build_instance(&g, "web-abcde", Some("web-old00"));
+        let inst = build_instance(
+            &g,
+            &LaunchTemplate::of_spec(&g),
+            "web-abcde",
+            Some("web-old00"),
+        );
         let labels = inst.labels();
         assert_eq!(labels.get(LABEL_GROUP).map(String::as_str), Some("web"));
         assert_eq!(
@@ -470,6 +666,10 @@ mod tests {
         assert_eq!(labels.get("tier").map(String::as_str), Some("front"));
         let ann = inst.annotations();
         assert_eq!(ann.get(ANNOTATION_TEMPLATE_HASH), Some(&template_hash(&g)));
+        assert_eq!(
+            labels.get(LABEL_REVISION),
+            Some(&format!("web-{}", template_hash(&g)))
+        );
         assert_eq!(
             ann.get(ANNOTATION_REPLACES).map(String::as_str),
             Some("web-old00")
@@ -499,7 +699,7 @@ mod tests {
     #[test]
     fn built_pod_is_owned_and_labelled() {
         let g = group();
-        let mut inst = build_instance(&g, "web-abcde", None);
+        let mut inst = build_instance(&g, &LaunchTemplate::of_spec(&g), "web-abcde", None);
         inst.metadata.uid = Some("i-uid".into());
         let pod = super::super::instance::build_pod(&inst);
         assert_eq!(pod.name_any(), "web-abcde");

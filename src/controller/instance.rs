@@ -23,8 +23,8 @@ use serde_json::json;
 use crate::api::conditions::settle;
 use crate::api::{
     ANNOTATION_TERMINATION_REASON, FINALIZER_INSTANCE, HealthCheck, HealthStatus, Instance,
-    InstanceStatus, LABEL_GROUP, LABEL_IN_SERVICE, LABEL_INSTANCE, LifecycleState, Process,
-    ScalingGroup,
+    InstanceStatus, LABEL_GROUP, LABEL_IN_SERVICE, LABEL_INSTANCE, LABEL_ZONE, LifecycleState,
+    Process, ScalingGroup,
 };
 use crate::health::{self, HealthEvent, HealthInputs, ProbeTarget, assess};
 use crate::plan::lifecycle::{self, Facts, Note, PodAction, PodFacts, Record, TerminationReason};
@@ -116,6 +116,7 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
     let mut status = stored.clone();
     step.record.apply_to(&mut status);
     status.observed_generation = inst.metadata.generation;
+    status.revision = instance_revision(&inst);
     if let Some(p) = &pod {
         let pod_status = p.status.as_ref();
         if let Some(ip) = pod_status.and_then(|s| s.pod_ip.clone()) {
@@ -123,6 +124,12 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
         }
         if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
             status.node_name = Some(node);
+        }
+        if let Some(zone) = node
+            .as_ref()
+            .and_then(|n| n.labels().get(LABEL_ZONE).cloned())
+        {
+            status.zone = Some(zone);
         }
     }
     let default_check = HealthCheck::default();
@@ -164,12 +171,24 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
         apply_status(&ctx.client, &ctx.fresh_instances, inst.as_ref(), &status).await?;
     }
     let reference = inst.object_ref(&());
-    report_notes(ctx, &key, &reference, &step.notes).await;
+    // A state entry names the Pod action it brings (one Event, not two).
+    let announced = step
+        .action
+        .filter(|_| step.notes.iter().any(|n| matches!(n, Note::Entered { .. })));
+    report_notes(ctx, &key, &reference, &step.notes, announced).await;
     report_health(ctx, &reference, &health_events).await;
 
     // ...then act.
     if let Some(action) = step.action
-        && let Some(done) = act(ctx, &inst, pod.as_deref(), action, &status).await?
+        && let Some(done) = act(
+            ctx,
+            &inst,
+            pod.as_deref(),
+            action,
+            &status,
+            announced.is_some(),
+        )
+        .await?
     {
         return Ok(done);
     }
@@ -231,6 +250,19 @@ fn requeue(
     }
 }
 
+/// The revision an Instance runs: its `autoheal.dev/revision` label, else (an Instance
+/// launched before revisions were recorded) the revision name of its template hash.
+pub fn instance_revision(inst: &Instance) -> Option<String> {
+    inst.labels()
+        .get(crate::api::LABEL_REVISION)
+        .cloned()
+        .or_else(|| {
+            inst.annotations()
+                .get(crate::api::ANNOTATION_TEMPLATE_HASH)
+                .map(|h| crate::plan::revision::revision_name(&inst.spec.group_name, h))
+        })
+}
+
 fn owner_uid(inst: &Instance) -> Option<&str> {
     inst.metadata
         .owner_references
@@ -284,13 +316,15 @@ pub fn finalizer_patch<K: Resource>(obj: &K, finalizers: &[String]) -> serde_jso
 }
 
 /// Carries out a step's action (idempotent). `Some(action)` ends the reconcile there: the
-/// Instance is finished, or the step waits for something.
+/// Instance is finished, or the step waits for something. `announced`: the state-entry Event
+/// of this step already names the action, so its success is not published again.
 async fn act(
     ctx: &Context,
     inst: &Instance,
     pod: Option<&Pod>,
     action: PodAction,
     status: &InstanceStatus,
+    announced: bool,
 ) -> Result<Option<Action>, Error> {
     let ns = inst.namespace().unwrap_or_default();
     let name = inst.name_any();
@@ -302,14 +336,16 @@ async fn act(
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(created) => {
                     ctx.fresh_pods.remember_created(created);
-                    ctx.events
-                        .normal(
-                            &reference,
-                            "PodCreated",
-                            "Launch",
-                            format!("created Pod {name}"),
-                        )
-                        .await;
+                    if !announced {
+                        ctx.events
+                            .normal(
+                                &reference,
+                                "PodCreated",
+                                "Launch",
+                                format!("created Pod {name}"),
+                            )
+                            .await;
+                    }
                 }
                 Err(e) if is_status(&e, 409) => {
                     tracing::debug!(namespace = %ns, instance = %name, "Pod already exists");
@@ -352,9 +388,11 @@ async fn act(
                             format!("label {LABEL_IN_SERVICE} removed from Pod {name}"),
                         )
                     };
-                    ctx.events
-                        .normal(&reference, reason, "ServiceMembership", note)
-                        .await;
+                    if !announced {
+                        ctx.events
+                            .normal(&reference, reason, "ServiceMembership", note)
+                            .await;
+                    }
                 }
                 Err(e) if is_status(&e, 404) => {}
                 Err(e) => return Err(kube_err(format!("labelling Pod {ns}/{name}"))(e)),
@@ -380,14 +418,16 @@ async fn act(
                         .as_ref()
                         .and_then(|s| s.termination_grace_period_seconds)
                         .unwrap_or(30);
-                    ctx.events
-                        .normal(
-                            &reference,
-                            "PodDeleted",
-                            "Terminate",
-                            format!("deleting Pod {name} (grace period {grace}s)"),
-                        )
-                        .await;
+                    if !announced {
+                        ctx.events
+                            .normal(
+                                &reference,
+                                "PodDeleted",
+                                "Terminate",
+                                format!("deleting Pod {name} (grace period {grace}s)"),
+                            )
+                            .await;
+                    }
                 }
                 Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
                 Err(e) => return Err(kube_err(format!("deleting Pod {ns}/{name}"))(e)),
@@ -427,11 +467,21 @@ async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Resu
         }
     }
     if inst.finalizers().iter().any(|f| f == FINALIZER_INSTANCE) {
-        // The delete above may have changed the object: patch the latest copy.
-        let latest = match api.get_opt(&name).await {
-            Ok(Some(latest)) => latest,
-            Ok(None) => return Ok(Action::await_change()),
-            Err(e) => return Err(kube_err(format!("reading Instance {ns}/{name}"))(e)),
+        // The delete above may have changed the object: then patch the latest copy. Already
+        // deleted, the freshest copy this operator knows (its own status write included) is
+        // current enough: the patch is guarded by its resourceVersion, so a stale one gets
+        // 409 and the reconcile retries.
+        let known = ctx
+            .instance(&ns, &name)
+            .filter(|i| i.uid() == inst.uid() && i.metadata.deletion_timestamp.is_some());
+        let latest = if let Some(known) = known {
+            (*known).clone()
+        } else {
+            match api.get_opt(&name).await {
+                Ok(Some(latest)) => latest,
+                Ok(None) => return Ok(Action::await_change()),
+                Err(e) => return Err(kube_err(format!("reading Instance {ns}/{name}"))(e)),
+            }
         };
         let finalizers: Vec<String> = latest
             .finalizers()
@@ -471,6 +521,21 @@ async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Resu
     Ok(Action::await_change())
 }
 
+/// What a state entry's Event says of the Pod action it brings.
+fn action_phrase(action: PodAction, pod: &str) -> Option<String> {
+    match action {
+        PodAction::CreatePod => Some(format!("creating Pod {pod}")),
+        PodAction::AddToService => Some(format!(
+            "adding Pod {pod} to service (label {LABEL_IN_SERVICE}=true)"
+        )),
+        PodAction::RemoveFromService => Some(format!(
+            "removing Pod {pod} from service (label {LABEL_IN_SERVICE})"
+        )),
+        PodAction::DeletePod => Some(format!("deleting Pod {pod}")),
+        PodAction::Finish => None,
+    }
+}
+
 /// Publishes the health evaluator's Events: transitions with their evidence, and annotation
 /// values not understood (each once: [`health::events`] leaves out those already recorded).
 async fn report_health(
@@ -491,28 +556,28 @@ async fn report_health(
     }
 }
 
-/// Reports the state machine's notes as Events; its annotation warnings (hook completions the
-/// health evaluator does not read) once per value.
+/// Reports the state machine's notes as Events (a state entry with the Pod action it brings,
+/// `announced`); its annotation warnings (hook completions the health evaluator does not read)
+/// once per value.
 async fn report_notes(
     ctx: &Context,
     key: &Key,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
     notes: &[Note],
+    announced: Option<PodAction>,
 ) {
     let mut warnings: Vec<String> = Vec::new();
+    let mut action = announced.and_then(|a| action_phrase(a, &key.1));
     for note in notes {
         match note {
             Note::Entered { state, reason } => {
                 tracing::info!(namespace = %key.0, instance = %key.1, %state, reason, "state entered");
                 let r = format!("Entered{}", state.as_str().replace(':', ""));
-                ctx.events
-                    .normal(
-                        reference,
-                        &r,
-                        "Lifecycle",
-                        format!("entered {state} ({reason})"),
-                    )
-                    .await;
+                let mut text = format!("entered {state} ({reason})");
+                if let Some(phrase) = action.take() {
+                    text = format!("{text}; {phrase}");
+                }
+                ctx.events.normal(reference, &r, "Lifecycle", text).await;
             }
             Note::Deregistered { delay_ends } => {
                 let note = match delay_ends {

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -39,7 +40,7 @@ use crate::admin::{AdminServer, AdminState};
 use crate::api::{Instance, LABEL_GROUP, ScalingGroup};
 use crate::clock::{Clock, SystemClock};
 use crate::health::ProbeEngine;
-use crate::telemetry::Metrics;
+use crate::telemetry::{GroupCondition, GroupGauges, Metrics};
 
 use client::ClientOptions;
 use context::{Context, Settings};
@@ -80,6 +81,15 @@ pub async fn checked_client(
 
 /// How long a graceful shutdown waits for in-flight reconciles before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// How long a reconcile waits for more changes of the same object before it starts
+/// (kube-runtime's trailing debounce). Short: every step of a replacement is one hop through
+/// a watch and a reconcile, and each hop pays it; long enough to fold the burst of watch
+/// events one write causes (an Instance status write and its Pod's, say) into one reconcile.
+pub const RECONCILE_DEBOUNCE: Duration = Duration::from_millis(20);
+
+/// How long a graceful shutdown waits, after the reconciles, for queued Events to be written.
+pub const EVENT_FLUSH_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the operator until SIGINT/SIGTERM (Ok) or until leadership is lost (Err: the process
 /// exits and a fresh one competes again).
@@ -243,6 +253,25 @@ impl GroupSignature {
     }
 }
 
+/// What `/metrics` exports of a ScalingGroup (its status conditions and failure count).
+fn group_gauges(group: &ScalingGroup) -> GroupGauges {
+    let status = group.status.clone().unwrap_or_default();
+    GroupGauges {
+        namespace: group.namespace().unwrap_or_default(),
+        name: group.name_any(),
+        conditions: status
+            .conditions
+            .iter()
+            .map(|c| GroupCondition {
+                type_: c.type_.clone(),
+                status: c.status.clone(),
+                reason: c.reason.clone(),
+            })
+            .collect(),
+        consecutive_replacement_failures: i64::from(status.consecutive_replacement_failures),
+    }
+}
+
 fn node_ready(node: &Node) -> Option<String> {
     node.status
         .as_ref()?
@@ -280,8 +309,19 @@ async fn run_controllers(
         watcher::Config::default(),
         1,
     );
+    let (revisions, _, revision_watch) = streams::fan_out(
+        api::<ControllerRevision>(&client, ns),
+        watcher::Config::default().labels(LABEL_GROUP),
+        0,
+    );
     let mut watches = tokio::task::JoinSet::new();
-    for w in [group_watch, instance_watch, pod_watch, node_watch] {
+    for w in [
+        group_watch,
+        instance_watch,
+        pod_watch,
+        node_watch,
+        revision_watch,
+    ] {
         watches.spawn(w);
     }
 
@@ -289,6 +329,7 @@ async fn run_controllers(
         groups.wait_until_ready().await?;
         instances.wait_until_ready().await?;
         pods.wait_until_ready().await?;
+        revisions.wait_until_ready().await?;
         nodes.wait_until_ready().await
     };
     tokio::time::timeout(Duration::from_secs(120), wait_stores)
@@ -302,23 +343,33 @@ async fn run_controllers(
         "caches synced"
     );
     admin.set_ready(true);
+    // Only a leader (or a process without election) gets here.
+    metrics.set_leader(true);
+    let error_kinds = error::ErrorKind::ALL.map(error::ErrorKind::as_str);
+    for controller in [group::CONTROLLER, instance::CONTROLLER] {
+        metrics.init_controller(controller, &error_kinds);
+    }
 
     let probes = ProbeEngine::start(metrics.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        groups.clone(),
-        instances.clone(),
-        pods,
-        nodes,
-        probes.clone(),
-        metrics.clone(),
-        EventSink::new(client.clone(), identity, clock.clone()),
-        clock,
-        config.settings,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            groups.clone(),
+            instances.clone(),
+            pods,
+            nodes,
+            probes.clone(),
+            metrics.clone(),
+            EventSink::new(client.clone(), identity, clock.clone()),
+            clock,
+            config.settings,
+        )
+        .with_revisions(revisions),
+    );
 
-    let controller_config = ControllerConfig::default().debounce(Duration::from_millis(100));
+    let controller_config = ControllerConfig::default().debounce(RECONCILE_DEBOUNCE);
+    let groups_for_gauges = groups.clone();
 
     let group_controller = Controller::for_stream(take(&mut group_triggers), groups)
         .with_config(controller_config.clone())
@@ -374,6 +425,7 @@ async fn run_controllers(
             .for_each(|_| futures::future::ready(()));
 
     let gauge_metrics = metrics.clone();
+    let group_store = groups_for_gauges;
     let gauge = async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
@@ -394,6 +446,7 @@ async fn run_controllers(
                     .iter()
                     .map(|((s, h), n)| ((s.as_str(), h.as_str()), *n)),
             );
+            gauge_metrics.set_groups(group_store.state().iter().map(|g| group_gauges(g)));
         }
     };
 
@@ -403,6 +456,10 @@ async fn run_controllers(
         _ = controllers => {
             if *stopping.borrow() {
                 admin.set_ready(false);
+                if !ctx.events.flush(EVENT_FLUSH_GRACE).await {
+                    tracing::warn!(grace = ?EVENT_FLUSH_GRACE, "Events still unwritten at shutdown");
+                }
+                metrics.set_leader(false);
                 return Ok(());
             }
             tracing::error!("the controllers stopped");

@@ -14,7 +14,10 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 
-use crate::api::{CONDITION_STALLED, FINALIZER_GROUP, REASON_REQUEST_REFUSED, ScalingGroup};
+use crate::api::{
+    CONDITION_STALLED, FINALIZER_GROUP, REASON_REQUEST_REFUSED, REASON_REQUESTS_ACCEPTED,
+    ScalingGroup,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::health::ProbeEngine;
 use crate::telemetry::Metrics;
@@ -33,8 +36,8 @@ struct Seen {
 }
 
 /// A fake API server: records every request; answers status patches of ScalingGroups with
-/// `status_code` (200: the patched group), Event creates by echoing them, and anything else
-/// with 404.
+/// `status_code` (200: the patched group), Event and ControllerRevision creates by echoing
+/// them, and anything else with 404.
 #[derive(Clone)]
 struct FakeApi {
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -82,7 +85,9 @@ impl FakeApi {
                     } else {
                         (code, status_body(code))
                     }
-                } else if path.contains("/events") && parts.method == "POST" {
+                } else if (path.contains("/events") || path.contains("/controllerrevisions"))
+                    && parts.method == "POST"
+                {
                     (201, body)
                 } else {
                     (404, status_body(404))
@@ -264,7 +269,11 @@ async fn a_refusal_is_reported_once_backs_off_and_is_cleared_on_success() {
         .filter(|s| is_status_patch(s) && s.path_and_query.contains(STALLED_MANAGER))
         .collect();
     assert_eq!(stalled_applies.len(), 2, "set once, cleared once");
-    assert_eq!(stalled_applies[1].body["status"]["conditions"], json!([]));
+    // On a group, handed back as False (the group step decides Stalled from then on).
+    let cleared = &stalled_applies[1].body["status"]["conditions"][0];
+    assert_eq!(cleared["type"], json!(CONDITION_STALLED));
+    assert_eq!(cleared["status"], json!("False"));
+    assert_eq!(cleared["reason"], json!(REASON_REQUESTS_ACCEPTED));
     // A new refusal later is a new streak: reported again, from the base delay.
     *fake.status_code.lock().unwrap() = 422;
     let obj = Arc::new(group_fixture());

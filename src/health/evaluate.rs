@@ -253,7 +253,9 @@ pub fn assess(inputs: &HealthInputs<'_>, now: Timestamp) -> Verdict {
             .unwrap_or(created);
         plus(since, inputs.config.grace_period_seconds)
     });
-    let in_grace = grace_end.is_some_and(|end| now < end);
+    // No grace period at all when it is 0 (the entry time is recorded rounded up to the
+    // second, so `now` may still be before it in the reconcile that entered InService).
+    let in_grace = inputs.config.grace_period_seconds > 0 && grace_end.is_some_and(|end| now < end);
 
     let mut recheck: Option<Timestamp> = None;
     let workload = workload_signal(inputs, state, created, now, &mut recheck);

@@ -75,6 +75,9 @@ pub struct GroupFacts<'a> {
     pub paused: bool,
     /// The group is being deleted: every Instance is terminated.
     pub deleting: bool,
+    /// Instances kept on top of the desired capacity while an instance refresh surges
+    /// (see [`super::refresh`]).
+    pub surge: i32,
 }
 
 /// Names of surge Instances: launched to replace an Unhealthy Instance that still counts
@@ -90,6 +93,8 @@ pub fn surge_instances(instances: &[InstanceView]) -> HashSet<String> {
 pub fn plan(facts: &GroupFacts<'_>, instances: &[InstanceView]) -> CapacityPlan {
     let spec = facts.spec;
     let desired = spec.effective_desired();
+    // The count aimed at: the desired capacity, plus a refresh's surge.
+    let target = desired.saturating_add(facts.surge.max(0));
     let surge = surge_instances(instances);
     let counting: Vec<&InstanceView> = instances
         .iter()
@@ -145,8 +150,8 @@ pub fn plan(facts: &GroupFacts<'_>, instances: &[InstanceView]) -> CapacityPlan 
         }
     });
 
-    if effective < desired {
-        let missing = desired - effective;
+    if effective < target {
+        let missing = target - effective;
         if facts.paused {
             plan.limit = Some(paused_limit(effective, desired));
         } else if spec.is_suspended(Process::Launch) {
@@ -160,8 +165,8 @@ pub fn plan(facts: &GroupFacts<'_>, instances: &[InstanceView]) -> CapacityPlan 
             plan.actions
                 .extend((0..missing).map(|_| GroupAction::Launch { replaces: None }));
         }
-    } else if effective > desired {
-        let excess = (effective - desired) as usize;
+    } else if effective > target {
+        let excess = (effective - target) as usize;
         if facts.paused {
             plan.limit = Some(paused_limit(effective, desired));
         } else if spec.is_suspended(Process::Terminate) {
@@ -290,6 +295,9 @@ pub fn instance_list(instances: &[InstanceView]) -> (Vec<InstanceSummary>, usize
             health_status: i.health,
             health_detail: i.detail,
             protected_from_scale_in: i.protected,
+            node_name: i.placement.node.clone(),
+            zone: i.placement.zone.clone(),
+            revision: i.placement.revision.clone(),
         })
         .collect();
     (list, omitted)
@@ -404,6 +412,7 @@ mod tests {
 
     fn inst(name: &str, created: i64) -> InstanceView {
         InstanceView {
+            placement: Default::default(),
             name: name.into(),
             created_at: Timestamp::from_second(1_800_000_000 + created).unwrap(),
             state: LifecycleState::InService,
@@ -416,6 +425,7 @@ mod tests {
             being_deleted: false,
             maintenance: false,
             standby: false,
+            evidence: None,
             termination_reason: None,
         }
     }
@@ -425,6 +435,7 @@ mod tests {
             spec,
             paused: false,
             deleting: false,
+            surge: 0,
         }
     }
 
@@ -561,6 +572,7 @@ mod tests {
                 spec: &s,
                 paused: true,
                 deleting: false,
+                surge: 0,
             },
             &[],
         );
@@ -588,6 +600,7 @@ mod tests {
                 spec: &s,
                 paused: false,
                 deleting: true,
+                surge: 0,
             },
             &[inst("a", 0), gone, protected],
         );
@@ -604,6 +617,7 @@ mod tests {
                 spec: &s,
                 paused: true,
                 deleting: true,
+                surge: 0,
             },
             &[inst("a", 0)],
         );

@@ -4,40 +4,75 @@
 //! [`plan`] runs the named sub-steps in order and merges what they decide:
 //! 1. read the group's annotations ([`crate::api::annotations::paused`]): a value not
 //!    understood is a warning and never acts;
-//! 2. **capacity** ([`capacity::plan`]): launches and scale-in terminations towards the
+//! 2. **refresh** ([`refresh::plan`]): starts, rolls, checkpoints, finishes, fails and rolls
+//!    back instance refreshes; its surge raises the capacity step's target and its
+//!    terminations (reason `Refresh`) join the actions; skipped while the group is deleted;
+//! 3. **capacity** ([`capacity::plan`]): launches and scale-in terminations towards the
 //!    desired capacity;
-//! 3. **replacement** ([`replacement::plan_replacements`]): judge past replacements →
+//! 4. **replacement** ([`replacement::plan_replacements`]): judge past replacements →
 //!    breaker → budget → strategy; skipped while the group is being deleted;
-//! 4. **merge** ([`merge_actions`]): one ordered list of actions;
-//! 5. **status** ([`status`]): counts, the bounded instance list, the replacement memory and
-//!    the group's own conditions, recorded before any action is taken.
+//! 5. **merge** ([`merge_actions`]): one ordered list of actions;
+//! 6. **revisions** ([`revision::plan`]): the current template's ControllerRevision exists
+//!    and is the newest; history beyond `revisionHistoryLimit` goes, never a revision in use;
+//! 7. **status** ([`status`]): counts, the bounded instance list, the replacement memory, the
+//!    current revision and the group's own conditions, recorded before any action is taken.
+//!    The kstatus pair ([`kstatus`]) follows from the others: a group not Ready (or
+//!    refreshing) is either `Reconciling` (it gets there by itself) or `Stalled` (it waits on
+//!    a person), so `kubectl wait`, Flux, Argo CD and kpt read it as the convention says.
 //!
 //! The reconciler in `controller::group` only applies the result.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::api::conditions::{DesiredCondition, find, settle};
+use crate::api::names::reason;
 use crate::api::{
-    ANNOTATION_RESET_REPLACEMENT_FAILURES, CONDITION_READY, CONDITION_REPLACEMENT_ALLOWED,
-    CONDITION_SCALING_LIMITED, ScalingGroup, ScalingGroupStatus, annotations, group_selector,
+    ANNOTATION_CANCEL_REFRESH, ANNOTATION_REFRESH, ANNOTATION_RESET_REPLACEMENT_FAILURES,
+    CONDITION_READY, CONDITION_RECONCILING, CONDITION_REFRESHING, CONDITION_REPLACEMENT_ALLOWED,
+    CONDITION_SCALING_LIMITED, CONDITION_STALLED, Process, REASON_REQUEST_REFUSED, ScalingGroup,
+    ScalingGroupStatus, annotations, group_selector,
 };
 
 use super::InstanceView;
 use super::capacity::{self, GroupAction, GroupFacts, Limit};
 use super::lifecycle::{TerminationReason, ceil_to_second};
+use super::refresh::{self, RefreshInputs, RefreshPlan};
 use super::replacement::{
-    self, Backoff, ReplacementInputs, ReplacementMemory, ReplacementPlan, replacement_targets,
+    self, Backoff, PlannedEvent, ReplacementInputs, ReplacementMemory, ReplacementPlan,
+    replacement_targets,
 };
+use super::revision::{self, RevisionPlan, RevisionView, revision_name};
 
-/// The condition types the group step owns on a ScalingGroup; others belong to other
-/// managers and are left alone.
-pub const GROUP_CONDITIONS: [&str; 3] = [
+/// The condition types the group step owns on a ScalingGroup (but a `Stalled` with reason
+/// `RequestRefused`, which the refusal report owns); others belong to other managers and are
+/// left alone.
+pub const GROUP_CONDITIONS: [&str; 6] = [
     CONDITION_READY,
     CONDITION_SCALING_LIMITED,
     CONDITION_REPLACEMENT_ALLOWED,
+    CONDITION_REFRESHING,
+    CONDITION_RECONCILING,
+    CONDITION_STALLED,
+];
+
+/// `ReplacementAllowed=False` reasons that only a person ends.
+const STALLING_REPLACEMENT_REASONS: [&str; 4] = [
+    reason::TOO_MANY_UNHEALTHY,
+    reason::KEEP_FAILING,
+    reason::SUSPENDED,
+    reason::PAUSED,
+];
+
+/// `ScalingLimited=True` reasons that only a person ends.
+const STALLING_LIMIT_REASONS: [&str; 4] = [
+    "Paused",
+    "LaunchSuspended",
+    "TerminateSuspended",
+    "ProtectedFromScaleIn",
 ];
 
 /// Everything the group step looks at.
@@ -47,6 +82,8 @@ pub struct GroupInputs<'a> {
     pub group: &'a ScalingGroup,
     /// Its Instances as the store shows them, sorted by name.
     pub instances: &'a [InstanceView],
+    /// Its ControllerRevisions as the store shows them.
+    pub revisions: &'a [RevisionView],
     /// The backoff between replacement starts after failures.
     pub replacement_backoff: Backoff,
     /// The current time.
@@ -64,6 +101,14 @@ pub struct GroupPlan {
     pub actions: Vec<GroupAction>,
     /// The replacement step's decision (`None` while the group is being deleted).
     pub replacement: Option<ReplacementPlan>,
+    /// What to create, renumber and delete among the group's ControllerRevisions (nothing
+    /// while the group is being deleted).
+    pub revisions: RevisionPlan,
+    /// The template hash new Instances are launched from: `spec.template`'s, or the previous
+    /// revision's after an automatic rollback.
+    pub launch_hash: String,
+    /// The refresh step's Events (on the group).
+    pub refresh_events: Vec<PlannedEvent>,
     /// Annotation values not understood (reported as Warning Events, never acted on).
     pub warnings: Vec<String>,
     /// `ScalingLimited` turned True or changed reason: the note of a Warning Event.
@@ -84,40 +129,150 @@ pub fn plan(inputs: &GroupInputs<'_>) -> GroupPlan {
         Ok(p) => (p, Vec::new()),
         Err(e) => (false, vec![e.to_string()]),
     };
+    let current = template_hash(group);
+    let refresh = (!deleting).then(|| plan_refresh(inputs, paused, &current));
+    // The capacity step sees the refresh's terminations as leaving already, so their
+    // replacements are launched in the same pass.
+    let refresh_terminations: Vec<(String, TerminationReason)> = refresh
+        .iter()
+        .flat_map(|r| {
+            let refresh = r
+                .terminate
+                .iter()
+                .map(|n| (n.clone(), TerminationReason::Refresh));
+            let lifetime = r
+                .lifetime_terminate
+                .iter()
+                .map(|n| (n.clone(), TerminationReason::MaxInstanceLifetime));
+            refresh.chain(lifetime)
+        })
+        .collect();
+    let after_refresh: Vec<InstanceView> = inputs
+        .instances
+        .iter()
+        .cloned()
+        .map(|mut i| {
+            if let Some((_, reason)) = refresh_terminations.iter().find(|(n, _)| *n == i.name) {
+                i.being_deleted = true;
+                i.termination_reason = Some(reason.as_str().into());
+            }
+            i
+        })
+        .collect();
     let capacity = capacity::plan(
         &GroupFacts {
             spec: &group.spec,
             paused,
             deleting,
+            surge: refresh.as_ref().map_or(0, |r| r.surge),
         },
-        inputs.instances,
+        &after_refresh,
     );
     let replacement = (!deleting).then(|| plan_replacement(inputs, paused));
-    let actions = merge_actions(&capacity.actions, replacement.as_ref(), inputs.instances);
+    let mut actions = merge_actions(&capacity.actions, replacement.as_ref(), inputs.instances);
+    let terminated: Vec<String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            GroupAction::Terminate { name, .. } => Some(name.clone()),
+            GroupAction::Launch { .. } => None,
+        })
+        .collect();
+    actions.extend(
+        refresh_terminations
+            .into_iter()
+            .filter(|(n, _)| !terminated.contains(n))
+            .map(|(name, reason)| GroupAction::Terminate { name, reason }),
+    );
     let stored = group.status.clone().unwrap_or_default();
-    let status = status(
+    let mut status = status(
         group,
         inputs.instances,
         capacity.limit.as_ref(),
         capacity.desired,
         replacement.as_ref(),
+        refresh.as_ref(),
         inputs.now,
     );
+    let launch_hash = refresh
+        .as_ref()
+        .map_or(current.clone(), |r| r.launch_hash.clone());
+    revision_status(
+        &mut status,
+        &group.name_any(),
+        &launch_hash,
+        inputs.instances,
+    );
+    let revisions = if deleting {
+        RevisionPlan::default()
+    } else {
+        let mut keep: BTreeSet<String> = inputs
+            .instances
+            .iter()
+            .filter_map(|i| i.template_hash.clone())
+            .collect();
+        keep.insert(launch_hash.clone());
+        keep.extend(refresh.iter().flat_map(|r| r.keep.iter().cloned()));
+        revision::plan(
+            inputs.revisions,
+            &current,
+            &keep,
+            group.spec.revision_history_limit,
+        )
+    };
     let status_changed = status != own_part(&stored);
     GroupPlan {
         limit_event: limit_event(&stored, &status),
-        requeue_after: replacement
-            .as_ref()
-            .and_then(|p| p.requeue_after)
-            .map(|d| d + Duration::from_millis(50)),
+        requeue_after: [
+            replacement.as_ref().and_then(|p| p.requeue_after),
+            refresh.as_ref().and_then(|p| p.requeue_after),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|d| d + Duration::from_millis(50)),
+        launch_hash,
+        refresh_events: refresh.map(|r| r.events).unwrap_or_default(),
         status,
         status_changed,
         actions,
         replacement,
+        revisions,
         warnings,
         desired: capacity.desired,
         deleting,
     }
+}
+
+/// The refresh step for a group that is not being deleted.
+fn plan_refresh(inputs: &GroupInputs<'_>, paused: bool, current: &str) -> RefreshPlan {
+    let group = inputs.group;
+    let spec = &group.spec;
+    let held = if paused {
+        Some("the group is paused (autoheal.dev/paused=true)")
+    } else if spec.is_suspended(Process::Launch) {
+        Some("the Launch process is suspended")
+    } else if spec.is_suspended(Process::Terminate) {
+        Some("the Terminate process is suspended")
+    } else {
+        None
+    };
+    let available: BTreeSet<String> = inputs.revisions.iter().map(|r| r.hash.clone()).collect();
+    let annotations = group.annotations();
+    let name = group.name_any();
+    refresh::plan(&RefreshInputs {
+        spec,
+        group: &name,
+        stored: group.status.as_ref().and_then(|s| s.refresh.as_ref()),
+        instances: inputs.instances,
+        current_hash: current,
+        available: &available,
+        refresh_request: annotations.get(ANNOTATION_REFRESH).map(String::as_str),
+        cancel_request: annotations
+            .get(ANNOTATION_CANCEL_REFRESH)
+            .map(String::as_str),
+        held,
+        now: inputs.now,
+    })
 }
 
 /// The replacement step for a group that is not being deleted.
@@ -140,6 +295,21 @@ fn plan_replacement(inputs: &GroupInputs<'_>, paused: bool) -> ReplacementPlan {
         backoff: inputs.replacement_backoff,
         now: inputs.now,
     })
+}
+
+/// Records the revision new Instances are launched from (`hash`) and how many Instances
+/// counting toward capacity run it.
+pub fn revision_status(
+    status: &mut ScalingGroupStatus,
+    group: &str,
+    hash: &str,
+    instances: &[InstanceView],
+) {
+    status.current_revision = Some(revision_name(group, hash));
+    status.updated_instances = instances
+        .iter()
+        .filter(|i| i.counts_toward_capacity() && i.template_hash.as_deref() == Some(hash))
+        .count() as i32;
 }
 
 /// The group's actions: the replacement's terminations first (reason Unhealthy), then the
@@ -191,14 +361,15 @@ pub fn merge_actions(
 
 /// The status to record: counts and the instance list from the store's view, the replacement
 /// memory (kept as stored while the group is being deleted), and the group's own conditions
-/// (`Ready`, `ScalingLimited`, `ReplacementAllowed`; one not decided this pass is kept as
-/// stored). Conditions of other managers are not part of it.
+/// (`Ready`, `ScalingLimited`, `ReplacementAllowed`, `Refreshing`, `Reconciling`; one not
+/// decided this pass is kept as stored), and the refresh status. Conditions of other managers are not part of it.
 pub fn status(
     group: &ScalingGroup,
     instances: &[InstanceView],
     limit: Option<&Limit>,
     desired: i32,
     replacement: Option<&ReplacementPlan>,
+    refresh: Option<&RefreshPlan>,
     now: Timestamp,
 ) -> ScalingGroupStatus {
     let deleting = group.metadata.deletion_timestamp.is_some();
@@ -220,6 +391,44 @@ pub fn status(
         }
         None => ReplacementMemory::from_status(&stored).write_to(&mut status),
     }
+    // The refresh step's Reconciling (a refresh runs) joins the kstatus pair below.
+    let mut refresh_reconciling = None;
+    match refresh {
+        Some(plan) => {
+            status.refresh = plan.status.clone();
+            for c in &plan.conditions {
+                if c.type_ == CONDITION_RECONCILING {
+                    refresh_reconciling = Some(c.clone());
+                } else {
+                    decided.push(c.clone());
+                }
+            }
+        }
+        None => status.refresh = stored.refresh.clone(),
+    }
+    let replacement_allowed = decided
+        .iter()
+        .find(|c| c.type_ == CONDITION_REPLACEMENT_ALLOWED)
+        .cloned()
+        .or_else(|| {
+            find(&stored.conditions, CONDITION_REPLACEMENT_ALLOWED).map(|c| DesiredCondition {
+                type_: c.type_.clone(),
+                status: if c.status == "True" { "True" } else { "False" },
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            })
+        });
+    let (mut reconciling, stalled) =
+        kstatus(&decided[0], &decided[1], replacement_allowed.as_ref());
+    if let Some(r) = refresh_reconciling.filter(|r| r.status == "True")
+        && stalled.status != "True"
+    {
+        reconciling = r;
+    }
+    decided.push(reconciling);
+    if !refusal_reported(&stored) {
+        decided.push(stalled);
+    }
     let decided_types: Vec<String> = decided.iter().map(|c| c.type_.clone()).collect();
     let mut conditions = settle(
         &stored.conditions,
@@ -237,11 +446,70 @@ pub fn status(
     status
 }
 
+/// The kstatus conditions `(Reconciling, Stalled)` that follow from `Ready`, `ScalingLimited`
+/// and `ReplacementAllowed`: Ready → neither; not Ready and held by something only a person
+/// ends (the breaker, failing replacements, a pause, a suspended process, protection from
+/// scale-in) → `Stalled=True` with that reason and message; else `Reconciling=True` with
+/// Ready's reason and message (scaling out or in, Instances not yet InService and Healthy,
+/// draining on deletion).
+pub fn kstatus(
+    ready: &DesiredCondition,
+    scaling_limited: &DesiredCondition,
+    replacement_allowed: Option<&DesiredCondition>,
+) -> (DesiredCondition, DesiredCondition) {
+    let settled = |type_: &str, reason: &str, message: &str| {
+        DesiredCondition::new(type_, false, reason, message)
+    };
+    if ready.status == "True" {
+        return (
+            settled(
+                CONDITION_RECONCILING,
+                "Settled",
+                "the group is at its desired state",
+            ),
+            settled(CONDITION_STALLED, "Progressing", "nothing holds the group"),
+        );
+    }
+    let held = replacement_allowed
+        .filter(|c| {
+            c.status == "False" && STALLING_REPLACEMENT_REASONS.contains(&c.reason.as_str())
+        })
+        .or(Some(scaling_limited)
+            .filter(|c| c.status == "True" && STALLING_LIMIT_REASONS.contains(&c.reason.as_str())));
+    match held {
+        Some(hold) if ready.reason != "Deleting" => (
+            settled(
+                CONDITION_RECONCILING,
+                "Stalled",
+                format!("not progressing: {}", hold.reason).as_str(),
+            ),
+            DesiredCondition::new(
+                CONDITION_STALLED,
+                true,
+                &hold.reason,
+                format!("{} ({})", hold.message, ready.message),
+            ),
+        ),
+        _ => (
+            DesiredCondition::new(CONDITION_RECONCILING, true, &ready.reason, &ready.message),
+            settled(CONDITION_STALLED, "Progressing", "nothing holds the group"),
+        ),
+    }
+}
+
+/// Whether the stored `Stalled` is the refusal report's (reason `RequestRefused`): then the
+/// group step neither decides nor applies `Stalled` until the report clears it.
+fn refusal_reported(stored: &ScalingGroupStatus) -> bool {
+    find(&stored.conditions, CONDITION_STALLED).is_some_and(|c| c.reason == REASON_REQUEST_REFUSED)
+}
+
 /// The part of a stored status the group step owns (other managers' conditions left out).
 pub fn own_part(stored: &ScalingGroupStatus) -> ScalingGroupStatus {
     let mut own = stored.clone();
-    own.conditions
-        .retain(|c| GROUP_CONDITIONS.contains(&c.type_.as_str()));
+    own.conditions.retain(|c| {
+        GROUP_CONDITIONS.contains(&c.type_.as_str())
+            && !(c.type_ == CONDITION_STALLED && c.reason == REASON_REQUEST_REFUSED)
+    });
     own
 }
 
@@ -260,12 +528,7 @@ pub fn limit_event(stored: &ScalingGroupStatus, status: &ScalingGroupStatus) -> 
 /// A stable hash of the group's Instance template (FNV-1a over its JSON), 10 hex digits.
 pub fn template_hash(group: &ScalingGroup) -> String {
     let bytes = serde_json::to_vec(&group.spec.template).unwrap_or_default();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{:010x}", hash & 0xff_ffff_ffff)
+    format!("{:010x}", revision::fnv(&bytes) & 0xff_ffff_ffff)
 }
 
 #[cfg(test)]
@@ -310,6 +573,7 @@ mod tests {
         plan(&GroupInputs {
             group: g,
             instances: &[],
+            revisions: &[],
             replacement_backoff: Backoff::default(),
             now: now(),
         })
@@ -337,6 +601,24 @@ mod tests {
     }
 
     #[test]
+    fn the_first_reconcile_creates_revision_one_and_records_the_current_revision() {
+        let g = group(2);
+        let p = plan_of(&g);
+        assert_eq!(p.revisions.create, Some(1));
+        let hash = template_hash(&g);
+        assert_eq!(p.launch_hash, hash);
+        assert_eq!(
+            p.status.current_revision,
+            Some(format!("web-{hash}")),
+            "the revision new Instances run"
+        );
+        assert_eq!(p.status.updated_instances, 0);
+        assert!(p.status.refresh.is_none(), "nothing to refresh");
+        let refreshing = find(&p.status.conditions, CONDITION_REFRESHING).unwrap();
+        assert_eq!(refreshing.status, "False");
+    }
+
+    #[test]
     fn a_recorded_status_is_not_written_again() {
         let mut g = group(0);
         let first = plan_of(&g);
@@ -353,11 +635,112 @@ mod tests {
         let mut stored = first.status.clone();
         stored
             .conditions
-            .push(condition("Stalled", "True", "SomeoneElse"));
+            .push(condition("example.com/Audited", "True", "SomeoneElse"));
         g.status = Some(stored);
         let p = plan_of(&g);
         assert!(!p.status_changed, "a foreign condition forces no write");
-        assert!(p.status.conditions.iter().all(|c| c.type_ != "Stalled"));
+        assert!(
+            p.status
+                .conditions
+                .iter()
+                .all(|c| c.type_ != "example.com/Audited")
+        );
+    }
+
+    #[test]
+    fn a_refusal_report_keeps_stalled_until_it_clears_it() {
+        let mut g = group(0);
+        let first = plan_of(&g);
+        let mut stored = first.status.clone();
+        stored.conditions.retain(|c| c.type_ != CONDITION_STALLED);
+        stored
+            .conditions
+            .push(condition(CONDITION_STALLED, "True", REASON_REQUEST_REFUSED));
+        g.status = Some(stored.clone());
+        let p = plan_of(&g);
+        assert!(
+            p.status
+                .conditions
+                .iter()
+                .all(|c| c.type_ != CONDITION_STALLED),
+            "the refusal report's Stalled is neither applied nor overwritten"
+        );
+        assert!(!p.status_changed, "nor compared");
+        // Cleared by the report: the group step decides Stalled again.
+        stored.conditions.retain(|c| c.type_ != CONDITION_STALLED);
+        g.status = Some(stored);
+        let p = plan_of(&g);
+        assert_eq!(
+            find(&p.status.conditions, CONDITION_STALLED).map(|c| c.status.as_str()),
+            Some("False")
+        );
+        assert!(p.status_changed);
+    }
+
+    fn ready(ok: bool, reason: &str) -> DesiredCondition {
+        DesiredCondition::new(CONDITION_READY, ok, reason, format!("ready: {reason}"))
+    }
+
+    fn allowed(ok: bool, reason: &str) -> DesiredCondition {
+        DesiredCondition::new(CONDITION_REPLACEMENT_ALLOWED, ok, reason, "breaker says so")
+    }
+
+    fn within_limits() -> DesiredCondition {
+        DesiredCondition::new(CONDITION_SCALING_LIMITED, false, "WithinLimits", "")
+    }
+
+    #[test]
+    fn kstatus_ready_is_neither_reconciling_nor_stalled() {
+        let (r, s) = kstatus(
+            &ready(true, "AllInService"),
+            &within_limits(),
+            Some(&allowed(true, reason::ALLOWED)),
+        );
+        assert_eq!((r.status, s.status), ("False", "False"));
+    }
+
+    #[test]
+    fn kstatus_not_ready_on_its_way_is_reconciling_with_readys_reason() {
+        for why in ["ScalingOut", "ScalingIn", "InstancesNotReady", "Deleting"] {
+            let (r, s) = kstatus(
+                &ready(false, why),
+                &within_limits(),
+                Some(&allowed(true, reason::BACKING_OFF)),
+            );
+            assert_eq!((r.status, r.reason.as_str()), ("True", why));
+            assert_eq!(s.status, "False");
+        }
+    }
+
+    #[test]
+    fn kstatus_held_by_what_only_a_person_ends_is_stalled_with_that_reason() {
+        for why in STALLING_REPLACEMENT_REASONS {
+            let (r, s) = kstatus(
+                &ready(false, "InstancesNotReady"),
+                &within_limits(),
+                Some(&allowed(false, why)),
+            );
+            assert_eq!((s.status, s.reason.as_str()), ("True", why));
+            assert!(s.message.contains("breaker says so") && s.message.contains("ready:"));
+            assert_eq!(r.status, "False");
+        }
+        for why in STALLING_LIMIT_REASONS {
+            let limited = DesiredCondition::new(CONDITION_SCALING_LIMITED, true, why, "held");
+            let (_, s) = kstatus(&ready(false, "ScalingOut"), &limited, None);
+            assert_eq!((s.status, s.reason.as_str()), ("True", why));
+        }
+        // A deleted group drains by itself whatever holds replacement.
+        let (r, s) = kstatus(
+            &ready(false, "Deleting"),
+            &within_limits(),
+            Some(&allowed(false, reason::TOO_MANY_UNHEALTHY)),
+        );
+        assert_eq!((r.status, s.status), ("True", "False"));
+        // A limit that ends by itself (bounds) does not stall.
+        let bounded =
+            DesiredCondition::new(CONDITION_SCALING_LIMITED, true, "AboveMaxSize", "clamped");
+        let (r, _) = kstatus(&ready(false, "ScalingIn"), &bounded, None);
+        assert_eq!(r.status, "True");
     }
 
     #[test]

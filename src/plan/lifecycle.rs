@@ -44,6 +44,10 @@ pub enum TerminationReason {
     LaunchAbandoned,
     /// Deleted by someone else (`kubectl delete inst`): terminated and replaced.
     Deleted,
+    /// Replaced by an instance refresh (or its rollback).
+    Refresh,
+    /// Older than the group's `maxInstanceLifetimeSeconds`.
+    MaxInstanceLifetime,
 }
 
 impl TerminationReason {
@@ -55,6 +59,8 @@ impl TerminationReason {
             Self::GroupDeleted => "GroupDeleted",
             Self::LaunchAbandoned => "LaunchAbandoned",
             Self::Deleted => "Deleted",
+            Self::Refresh => "Refresh",
+            Self::MaxInstanceLifetime => "MaxInstanceLifetime",
         }
     }
 
@@ -66,6 +72,8 @@ impl TerminationReason {
             Self::GroupDeleted,
             Self::LaunchAbandoned,
             Self::Deleted,
+            Self::Refresh,
+            Self::MaxInstanceLifetime,
         ]
         .into_iter()
         .find(|r| r.as_str() == value.trim())

@@ -12,7 +12,9 @@ use crate::api::{
     LifecycleState, annotations,
 };
 
+pub mod refresh;
 pub mod replacement;
+pub mod revision;
 
 /// What the planners need to know of one Instance: a pure snapshot built from the store.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,9 +43,24 @@ pub struct InstanceView {
     pub maintenance: bool,
     /// `autoheal.dev/standby=true`: out of service, health not acted on (never replaced).
     pub standby: bool,
+    /// The message of its `Healthy` condition: the evidence behind its verdict.
+    pub evidence: Option<String>,
     /// `status.terminationReason` (else the `autoheal.dev/termination-reason` annotation the
     /// group sets before deleting it): why it is leaving (ScaleIn, Unhealthy, Deleted, ...).
     pub termination_reason: Option<String>,
+    /// Where it runs and what it runs: shown in the group's instance list.
+    pub placement: Placement,
+}
+
+/// Where an Instance runs and the revision it runs (as its status records them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// `status.nodeName`.
+    pub node: Option<String>,
+    /// `status.zone`: the Node's `topology.kubernetes.io/zone`.
+    pub zone: Option<String>,
+    /// `status.revision`.
+    pub revision: Option<String>,
 }
 
 impl InstanceView {
@@ -70,6 +87,17 @@ impl InstanceView {
             being_deleted: meta.deletion_timestamp.is_some(),
             maintenance: marks.maintenance,
             standby: marks.standby,
+            evidence: status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == crate::api::CONDITION_HEALTHY)
+                .map(|c| c.message.clone())
+                .filter(|m| !m.is_empty()),
+            placement: Placement {
+                node: status.node_name.clone(),
+                zone: status.zone.clone(),
+                revision: status.revision.clone(),
+            },
             termination_reason: status.termination_reason.or_else(|| {
                 annotations
                     .get(crate::api::ANNOTATION_TERMINATION_REASON)

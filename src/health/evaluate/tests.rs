@@ -470,6 +470,17 @@ fn grace_period_zero_means_judged_at_once() {
 }
 
 #[test]
+fn grace_period_zero_is_no_grace_even_before_the_recorded_entry_second() {
+    // The reconcile that enters InService records the entry rounded up to the next second:
+    // with no grace period the verdict is final at once, not after that second.
+    let mut f = fixture();
+    f.config.grace_period_seconds = 0;
+    let v = f.assess(t(99));
+    is(&v, HealthStatus::Healthy, HealthDetail::OK);
+    assert_eq!(v.reason, "AllSignalsPass");
+}
+
+#[test]
 fn grace_restarts_with_the_last_entry_into_service() {
     let mut f = fixture().probe_failing();
     f.instance.status.as_mut().unwrap().state_history.extend([

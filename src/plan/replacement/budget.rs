@@ -54,7 +54,8 @@ pub fn budget(
 ) -> Budget {
     let failures = memory.consecutive_failures;
     let backoff_until = backoff_until(memory, backoff);
-    let backing_off = backoff_until.is_some_and(|t| t > now);
+    // A backoff whose end overflows (saturated to the end of time) never ends, even at it.
+    let backing_off = backoff_until.is_some_and(|t| t > now || t == Timestamp::MAX);
     let in_flight = load.in_flight as i64;
     let room = |limit: i64, used: i64| (limit - used).max(0) as usize;
     let mut starts = room(i64::from(limits.max_in_flight), in_flight);

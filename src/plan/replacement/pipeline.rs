@@ -105,6 +105,7 @@ fn in_flight_after(
 /// leads to).
 fn planned_surge(old: &str, n: usize, template_hash: &str, now: Timestamp) -> InstanceView {
     InstanceView {
+        placement: Default::default(),
         name: format!("\u{0}planned-surge-{n}-for-{old}"),
         created_at: now,
         state: LifecycleState::Pending,
@@ -117,6 +118,7 @@ fn planned_surge(old: &str, n: usize, template_hash: &str, now: Timestamp) -> In
         being_deleted: false,
         maintenance: false,
         standby: false,
+        evidence: None,
         termination_reason: None,
     }
 }

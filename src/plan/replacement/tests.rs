@@ -25,6 +25,9 @@ fn spec(desired: i32, max: i32) -> ScalingGroupSpec {
                 pod_template: PodTemplate::default(),
             },
         },
+        revision_history_limit: 10,
+        refresh: Default::default(),
+        max_instance_lifetime_seconds: None,
         health_check: Default::default(),
         replacement: Replacement::default(),
         lifecycle_hooks: Vec::new(),
@@ -36,6 +39,7 @@ fn spec(desired: i32, max: i32) -> ScalingGroupSpec {
 /// An InService, Healthy (OK) Instance created at `t(0)`.
 fn inst(name: &str) -> InstanceView {
     InstanceView {
+        placement: Default::default(),
         name: name.into(),
         created_at: t(0),
         state: LifecycleState::InService,
@@ -48,12 +52,14 @@ fn inst(name: &str) -> InstanceView {
         being_deleted: false,
         maintenance: false,
         standby: false,
+        evidence: None,
         termination_reason: None,
     }
 }
 
 fn sick(name: &str) -> InstanceView {
     InstanceView {
+        placement: Default::default(),
         health: Some(HealthStatus::Unhealthy),
         detail: Some(HealthDetail::Impaired),
         ..inst(name)
@@ -73,6 +79,7 @@ fn leaving(mut i: InstanceView) -> InstanceView {
 
 fn pending(name: &str) -> InstanceView {
     InstanceView {
+        placement: Default::default(),
         state: LifecycleState::Pending,
         health: None,
         detail: None,
@@ -754,6 +761,7 @@ fn any_instance() -> impl Strategy<Value = InstanceView> {
                 (name, created_at, state, health, detail, protected, in_service_since),
                 (replaces, template_hash, being_deleted, maintenance, standby, termination_reason),
             )| InstanceView {
+                placement: Default::default(),
                 name: name.to_string(),
                 created_at,
                 state,
@@ -766,6 +774,7 @@ fn any_instance() -> impl Strategy<Value = InstanceView> {
                 being_deleted,
                 maintenance,
                 standby,
+                evidence: None,
                 termination_reason,
             },
         )
@@ -908,6 +917,7 @@ fn apply(instances: &[InstanceView], plan: &ReplacementPlan, now: Timestamp) -> 
         .collect();
     for (n, old) in plan.launch_replacements_for.iter().enumerate() {
         after.push(InstanceView {
+            placement: Default::default(),
             name: format!("new{n}"),
             ..replacing(pending("x"), old).tap(|i| i.created_at = now)
         });
