@@ -160,12 +160,15 @@ rules:
   - apiGroups: [""]
     resources: [pods]
     verbs: [get, list, watch, create, patch]
+  - apiGroups: [apps]
+    resources: [controllerrevisions]
+    verbs: [list, watch, create, delete]
   - apiGroups: [events.k8s.io]
     resources: [events]
     verbs: [create, patch]
   - apiGroups: [coordination.k8s.io]
     resources: [leases]
-    verbs: [get, list, watch, create, patch, update]
+    verbs: [get, create, patch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding

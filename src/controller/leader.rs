@@ -3,11 +3,9 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube::api::Api;
-use kube::runtime::{WatchStreamExt, watcher};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -44,12 +42,17 @@ fn manager(client: &Client, config: &LeaderConfig) -> LeaseManagerBuilder {
         .with_grace((duration / 3).max(1))
 }
 
+/// How often a follower reads the Lease to see whether it was released.
+pub const FOLLOWER_POLL: Duration = Duration::from_secs(1);
+
 /// Starts competing for the lease (created if missing).
 ///
 /// kube-lease-manager's follower sleeps until the lease it last read expires, so on its own
-/// it would notice a released lease only then. While following, this also watches the
-/// Lease: when its holder releases it (a graceful shutdown), the follower starts competing
-/// afresh at once instead of waiting out the released lease's duration.
+/// it would notice a released lease only then. While following, this also reads the Lease
+/// every [`FOLLOWER_POLL`] (a `get`, as client-go's followers poll every retry period; no
+/// list/watch permission needed): once its holder has released it (a graceful shutdown),
+/// the follower starts competing afresh at once instead of waiting out the released lease's
+/// duration.
 pub async fn elect(client: Client, config: &LeaderConfig) -> anyhow::Result<Election> {
     let first = manager(&client, config).build().await.map_err(|e| {
         anyhow::anyhow!(
@@ -63,6 +66,19 @@ pub async fn elect(client: Client, config: &LeaderConfig) -> anyhow::Result<Elec
     Ok(Election { changes, task })
 }
 
+/// Whether the Lease exists with no holder (released). Errors count as "no": the lease
+/// manager's own schedule still applies.
+async fn released(leases: &Api<Lease>, name: &str) -> bool {
+    match leases.get_opt(name).await {
+        Ok(Some(lease)) => lease.spec.is_none_or(|s| s.holder_identity.is_none()),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the leader Lease");
+            false
+        }
+    }
+}
+
 /// Runs lease managers one after another (a new one when the lease is released while this
 /// process follows), passing on whether this process leads, until `sender` has no receiver.
 async fn keep(
@@ -72,25 +88,9 @@ async fn keep(
     sender: watch::Sender<bool>,
 ) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
-    let released = watcher(
-        leases,
-        watcher::Config::default().fields(&format!("metadata.name={}", config.name)),
-    )
-    .default_backoff()
-    .applied_objects()
-    .filter_map(|lease| {
-        futures::future::ready(match lease {
-            Ok(lease) => lease
-                .spec
-                .is_none_or(|s| s.holder_identity.is_none())
-                .then_some(()),
-            Err(e) => {
-                tracing::debug!(error = %e, "watching the leader Lease");
-                None
-            }
-        })
-    });
-    let mut released = std::pin::pin!(released);
+    let mut poll =
+        tokio::time::interval_at(tokio::time::Instant::now() + FOLLOWER_POLL, FOLLOWER_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (mut inner, task) = current.watch().await;
         loop {
@@ -112,8 +112,8 @@ async fn keep(
                     let leads = *inner.borrow_and_update();
                     let _ = sender.send(leads);
                 }
-                Some(()) = released.next() => {
-                    if !*inner.borrow() {
+                _ = poll.tick(), if !*inner.borrow() => {
+                    if released(&leases, &config.name).await {
                         break;
                     }
                 }

@@ -105,6 +105,9 @@ struct Need {
     namespace: Option<String>,
 }
 
+/// What the operator needs: the verbs of the chart's RBAC (`charts/autoheal`, `deploy/`),
+/// where each one's use is written down; `tests/deploy.rs` runs the operator with exactly
+/// that RBAC, so a need here that the chart does not grant fails it.
 fn needs(scope: Scope<'_>) -> Vec<Need> {
     let watched = Some(scope.namespace.unwrap_or_default().to_string());
     let group = "autoheal.dev";
@@ -127,7 +130,7 @@ fn needs(scope: Scope<'_>) -> Vec<Need> {
             group,
             resource: "instances",
             subresource: "",
-            verbs: &["get", "list", "watch", "create", "patch", "delete"],
+            verbs: &["list", "watch", "get", "create", "patch", "delete"],
             namespace: watched.clone(),
         },
         Need {
@@ -141,7 +144,14 @@ fn needs(scope: Scope<'_>) -> Vec<Need> {
             group: "",
             resource: "pods",
             subresource: "",
-            verbs: &["get", "list", "watch", "create", "patch", "delete"],
+            verbs: &["list", "watch", "get", "create", "patch", "delete"],
+            namespace: watched.clone(),
+        },
+        Need {
+            group: "apps",
+            resource: "controllerrevisions",
+            subresource: "",
+            verbs: &["list", "watch", "create", "delete"],
             namespace: watched.clone(),
         },
         Need {
@@ -171,8 +181,9 @@ fn needs(scope: Scope<'_>) -> Vec<Need> {
             group: "coordination.k8s.io",
             resource: "leases",
             subresource: "",
-            // get/create/patch: kube-lease-manager; list/watch: a follower sees a release.
-            verbs: &["get", "list", "watch", "create", "patch"],
+            // kube-lease-manager reads, creates and patches it; a follower also reads it
+            // every second to see a release (controller/leader.rs).
+            verbs: &["get", "create", "patch"],
             namespace: Some(ns.to_string()),
         });
     }
