@@ -14,8 +14,8 @@ use std::collections::HashSet;
 use crate::api::conditions::DesiredCondition;
 use crate::api::{CONDITION_READY, CONDITION_SCALING_LIMITED};
 use crate::api::{
-    HealthStatus, InstanceSummary, LifecycleState, Process, ScaleInPolicy, ScalingGroupSpec,
-    ScalingGroupStatus,
+    HealthDetail, HealthStatus, InstanceSummary, LifecycleState, Process, ScaleInPolicy,
+    ScalingGroupSpec, ScalingGroupStatus,
 };
 
 use super::InstanceView;
@@ -340,9 +340,11 @@ pub fn ready_condition(
             format!("{current} Instances, {desired} desired"),
         );
     }
+    // Verified: InService, Healthy and OK (an Instance still Initializing or with
+    // InsufficientData has not been checked yet, so the group is not done).
     let not_ready: Vec<String> = counting
         .iter()
-        .filter(|i| !i.is_in_service_and_healthy())
+        .filter(|i| !i.is_in_service_and_healthy() || i.detail != Some(HealthDetail::OK))
         .map(|i| {
             let health = match (i.health, i.detail) {
                 (Some(h), Some(d)) => format!(", {h:?}/{d:?}"),
@@ -357,7 +359,7 @@ pub fn ready_condition(
             CONDITION_READY,
             true,
             "AllInService",
-            format!("{current} of {desired} Instances are InService and Healthy"),
+            format!("{current} of {desired} Instances are InService, Healthy and OK"),
         )
     } else {
         let shown: Vec<&str> = not_ready.iter().take(5).map(String::as_str).collect();
@@ -371,7 +373,7 @@ pub fn ready_condition(
             false,
             "InstancesNotReady",
             format!(
-                "{} of {desired} Instances are not InService and Healthy: {}{more}",
+                "{} of {desired} Instances are not InService, Healthy and OK: {}{more}",
                 not_ready.len(),
                 shown.join(", ")
             ),
@@ -397,7 +399,6 @@ pub fn scaling_limited_condition(limit: Option<&Limit>, desired: i32) -> Desired
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::HealthDetail;
     use k8s_openapi::jiff::Timestamp;
 
     fn spec(min: i32, max: i32, desired: Option<i32>) -> ScalingGroupSpec {

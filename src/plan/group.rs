@@ -33,8 +33,8 @@ use crate::api::names::reason;
 use crate::api::{
     ANNOTATION_CANCEL_REFRESH, ANNOTATION_REFRESH, ANNOTATION_RESET_REPLACEMENT_FAILURES,
     CONDITION_READY, CONDITION_RECONCILING, CONDITION_REFRESHING, CONDITION_REPLACEMENT_ALLOWED,
-    CONDITION_SCALING_LIMITED, CONDITION_STALLED, Process, REASON_REQUEST_REFUSED, ScalingGroup,
-    ScalingGroupStatus, annotations, group_selector,
+    CONDITION_SCALING_LIMITED, CONDITION_STALLED, Process, REASON_REFRESH_FAILED,
+    REASON_REQUEST_REFUSED, ScalingGroup, ScalingGroupStatus, annotations, group_selector,
 };
 
 use super::InstanceView;
@@ -406,20 +406,29 @@ pub fn status(
         }
         None => status.refresh = stored.refresh.clone(),
     }
-    let replacement_allowed = decided
-        .iter()
-        .find(|c| c.type_ == CONDITION_REPLACEMENT_ALLOWED)
-        .cloned()
-        .or_else(|| {
-            find(&stored.conditions, CONDITION_REPLACEMENT_ALLOWED).map(|c| DesiredCondition {
-                type_: c.type_.clone(),
-                status: if c.status == "True" { "True" } else { "False" },
-                reason: c.reason.clone(),
-                message: c.message.clone(),
+    // A condition decided this pass, else as stored.
+    let current = |type_: &str| {
+        decided
+            .iter()
+            .find(|c| c.type_ == type_)
+            .cloned()
+            .or_else(|| {
+                find(&stored.conditions, type_).map(|c| DesiredCondition {
+                    type_: c.type_.clone(),
+                    status: if c.status == "True" { "True" } else { "False" },
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                })
             })
-        });
-    let (mut reconciling, stalled) =
-        kstatus(&decided[0], &decided[1], replacement_allowed.as_ref());
+    };
+    let replacement_allowed = current(CONDITION_REPLACEMENT_ALLOWED);
+    let refreshing = current(CONDITION_REFRESHING);
+    let (mut reconciling, stalled) = kstatus(
+        &decided[0],
+        &decided[1],
+        replacement_allowed.as_ref(),
+        refreshing.as_ref(),
+    );
     if let Some(r) = refresh_reconciling.filter(|r| r.status == "True")
         && stalled.status != "True"
     {
@@ -446,8 +455,9 @@ pub fn status(
     status
 }
 
-/// The kstatus conditions `(Reconciling, Stalled)` that follow from `Ready`, `ScalingLimited`
-/// and `ReplacementAllowed`: Ready → neither; not Ready and held by something only a person
+/// The kstatus conditions `(Reconciling, Stalled)` that follow from `Ready`, `ScalingLimited`,
+/// `ReplacementAllowed` and `Refreshing`: a failed refresh → `Stalled=True, RefreshFailed`;
+/// Ready → neither; not Ready and held by something only a person
 /// ends (the breaker, failing replacements, a pause, a suspended process, protection from
 /// scale-in) → `Stalled=True` with that reason and message; else `Reconciling=True` with
 /// Ready's reason and message (scaling out or in, Instances not yet InService and Healthy,
@@ -456,10 +466,30 @@ pub fn kstatus(
     ready: &DesiredCondition,
     scaling_limited: &DesiredCondition,
     replacement_allowed: Option<&DesiredCondition>,
+    refreshing: Option<&DesiredCondition>,
 ) -> (DesiredCondition, DesiredCondition) {
     let settled = |type_: &str, reason: &str, message: &str| {
         DesiredCondition::new(type_, false, reason, message)
     };
+    // A failed refresh (rolled back or not) leaves the group off its spec's template until
+    // the template changes again: only a person ends that, Ready or not.
+    if let Some(failed) = refreshing.filter(|c| c.reason == REASON_REFRESH_FAILED)
+        && ready.reason != "Deleting"
+    {
+        return (
+            settled(
+                CONDITION_RECONCILING,
+                "Stalled",
+                &format!("not progressing: {REASON_REFRESH_FAILED}"),
+            ),
+            DesiredCondition::new(
+                CONDITION_STALLED,
+                true,
+                REASON_REFRESH_FAILED,
+                &failed.message,
+            ),
+        );
+    }
     if ready.status == "True" {
         return (
             settled(
@@ -690,11 +720,42 @@ mod tests {
     }
 
     #[test]
+    fn kstatus_a_failed_refresh_is_stalled_even_when_ready() {
+        let failed = DesiredCondition::new(
+            CONDITION_REFRESHING,
+            false,
+            REASON_REFRESH_FAILED,
+            "RollbackSuccessful: web-abcde turned Unhealthy in its warm-up",
+        );
+        let (r, s) = kstatus(
+            &ready(true, "AllInService"),
+            &within_limits(),
+            Some(&allowed(true, reason::ALLOWED)),
+            Some(&failed),
+        );
+        assert_eq!(
+            (s.status, s.reason.as_str()),
+            ("True", REASON_REFRESH_FAILED)
+        );
+        assert!(s.message.contains("web-abcde"));
+        assert_eq!(r.status, "False");
+        let succeeded = DesiredCondition::new(CONDITION_REFRESHING, false, "Successful", "done");
+        let (_, s) = kstatus(
+            &ready(true, "AllInService"),
+            &within_limits(),
+            None,
+            Some(&succeeded),
+        );
+        assert_eq!(s.status, "False");
+    }
+
+    #[test]
     fn kstatus_ready_is_neither_reconciling_nor_stalled() {
         let (r, s) = kstatus(
             &ready(true, "AllInService"),
             &within_limits(),
             Some(&allowed(true, reason::ALLOWED)),
+            None,
         );
         assert_eq!((r.status, s.status), ("False", "False"));
     }
@@ -706,6 +767,7 @@ mod tests {
                 &ready(false, why),
                 &within_limits(),
                 Some(&allowed(true, reason::BACKING_OFF)),
+                None,
             );
             assert_eq!((r.status, r.reason.as_str()), ("True", why));
             assert_eq!(s.status, "False");
@@ -719,6 +781,7 @@ mod tests {
                 &ready(false, "InstancesNotReady"),
                 &within_limits(),
                 Some(&allowed(false, why)),
+                None,
             );
             assert_eq!((s.status, s.reason.as_str()), ("True", why));
             assert!(s.message.contains("breaker says so") && s.message.contains("ready:"));
@@ -726,7 +789,7 @@ mod tests {
         }
         for why in STALLING_LIMIT_REASONS {
             let limited = DesiredCondition::new(CONDITION_SCALING_LIMITED, true, why, "held");
-            let (_, s) = kstatus(&ready(false, "ScalingOut"), &limited, None);
+            let (_, s) = kstatus(&ready(false, "ScalingOut"), &limited, None, None);
             assert_eq!((s.status, s.reason.as_str()), ("True", why));
         }
         // A deleted group drains by itself whatever holds replacement.
@@ -734,12 +797,13 @@ mod tests {
             &ready(false, "Deleting"),
             &within_limits(),
             Some(&allowed(false, reason::TOO_MANY_UNHEALTHY)),
+            None,
         );
         assert_eq!((r.status, s.status), ("True", "False"));
         // A limit that ends by itself (bounds) does not stall.
         let bounded =
             DesiredCondition::new(CONDITION_SCALING_LIMITED, true, "AboveMaxSize", "clamped");
-        let (r, _) = kstatus(&ready(false, "ScalingIn"), &bounded, None);
+        let (r, _) = kstatus(&ready(false, "ScalingIn"), &bounded, None, None);
         assert_eq!(r.status, "True");
     }
 
