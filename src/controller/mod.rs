@@ -232,21 +232,29 @@ fn take<K>(triggers: &mut Vec<streams::Trigger<K>>) -> streams::Trigger<K> {
     triggers.pop().expect("one trigger per subscriber")
 }
 
-/// What of a ScalingGroup its Instances depend on: identity, spec generation, annotations
-/// and deletion.
+/// What of a ScalingGroup its Instances depend on: identity, the spec fields the Instance
+/// reconciler reads (health check, lifecycle hooks, deregistration delay, suspended
+/// processes), annotations and deletion. A template, capacity or refresh change alone wakes
+/// no Instance (a refresh of 50 would otherwise start behind 50 needless reconciles).
 #[derive(Debug, Clone, PartialEq)]
 struct GroupSignature {
     uid: Option<String>,
-    generation: Option<i64>,
+    instance_facing: serde_json::Value,
     annotations: Option<std::collections::BTreeMap<String, String>>,
     deleting: bool,
 }
 
 impl GroupSignature {
     fn of(group: &ScalingGroup) -> Self {
+        let spec = &group.spec;
         Self {
             uid: group.metadata.uid.clone(),
-            generation: group.metadata.generation,
+            instance_facing: serde_json::json!([
+                spec.health_check,
+                spec.lifecycle_hooks,
+                spec.replacement.deregistration_delay_seconds,
+                spec.suspended_processes,
+            ]),
             annotations: group.metadata.annotations.clone(),
             deleting: group.metadata.deletion_timestamp.is_some(),
         }
