@@ -518,6 +518,17 @@ async fn a_template_whose_pods_crash_rolls_back_by_itself() {
         !group_events(&env, "web", "RefreshFailed").await.is_empty(),
         "a RefreshFailed Warning Event"
     );
+    // kstatus: the group runs another template than its spec's until a person changes it.
+    let g = env.wait_group_condition("web", "Stalled", "True").await;
+    let stalled = g
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap();
+    assert_eq!(stalled.reason, "RefreshFailed");
+    assert!(stalled.message.contains(&failed), "{}", stalled.message);
     // The spec stays as the user wrote it.
     let now = env.group("web").await;
     assert_eq!(now.spec.template, applied.spec.template);
