@@ -819,3 +819,138 @@ async fn instances_older_than_their_lifetime_are_replaced_within_the_band() {
         "no refresh was involved"
     );
 }
+
+/// `standbyInstances: Terminate` replaces a Standby Instance; `protectedInstances: Wait` holds
+/// the refresh (InProgress, the protected Instance on its revision) until the protection is
+/// lifted, then refreshes it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_terminate_replaces_and_protected_wait_holds_until_unprotected() {
+    let env = Env::new("refresh-wait").await;
+    let _op = env.operator();
+    env.apply_group(
+        &group("web", 3, 0, 100)
+            .with_spec(|s| {
+                s.refresh.standby_instances = autoheal::api::StandbyPolicy::Terminate;
+                s.refresh.protected_instances = autoheal::api::ProtectedPolicy::Wait;
+            })
+            .build(),
+    )
+    .await;
+    let before = env.wait_in_service("web", 3).await;
+    let old = revision_of(&before[0]).unwrap();
+    let standby = before[0].name_any();
+    let protected = before[1].name_any();
+    env.annotate_instance(&standby, "autoheal.dev/standby", Some("true"))
+        .await;
+    env.patch_instance(
+        &protected,
+        serde_json::json!({ "spec": { "protectedFromScaleIn": true } }),
+    )
+    .await;
+    env.wait_instance_state(&standby, LifecycleState::Standby)
+        .await;
+    set_image(&env, "web", "registry.example/web:2").await;
+    let new = wait_for("the refresh targets a new revision", TIMEOUT, || async {
+        let g = env.group("web").await;
+        refresh_of(&g)
+            .map(|r| r.target_revision)
+            .filter(|t| *t != old)
+    })
+    .await;
+    // Everything but the protected Instance reaches the new revision (the Standby one by
+    // replacement); the refresh waits.
+    wait_for(
+        "all but the protected Instance refreshed",
+        TIMEOUT,
+        || async {
+            let all = env.group_instances("web").await;
+            let others_new = all
+                .iter()
+                .filter(|i| i.name_any() != protected && !leaving(i))
+                .all(|i| revision_of(i).as_deref() == Some(new.as_str()));
+            (all.len() == 3 && others_new && all.iter().all(|i| !leaving(i))).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        env.instance(&standby).await.is_none(),
+        "the Standby Instance was replaced"
+    );
+    let held = env.instance(&protected).await.expect("still there");
+    assert_eq!(revision_of(&held), Some(old.clone()));
+    let status = refresh_of(&env.group("web").await).unwrap().status;
+    assert_eq!(
+        status,
+        RefreshState::InProgress,
+        "waits for the protected one"
+    );
+    // Lifting the protection lets the refresh finish with it.
+    env.patch_instance(
+        &protected,
+        serde_json::json!({ "spec": { "protectedFromScaleIn": false } }),
+    )
+    .await;
+    wait_refresh(&env, "web", RefreshState::Successful).await;
+    env.wait_instance_gone(&protected).await;
+    wait_all_on(&env, "web", 3, &new).await;
+}
+
+/// `standbyInstances: Wait` holds the refresh while an Instance is in Standby on the old
+/// revision and refreshes it once it leaves Standby; `protectedInstances: Ignore` leaves a
+/// protected Instance on its revision and the refresh still succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_wait_holds_until_standby_ends_and_protected_ignore_skips() {
+    let env = Env::new("refresh-standby-wait").await;
+    let _op = env.operator();
+    env.apply_group(
+        &group("web", 3, 0, 100)
+            .with_spec(|s| {
+                s.refresh.standby_instances = autoheal::api::StandbyPolicy::Wait;
+                s.refresh.protected_instances = autoheal::api::ProtectedPolicy::Ignore;
+            })
+            .build(),
+    )
+    .await;
+    let members = env.wait_in_service("web", 3).await;
+    let (resting, shielded) = (members[0].name_any(), members[2].name_any());
+    let first = revision_of(&members[2]).unwrap();
+    env.patch_instance(
+        &shielded,
+        serde_json::json!({ "spec": { "protectedFromScaleIn": true } }),
+    )
+    .await;
+    env.annotate_instance(&resting, "autoheal.dev/standby", Some("true"))
+        .await;
+    env.wait_instance_state(&resting, LifecycleState::Standby)
+        .await;
+    set_image(&env, "web", "registry.example/web:3").await;
+    // The one Instance neither in Standby nor protected is refreshed; the refresh waits.
+    let target = wait_for("the free Instance refreshed", TIMEOUT, || async {
+        let g = env.group("web").await;
+        let target = refresh_of(&g)?.target_revision;
+        let all = env.group_instances("web").await;
+        let free: Vec<&Instance> = all
+            .iter()
+            .filter(|i| ![&resting, &shielded].contains(&&i.name_any()))
+            .collect();
+        (all.len() == 3
+            && free.len() == 1
+            && !leaving(free[0])
+            && revision_of(free[0]).as_deref() == Some(target.as_str()))
+        .then_some(target)
+    })
+    .await;
+    assert_eq!(
+        refresh_of(&env.group("web").await).unwrap().status,
+        RefreshState::InProgress,
+        "waits for the Instance in Standby"
+    );
+    // Standby ends: it is refreshed, the protected one is not, and the refresh succeeds.
+    env.annotate_instance(&resting, "autoheal.dev/standby", None)
+        .await;
+    wait_refresh(&env, "web", RefreshState::Successful).await;
+    env.wait_instance_gone(&resting).await;
+    let kept = env.instance(&shielded).await.expect("protected, ignored");
+    assert_eq!(revision_of(&kept), Some(first));
+    assert_ne!(target, revision_of(&kept).unwrap());
+}
