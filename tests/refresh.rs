@@ -716,15 +716,18 @@ async fn a_template_whose_probe_fails_rolls_back_by_itself() {
     wait_all_on(&env, "web", 3, &old).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn standby_is_ignored_and_protected_instances_are_refreshed_as_asked() {
-    let env = Env::new("refresh-policies").await;
-    let _op = env.operator();
+/// A group of 3 with the given refresh policies, its first Instance in Standby and its
+/// second protected from scale-in: (the revision they run, the Standby one, the protected one).
+async fn policy_group(
+    env: &Env,
+    standby_policy: autoheal::api::StandbyPolicy,
+    protected_policy: autoheal::api::ProtectedPolicy,
+) -> (String, String, String) {
     env.apply_group(
         &group("web", 3, 0, 100)
             .with_spec(|s| {
-                s.refresh.standby_instances = autoheal::api::StandbyPolicy::Ignore;
-                s.refresh.protected_instances = autoheal::api::ProtectedPolicy::Refresh;
+                s.refresh.standby_instances = standby_policy;
+                s.refresh.protected_instances = protected_policy;
             })
             .build(),
     )
@@ -742,6 +745,19 @@ async fn standby_is_ignored_and_protected_instances_are_refreshed_as_asked() {
     .await;
     env.wait_instance_state(&standby, LifecycleState::Standby)
         .await;
+    (old, standby, protected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_is_ignored_and_protected_instances_are_refreshed_as_asked() {
+    let env = Env::new("refresh-policies").await;
+    let _op = env.operator();
+    let (old, standby, protected) = policy_group(
+        &env,
+        autoheal::api::StandbyPolicy::Ignore,
+        autoheal::api::ProtectedPolicy::Refresh,
+    )
+    .await;
     set_image(&env, "web", "registry.example/web:2").await;
     let done = wait_refresh(&env, "web", RefreshState::Successful).await;
     let new = refresh_of(&done).unwrap().target_revision;
@@ -827,28 +843,12 @@ async fn instances_older_than_their_lifetime_are_replaced_within_the_band() {
 async fn standby_terminate_replaces_and_protected_wait_holds_until_unprotected() {
     let env = Env::new("refresh-wait").await;
     let _op = env.operator();
-    env.apply_group(
-        &group("web", 3, 0, 100)
-            .with_spec(|s| {
-                s.refresh.standby_instances = autoheal::api::StandbyPolicy::Terminate;
-                s.refresh.protected_instances = autoheal::api::ProtectedPolicy::Wait;
-            })
-            .build(),
+    let (old, standby, protected) = policy_group(
+        &env,
+        autoheal::api::StandbyPolicy::Terminate,
+        autoheal::api::ProtectedPolicy::Wait,
     )
     .await;
-    let before = env.wait_in_service("web", 3).await;
-    let old = revision_of(&before[0]).unwrap();
-    let standby = before[0].name_any();
-    let protected = before[1].name_any();
-    env.annotate_instance(&standby, "autoheal.dev/standby", Some("true"))
-        .await;
-    env.patch_instance(
-        &protected,
-        serde_json::json!({ "spec": { "protectedFromScaleIn": true } }),
-    )
-    .await;
-    env.wait_instance_state(&standby, LifecycleState::Standby)
-        .await;
     set_image(&env, "web", "registry.example/web:2").await;
     let new = wait_for("the refresh targets a new revision", TIMEOUT, || async {
         let g = env.group("web").await;
@@ -902,27 +902,12 @@ async fn standby_terminate_replaces_and_protected_wait_holds_until_unprotected()
 async fn standby_wait_holds_until_standby_ends_and_protected_ignore_skips() {
     let env = Env::new("refresh-standby-wait").await;
     let _op = env.operator();
-    env.apply_group(
-        &group("web", 3, 0, 100)
-            .with_spec(|s| {
-                s.refresh.standby_instances = autoheal::api::StandbyPolicy::Wait;
-                s.refresh.protected_instances = autoheal::api::ProtectedPolicy::Ignore;
-            })
-            .build(),
+    let (first, resting, shielded) = policy_group(
+        &env,
+        autoheal::api::StandbyPolicy::Wait,
+        autoheal::api::ProtectedPolicy::Ignore,
     )
     .await;
-    let members = env.wait_in_service("web", 3).await;
-    let (resting, shielded) = (members[0].name_any(), members[2].name_any());
-    let first = revision_of(&members[2]).unwrap();
-    env.patch_instance(
-        &shielded,
-        serde_json::json!({ "spec": { "protectedFromScaleIn": true } }),
-    )
-    .await;
-    env.annotate_instance(&resting, "autoheal.dev/standby", Some("true"))
-        .await;
-    env.wait_instance_state(&resting, LifecycleState::Standby)
-        .await;
     set_image(&env, "web", "registry.example/web:3").await;
     // The one Instance neither in Standby nor protected is refreshed; the refresh waits.
     let target = wait_for("the free Instance refreshed", TIMEOUT, || async {
