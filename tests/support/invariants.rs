@@ -183,7 +183,14 @@ impl State {
         for p in problems {
             self.violation(p);
         }
-        self.live_instances.insert(name.clone(), state);
+        // A deletion request makes the Instance leave at once (the group counts it out of
+        // capacity then, as AWS does a terminating instance), whatever its status says yet.
+        let counted = match state {
+            _ if inst.metadata.deletion_timestamp.is_none() => state,
+            Some(s) if !s.counts_toward_capacity() => state,
+            _ => Some(LifecycleState::Terminating),
+        };
+        self.live_instances.insert(name.clone(), counted);
         if let Some(listed) = self.relist_instances.as_mut() {
             listed.insert(name);
         }
