@@ -155,13 +155,6 @@ fn needs(scope: Scope<'_>) -> Vec<Need> {
             namespace: watched.clone(),
         },
         Need {
-            group: "apps",
-            resource: "controllerrevisions",
-            subresource: "",
-            verbs: &["list", "watch", "create", "delete"],
-            namespace: watched.clone(),
-        },
-        Need {
             group: "",
             resource: "nodes",
             subresource: "",
