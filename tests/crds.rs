@@ -261,6 +261,27 @@ async fn invalid_specs_are_refused_with_a_human_message() {
             "exactly one of probe.http or probe.tcp must be set",
         ),
         (
+            "an action after Replace",
+            group(
+                "a",
+                "  repair:\n    actions: [{action: Replace}, {action: Restart}]\n",
+            ),
+            "Replace must be the last action",
+        ),
+        (
+            "a timeout on Replace",
+            group(
+                "a",
+                "  repair:\n    actions: [{action: Restart}, {action: Replace, timeoutSeconds: 5}]\n",
+            ),
+            "timeoutSeconds applies to Restart only",
+        ),
+        (
+            "an unknown repair mode",
+            group("a", "  repair:\n    mode: Sometimes\n"),
+            "Unsupported value: \"Sometimes\"",
+        ),
+        (
             "neither http nor tcp",
             group("a", &probe("      intervalSeconds: 5\n")),
             "exactly one of probe.http or probe.tcp must be set",

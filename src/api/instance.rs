@@ -256,6 +256,27 @@ pub struct StateEntry {
     pub reason: Option<String>,
 }
 
+/// The record of a Pod restart, written before the old Pod is touched, so that a restarted
+/// operator neither restarts twice nor loses one.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartRecord {
+    /// The value of the `autoheal.dev/restart` annotation this restart answers.
+    pub token: String,
+    /// When the restart started.
+    pub started_at: Time,
+    /// The UID of the Pod being replaced (deleted, then recreated under the same name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_pod_uid: Option<String>,
+    /// When the new Pod was seen running: the escalation timeout counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_running_at: Option<Time>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
 /// The observed state of an Instance.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -295,6 +316,12 @@ pub struct InstanceStatus {
     /// Lifecycle hooks this Instance waits on, or has completed in its current transition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_hooks: Vec<PendingHook>,
+    /// How many times the operator restarted this Instance's Pod (repair action Restart).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart_count: i32,
+    /// The latest restart (requested with the `autoheal.dev/restart` annotation by the group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartRecord>,
     /// Every lifecycle state entered, with its time (the launch and the latest 31).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]

@@ -43,6 +43,9 @@ pub const ANNOTATION_TEMPLATE_HASH: &str = "autoheal.dev/template-hash";
 /// Annotation the group sets on an Instance just before deleting it, naming why
 /// (a `TerminationReason`); a plain `kubectl delete` leaves it unset.
 pub const ANNOTATION_TERMINATION_REASON: &str = "autoheal.dev/termination-reason";
+/// Annotation the group sets on an Instance to have its Pod restarted (repair action
+/// Restart); each new value is one restart, recorded in the Instance's `status.restart`.
+pub const ANNOTATION_RESTART: &str = "autoheal.dev/restart";
 /// Prefix of lifecycle hook completion annotations: `hooks.autoheal.dev/<hook>`.
 pub const HOOK_PREFIX: &str = "hooks.autoheal.dev/";
 /// Suffix of lifecycle hook heartbeat annotations: `hooks.autoheal.dev/<hook>.heartbeat`.
@@ -128,4 +131,13 @@ pub mod reason {
     pub const REPLACEMENT_SUCCEEDED: &str = "ReplacementSucceeded";
     /// Event: the consecutive failure count was cleared (template change or reset annotation).
     pub const FAILURES_RESET: &str = "ReplacementFailuresReset";
+    /// Event: an Unhealthy Instance's Pod is being restarted (repair action Restart).
+    pub const RESTARTING: &str = "RestartingUnhealthy";
+    /// Event: a restarted Instance is Healthy when its restart's timeout ends.
+    pub const RESTART_SUCCEEDED: &str = "RestartSucceeded";
+    /// Event: a restarted Instance is still Unhealthy when its timeout ends: the next action
+    /// follows.
+    pub const REPAIR_ESCALATED: &str = "RepairEscalated";
+    /// Event (`repair.mode: DryRun`): an Instance would be repaired now; nothing is done.
+    pub const WOULD_REPAIR: &str = "WouldRepair";
 }

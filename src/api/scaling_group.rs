@@ -116,6 +116,9 @@ pub struct ScalingGroupSpec {
     /// How a template change is rolled out to running Instances (instance refresh).
     #[serde(default)]
     pub refresh: Refresh,
+    /// How Unhealthy Instances are repaired: the escalation of actions, and dry run.
+    #[serde(default)]
+    pub repair: Repair,
     /// Instances older than this many seconds (30 or more) are replaced, oldest first, within
     /// the refresh band (`refresh.minHealthyPercentage`, `maxHealthyPercentage`, warm-up and
     /// policies) while no refresh runs, as AWS's maximum instance lifetime. Unset: no limit.
@@ -432,6 +435,97 @@ pub enum ReplacementStrategy {
     TerminateThenLaunch,
     /// The replacement is launched first and is InService before the old one leaves service.
     LaunchBeforeTerminate,
+}
+
+/// How Unhealthy Instances are repaired (Azure VMSS automatic repairs, Medik8s
+/// NodeHealthCheck escalation): the actions tried in order, and whether they are taken at all.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Repair {
+    /// The actions tried in order on an Unhealthy Instance. A `Restart` that leaves the
+    /// Instance Unhealthy `timeoutSeconds` after its new Pod runs escalates to the next action;
+    /// when the last action is a `Restart`, it is repeated. `Replace` ends the list.
+    #[serde(default = "default_repair_actions")]
+    #[schemars(length(min = 1, max = 8))]
+    #[x_kube(validation = Rule::new("!self.exists(a, a.action == 'Replace') || (self[size(self) - 1].action == 'Replace' && self.exists_one(a, a.action == 'Replace'))").message("repair.actions: Replace must be the last action (nothing comes after a replacement)"))]
+    pub actions: Vec<RepairStep>,
+    /// `Auto` (default) acts; `DryRun` evaluates and plans everything, lists the Instances it
+    /// would repair in `status.wouldRepair` and acts on nothing.
+    #[serde(default)]
+    pub mode: RepairMode,
+}
+
+impl Default for Repair {
+    fn default() -> Self {
+        Self {
+            actions: default_repair_actions(),
+            mode: RepairMode::default(),
+        }
+    }
+}
+
+fn default_repair_actions() -> Vec<RepairStep> {
+    vec![RepairStep {
+        action: RepairAction::Replace,
+        timeout_seconds: None,
+    }]
+}
+
+/// One repair action and how long it is given.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.action != 'Replace' || !has(self.timeoutSeconds)").message("repair.actions: timeoutSeconds applies to Restart only (a replacement is judged by its grace period)"))]
+pub struct RepairStep {
+    /// Restart (recreate the Instance's Pod in place) or Replace (terminate the Instance and
+    /// launch a new one).
+    pub action: RepairAction,
+    /// For Restart: seconds after the new Pod runs before an Instance still Unhealthy is
+    /// escalated to the next action (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub timeout_seconds: Option<i32>,
+}
+
+/// The seconds a Restart is given when `timeoutSeconds` is not set.
+pub const DEFAULT_RESTART_TIMEOUT_SECONDS: i32 = 60;
+
+impl RepairStep {
+    /// The time given to this action before escalation.
+    pub fn timeout_seconds(&self) -> i32 {
+        self.timeout_seconds
+            .unwrap_or(DEFAULT_RESTART_TIMEOUT_SECONDS)
+    }
+}
+
+/// A repair action.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RepairAction {
+    /// Recreate the Instance's Pod in place: same Instance, name, revision and protection; the
+    /// Pod leaves service first and its deletion honours its grace period.
+    Restart,
+    /// Terminate the Instance through the graceful path and launch a replacement.
+    Replace,
+}
+
+impl RepairAction {
+    /// The action's name as written in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Restart => "Restart",
+            Self::Replace => "Replace",
+        }
+    }
+}
+
+/// Whether repairs are taken.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RepairMode {
+    /// Repair Unhealthy Instances.
+    #[default]
+    Auto,
+    /// Plan repairs and report them (`status.wouldRepair`, `WouldRepair` Events), act on
+    /// nothing.
+    DryRun,
 }
 
 /// How a template change is rolled out to the running Instances: an instance refresh replaces
@@ -803,6 +897,15 @@ pub struct ScalingGroupStatus {
     /// honoured (setting the annotation to any other value clears the failure count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacement_failures_reset: Option<String>,
+    /// In `repair.mode: DryRun`: the repairs that would be taken now, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub would_repair: Vec<WouldRepair>,
+    /// The remediation history, newest first (at most 50): every repair taken, with its
+    /// outcome. An entry `InProgress` is also the record that makes a repair crash-proof.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub remediations: Vec<Remediation>,
     /// Ready (kstatus), ReplacementAllowed and ScalingLimited.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
@@ -811,6 +914,60 @@ pub struct ScalingGroupStatus {
 
 fn is_zero(n: &i32) -> bool {
     *n == 0
+}
+
+/// A repair `repair.mode: DryRun` would take now.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WouldRepair {
+    /// The Unhealthy Instance.
+    pub instance: String,
+    /// The action that would be taken.
+    pub action: RepairAction,
+    /// Why: the verdict's evidence.
+    pub reason: String,
+}
+
+/// How a remediation ended.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemediationOutcome {
+    /// Still running.
+    InProgress,
+    /// The Instance is Healthy again (Restart), or its replacement is InService and Healthy
+    /// (Replace).
+    Succeeded,
+    /// The replacement was Unhealthy before its grace period ended.
+    Failed,
+    /// The Instance was still Unhealthy when the action's timeout ended: the next action
+    /// followed.
+    Escalated,
+    /// The Instance left before the outcome was known (scaled in, deleted, group paused).
+    Abandoned,
+}
+
+/// One repair in the group's remediation history.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Remediation {
+    /// The Instance repaired.
+    pub instance: String,
+    /// The action taken.
+    pub action: RepairAction,
+    /// Which entry of `repair.actions` it was (0 for the first).
+    #[serde(default)]
+    pub step: i32,
+    /// Why: the verdict's reason and evidence.
+    pub reason: String,
+    /// When it started.
+    pub started: Time,
+    /// When the outcome became known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Time>,
+    /// InProgress, Succeeded, Failed, Escalated or Abandoned.
+    pub outcome: RemediationOutcome,
+    /// The replacement Instance (Replace), once launched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
 }
 
 /// One Instance as summarised in the group's status.

@@ -27,6 +27,7 @@ fn spec(desired: i32, max: i32) -> ScalingGroupSpec {
         },
         revision_history_limit: 10,
         refresh: Default::default(),
+        repair: Default::default(),
         max_instance_lifetime_seconds: None,
         health_check: Default::default(),
         replacement: Replacement::default(),
