@@ -119,6 +119,8 @@ pub mod reason {
     pub const SUSPENDED: &str = "Suspended";
     /// Condition False: the group is paused.
     pub const PAUSED: &str = "Paused";
+    /// Condition False: `repair.mode` is DryRun; repairs are planned and listed, not taken.
+    pub const DRY_RUN: &str = "DryRun";
     /// Condition False: `maxConsecutiveFailures` replacements in a row failed.
     pub const KEEP_FAILING: &str = "ReplacementsKeepFailing";
     /// Event: an Unhealthy Instance is being replaced.

@@ -414,6 +414,7 @@ mod tests {
     fn inst(name: &str, created: i64) -> InstanceView {
         InstanceView {
             placement: Default::default(),
+            repair: Default::default(),
             name: name.into(),
             created_at: Timestamp::from_second(1_800_000_000 + created).unwrap(),
             state: LifecycleState::InService,

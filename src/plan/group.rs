@@ -60,8 +60,9 @@ pub const GROUP_CONDITIONS: [&str; 6] = [
 ];
 
 /// `ReplacementAllowed=False` reasons that only a person ends.
-const STALLING_REPLACEMENT_REASONS: [&str; 4] = [
+const STALLING_REPLACEMENT_REASONS: [&str; 5] = [
     reason::TOO_MANY_UNHEALTHY,
+    reason::DRY_RUN,
     reason::KEEP_FAILING,
     reason::SUSPENDED,
     reason::PAUSED,
@@ -293,6 +294,8 @@ fn plan_replacement(inputs: &GroupInputs<'_>, paused: bool) -> ReplacementPlan {
             .map(String::as_str),
         previous_condition: find(&stored.conditions, CONDITION_REPLACEMENT_ALLOWED),
         backoff: inputs.replacement_backoff,
+        remediations: &stored.remediations,
+        would_repair: &stored.would_repair,
         now: inputs.now,
     })
 }
@@ -387,9 +390,14 @@ pub fn status(
     match replacement {
         Some(plan) => {
             plan.memory.write_to(&mut status);
+            status.remediations = plan.remediations.clone();
+            status.would_repair = plan.would_repair.clone();
             decided.push(plan.condition.clone());
         }
-        None => ReplacementMemory::from_status(&stored).write_to(&mut status),
+        None => {
+            ReplacementMemory::from_status(&stored).write_to(&mut status);
+            status.remediations = stored.remediations.clone();
+        }
     }
     // The refresh step's Reconciling (a refresh runs) joins the kstatus pair below.
     let mut refresh_reconciling = None;

@@ -13,6 +13,7 @@ use crate::api::{
 };
 
 pub mod refresh;
+pub mod repair;
 pub mod replacement;
 pub mod revision;
 
@@ -50,6 +51,21 @@ pub struct InstanceView {
     pub termination_reason: Option<String>,
     /// Where it runs and what it runs: shown in the group's instance list.
     pub placement: Placement,
+    /// Its Pod restarts (repair action Restart): requested and recorded.
+    pub repair: RepairView,
+}
+
+/// What an Instance shows of its Pod restarts (repair action Restart).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairView {
+    /// The `autoheal.dev/restart` annotation: the restart the group asked for.
+    pub requested: Option<String>,
+    /// The token of the restart recorded in `status.restart`.
+    pub recorded: Option<String>,
+    /// When the recorded restart's new Pod was seen running (`status.restart.podRunningAt`).
+    pub pod_running_at: Option<Timestamp>,
+    /// `status.restartCount`.
+    pub restart_count: i32,
 }
 
 /// Where an Instance runs and the revision it runs (as its status records them).
@@ -97,6 +113,16 @@ impl InstanceView {
                 node: status.node_name.clone(),
                 zone: status.zone.clone(),
                 revision: status.revision.clone(),
+            },
+            repair: RepairView {
+                requested: annotations.get(crate::api::ANNOTATION_RESTART).cloned(),
+                recorded: status.restart.as_ref().map(|r| r.token.clone()),
+                pod_running_at: status
+                    .restart
+                    .as_ref()
+                    .and_then(|r| r.pod_running_at.as_ref())
+                    .map(|t| t.0),
+                restart_count: status.restart_count,
             },
             termination_reason: status.termination_reason.or_else(|| {
                 annotations

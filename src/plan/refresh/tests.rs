@@ -26,6 +26,7 @@ fn spec(desired: i32) -> ScalingGroupSpec {
 fn inst(name: &str, hash: &str, created: i64) -> InstanceView {
     InstanceView {
         placement: Default::default(),
+        repair: Default::default(),
         name: name.into(),
         created_at: t(created),
         state: LifecycleState::InService,

@@ -88,7 +88,9 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use super::InstanceView;
 use super::lifecycle::TerminationReason;
 use crate::api::conditions::DesiredCondition;
-use crate::api::{HealthDetail, LifecycleState, ScalingGroupSpec, ScalingGroupStatus};
+use crate::api::{
+    HealthDetail, LifecycleState, Remediation, ScalingGroupSpec, ScalingGroupStatus, WouldRepair,
+};
 
 pub mod breaker;
 pub mod budget;
@@ -200,6 +202,10 @@ pub struct ReplacementInputs<'a> {
     pub previous_condition: Option<&'a Condition>,
     /// The backoff between replacements after failures.
     pub backoff: Backoff,
+    /// The remediation history as stored (`status.remediations`).
+    pub remediations: &'a [Remediation],
+    /// The dry-run list as stored (`status.wouldRepair`), to announce new entries once.
+    pub would_repair: &'a [WouldRepair],
     /// The current time.
     pub now: Timestamp,
 }
@@ -245,8 +251,16 @@ pub struct ReplacementPlan {
     pub requeue_after: Option<Duration>,
     /// The Unhealthy candidates (what the circuit breaker counts), sorted by name.
     pub unhealthy: Vec<String>,
-    /// Replacements in flight once the plan is applied (see [`in_flight`]).
+    /// Replacements in flight once the plan is applied (see [`in_flight`]), restarts
+    /// included.
     pub in_flight: usize,
+    /// The remediation history to record (`status.remediations`).
+    pub remediations: Vec<Remediation>,
+    /// In dry run, the repairs that would be taken (`status.wouldRepair`); else empty.
+    pub would_repair: Vec<WouldRepair>,
+    /// Restart requests to send after the status is recorded: `(instance, token)` for the
+    /// annotation `autoheal.dev/restart`.
+    pub restart: Vec<(String, String)>,
 }
 
 /// The group's replacement limits, resolved against its desired capacity.

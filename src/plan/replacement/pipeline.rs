@@ -2,6 +2,8 @@
 //! strategy (each in its own module).
 
 use super::*;
+use crate::api::RepairAction;
+use crate::plan::repair;
 
 /// Plans the replacement of Unhealthy Instances. Pure and total: see the module documentation.
 ///
@@ -31,21 +33,80 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
     } = judge::judge(inputs, &limits, &index);
 
     let unhealthy = unhealthy_candidates(&index);
+    let repair_spec = &inputs.spec.repair;
+    let grace = SignedDuration::from_secs(i64::from(
+        inputs.spec.health_check.grace_period_seconds.max(0),
+    ));
+    let assessed = repair::assess(
+        repair_spec,
+        &index,
+        &unhealthy,
+        inputs.remediations,
+        grace,
+        now,
+    );
+    events.extend(assessed.events.iter().cloned());
+    if let Some(d) = assessed.requeue_after {
+        requeue_after = earliest(requeue_after, d);
+    }
+    let mut remediations = assessed.remediations.clone();
+    let mut would_repair = Vec::new();
+    let mut restarts: Vec<String> = Vec::new();
     let (condition, moves) = match breaker::breaker(inputs, &limits, &memory, &unhealthy) {
         breaker::Gate::Stop(condition) => (condition, strategy::Moves::default()),
+        breaker::Gate::Proceed if repair::dry_run(repair_spec) => {
+            would_repair = repair::would_repair(&assessed.next, &index);
+            events.extend(repair::would_repair_events(
+                inputs.would_repair,
+                &would_repair,
+            ));
+            (
+                repair::dry_run_condition(&would_repair),
+                strategy::Moves::default(),
+            )
+        }
         breaker::Gate::Proceed => {
-            let budget = budget::budget(
+            let mut budget = budget::budget(
                 &limits,
                 &memory,
                 inputs.backoff,
                 budget::Load {
-                    in_flight: in_flight(inputs.instances),
+                    in_flight: in_flight(inputs.instances) + assessed.restarting.len(),
                     counting: counting_toward_capacity(&index),
                 },
                 now,
             );
-            let moves =
-                strategy::strategy(&index, inputs.spec.replacement.strategy, &limits, &budget);
+            // Restarts first, within the same budget; their Instances stay out of the strategy.
+            let restart_next: Vec<&String> = assessed
+                .next
+                .iter()
+                .filter(|(_, (action, _))| *action == RepairAction::Restart)
+                .map(|(name, _)| name)
+                .collect();
+            restarts = restart_next
+                .iter()
+                .take(budget.starts)
+                .map(|n| (*n).clone())
+                .collect();
+            budget.starts -= restarts.len();
+            budget.terminate_then_launch =
+                budget.terminate_then_launch.saturating_sub(restarts.len());
+            let mut for_strategy = index.clone();
+            for name in assessed
+                .restarting
+                .iter()
+                .chain(restart_next.iter().copied())
+            {
+                for_strategy.remove(name.as_str());
+            }
+            let mut moves = strategy::strategy(
+                &for_strategy,
+                inputs.spec.replacement.strategy,
+                &limits,
+                &budget,
+            );
+            moves.waiting += restart_next.len() - restarts.len();
+            moves.started += restarts.len();
             if moves.started > 0 {
                 memory.last_replacement_time = Some(now);
             }
@@ -62,12 +123,57 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
             (condition, moves)
         }
     };
+    // The remediations started now: restarts, and the candidates whose replacement starts.
+    let step_of = |name: &str, action: RepairAction| {
+        assessed
+            .next
+            .get(name)
+            .map_or((action, 0), |(a, s)| (*a, *s))
+    };
+    let started: Vec<(String, RepairAction, i32)> = restarts
+        .iter()
+        .map(|n| {
+            let (a, s) = step_of(n, RepairAction::Restart);
+            (n.clone(), a, s)
+        })
+        .chain(
+            moves
+                .terminate
+                .iter()
+                .chain(moves.launch.iter())
+                .filter(|n| unhealthy.contains(n))
+                .map(|n| {
+                    let (_, s) = step_of(n, RepairAction::Replace);
+                    (n.clone(), RepairAction::Replace, s)
+                }),
+        )
+        .collect();
+    for (name, _, step) in started
+        .iter()
+        .filter(|(_, a, _)| *a == RepairAction::Restart)
+    {
+        events.push(PlannedEvent {
+            type_: EventType::Normal,
+            reason: crate::api::names::reason::RESTARTING,
+            instance: Some(name.clone()),
+            message: format!(
+                "Restarting the Pod of Unhealthy instance {name} (repair action {} of {}): {}",
+                step + 1,
+                repair_spec.actions.len().max(1),
+                repair::why(index.get(name.as_str()).copied())
+            ),
+        });
+    }
+    repair::record_started(&mut remediations, &started, &index, now);
+    let restart = repair::restart_orders(&remediations, &index);
     events.extend(moves.events);
     events.extend(breaker::condition_event(
         inputs.previous_condition,
         &condition,
     ));
-    let in_flight = in_flight_after(inputs, &moves.terminate, &moves.launch);
+    let in_flight = in_flight_after(inputs, &moves.terminate, &moves.launch)
+        + assessed.restarting.len()
+        + restarts.len();
 
     ReplacementPlan {
         terminate: moves.terminate,
@@ -78,6 +184,9 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
         requeue_after,
         unhealthy,
         in_flight,
+        remediations,
+        would_repair,
+        restart,
     }
 }
 
@@ -106,6 +215,7 @@ fn in_flight_after(
 fn planned_surge(old: &str, n: usize, template_hash: &str, now: Timestamp) -> InstanceView {
     InstanceView {
         placement: Default::default(),
+        repair: Default::default(),
         name: format!("\u{0}planned-surge-{n}-for-{old}"),
         created_at: now,
         state: LifecycleState::Pending,

@@ -41,6 +41,7 @@ fn spec(desired: i32, max: i32) -> ScalingGroupSpec {
 fn inst(name: &str) -> InstanceView {
     InstanceView {
         placement: Default::default(),
+        repair: Default::default(),
         name: name.into(),
         created_at: t(0),
         state: LifecycleState::InService,
@@ -61,6 +62,7 @@ fn inst(name: &str) -> InstanceView {
 fn sick(name: &str) -> InstanceView {
     InstanceView {
         placement: Default::default(),
+        repair: Default::default(),
         health: Some(HealthStatus::Unhealthy),
         detail: Some(HealthDetail::Impaired),
         ..inst(name)
@@ -81,6 +83,7 @@ fn leaving(mut i: InstanceView) -> InstanceView {
 fn pending(name: &str) -> InstanceView {
     InstanceView {
         placement: Default::default(),
+        repair: Default::default(),
         state: LifecycleState::Pending,
         health: None,
         detail: None,
@@ -101,6 +104,7 @@ struct Case {
     memory: ReplacementMemory,
     reset: Option<String>,
     previous: Option<Condition>,
+    remediations: Vec<crate::api::Remediation>,
     now: Timestamp,
 }
 
@@ -113,6 +117,7 @@ impl Case {
             memory: ReplacementMemory::default(),
             reset: None,
             previous: None,
+            remediations: Vec::new(),
             now: t(1000),
         }
     }
@@ -127,6 +132,8 @@ impl Case {
             reset_request: self.reset.as_deref(),
             previous_condition: self.previous.as_ref(),
             backoff: Backoff::default(),
+            remediations: &self.remediations,
+            would_repair: &[],
             now: self.now,
         })
     }
@@ -763,6 +770,7 @@ fn any_instance() -> impl Strategy<Value = InstanceView> {
                 (replaces, template_hash, being_deleted, maintenance, standby, termination_reason),
             )| InstanceView {
                 placement: Default::default(),
+                repair: Default::default(),
                 name: name.to_string(),
                 created_at,
                 state,
@@ -899,6 +907,8 @@ fn run(w: &World, memory: &ReplacementMemory) -> ReplacementPlan {
         reset_request: w.reset.as_deref(),
         previous_condition: previous.as_ref(),
         backoff: Backoff::default(),
+        remediations: &[],
+        would_repair: &[],
         now: w.now,
     })
 }
@@ -919,6 +929,7 @@ fn apply(instances: &[InstanceView], plan: &ReplacementPlan, now: Timestamp) -> 
     for (n, old) in plan.launch_replacements_for.iter().enumerate() {
         after.push(InstanceView {
             placement: Default::default(),
+            repair: Default::default(),
             name: format!("new{n}"),
             ..replacing(pending("x"), old).tap(|i| i.created_at = now)
         });
@@ -1086,4 +1097,5 @@ proptest! {
 mod breaker_step;
 mod budget_step;
 mod judge_step;
+mod repair_step;
 mod strategy_step;

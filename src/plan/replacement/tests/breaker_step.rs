@@ -31,6 +31,8 @@ fn gate(
         reset_request: None,
         previous_condition: None,
         backoff: Backoff::default(),
+        remediations: &[],
+        would_repair: &[],
         now: t(1000),
     };
     breaker::breaker(&inputs, &Limits::of(s), memory, unhealthy)

@@ -168,6 +168,8 @@ fn judge_resets_but_does_not_judge_while_paused_or_health_check_suspended() {
             reset_request: None,
             previous_condition: None,
             backoff: Backoff::default(),
+            remediations: &[],
+            would_repair: &[],
             now: t(1000),
         };
         let judged = judge::judge(&inputs, &Limits::of(&s), &index);
