@@ -18,6 +18,9 @@
 //! | `autoheal_leader` | gauge | — (1 while this process holds the leader Lease, or runs without election) |
 //! | `autoheal_scalinggroup_condition` | gauge | `namespace`, `scalinggroup`, `type`, `status`, `reason` (1 per condition in a group's status; set by the leader) |
 //! | `autoheal_scalinggroup_consecutive_replacement_failures` | gauge | `namespace`, `scalinggroup` |
+//! | `autoheal_would_repair` | gauge | `namespace`, `scalinggroup` (repairs `repair.mode: DryRun` would take now) |
+//! | `autoheal_detection_seconds` | histogram | — (an Instance's first failing signal → its Unhealthy verdict: MTTD) |
+//! | `autoheal_repair_seconds` | histogram | — (an Unhealthy verdict → its group back to desired InService+Healthy: MTTR) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,6 +112,8 @@ pub struct GroupGauges {
     pub conditions: Vec<GroupCondition>,
     /// `status.consecutiveReplacementFailures`.
     pub consecutive_replacement_failures: i64,
+    /// How many entries `status.wouldRepair` lists.
+    pub would_repair: i64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -148,6 +153,9 @@ struct Inner {
     leader: Gauge,
     group_conditions: Family<GroupConditionLabels, Gauge>,
     group_failures: Family<GroupLabels, Gauge>,
+    would_repair: Family<GroupLabels, Gauge>,
+    detection: Histogram,
+    repair: Histogram,
 }
 
 impl Default for Metrics {
@@ -195,6 +203,10 @@ impl Metrics {
         let leader = Gauge::default();
         let group_conditions = Family::<GroupConditionLabels, Gauge>::default();
         let group_failures = Family::<GroupLabels, Gauge>::default();
+        let would_repair = Family::<GroupLabels, Gauge>::default();
+        // 50 ms .. ~27 min
+        let detection = Histogram::new(exponential_buckets(0.05, 2.0, 16));
+        let repair = Histogram::new(exponential_buckets(0.05, 2.0, 16));
 
         registry.register(
             "probe_duration_seconds",
@@ -256,6 +268,21 @@ impl Metrics {
             "Replacements in a row that were Unhealthy when their grace period ended, per ScalingGroup",
             group_failures.clone(),
         );
+        registry.register(
+            "would_repair",
+            "Repairs a ScalingGroup in repair.mode DryRun would take now (status.wouldRepair)",
+            would_repair.clone(),
+        );
+        registry.register(
+            "detection_seconds",
+            "Time from an Instance's first failing signal to its Unhealthy verdict (MTTD)",
+            detection.clone(),
+        );
+        registry.register(
+            "repair_seconds",
+            "Time from an Unhealthy verdict to its group being back at desired capacity, all InService and Healthy (MTTR)",
+            repair.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -271,6 +298,9 @@ impl Metrics {
                 leader,
                 group_conditions,
                 group_failures,
+                would_repair,
+                detection,
+                repair,
             }),
         }
     }
@@ -374,7 +404,15 @@ impl Metrics {
     pub fn set_groups(&self, groups: impl IntoIterator<Item = GroupGauges>) {
         self.inner.group_conditions.clear();
         self.inner.group_failures.clear();
+        self.inner.would_repair.clear();
         for g in groups {
+            self.inner
+                .would_repair
+                .get_or_create(&GroupLabels {
+                    namespace: g.namespace.clone(),
+                    scalinggroup: g.name.clone(),
+                })
+                .set(g.would_repair);
             for c in g.conditions {
                 self.inner
                     .group_conditions
@@ -397,6 +435,16 @@ impl Metrics {
                 })
                 .set(g.consecutive_replacement_failures);
         }
+    }
+
+    /// Records the time from an Instance's first failing signal to its Unhealthy verdict.
+    pub fn observe_detection(&self, seconds: f64) {
+        self.inner.detection.observe(seconds.max(0.0));
+    }
+
+    /// Records the time from an Unhealthy verdict to its group being whole again.
+    pub fn observe_repair(&self, seconds: f64) {
+        self.inner.repair.observe(seconds.max(0.0));
     }
 
     /// The probe results counted so far for `kind` and `class` (for tests and benchmarks).
@@ -476,7 +524,10 @@ mod tests {
                 reason: "TooManyUnhealthy".into(),
             }],
             consecutive_replacement_failures: 2,
+            would_repair: 3,
         }]);
+        m.observe_detection(1.5);
+        m.observe_repair(12.0);
         let text = m.clone().encode();
         for needle in [
             "autoheal_probe_duration_seconds_bucket{",
@@ -493,6 +544,9 @@ mod tests {
             "autoheal_reconcile_backing_off{controller=\"scalinggroup\"} 0",
             "autoheal_scalinggroup_condition{namespace=\"ns\",scalinggroup=\"web\",type=\"ReplacementAllowed\",status=\"False\",reason=\"TooManyUnhealthy\"} 1",
             "autoheal_scalinggroup_consecutive_replacement_failures{namespace=\"ns\",scalinggroup=\"web\"} 2",
+            "autoheal_would_repair{namespace=\"ns\",scalinggroup=\"web\"} 3",
+            "autoheal_detection_seconds_count 1",
+            "autoheal_repair_seconds_sum 12.0",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

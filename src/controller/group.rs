@@ -27,9 +27,9 @@ use serde_json::json;
 use futures::StreamExt;
 
 use crate::api::{
-    ANNOTATION_REPLACES, ANNOTATION_TEMPLATE_HASH, ANNOTATION_TERMINATION_REASON, FINALIZER_GROUP,
-    FINALIZER_INSTANCE, Instance, InstanceSpec, InstanceTemplate, LABEL_GROUP, LABEL_INSTANCE,
-    LABEL_REVISION, ScalingGroup, group_selector,
+    ANNOTATION_REPLACES, ANNOTATION_RESTART, ANNOTATION_TEMPLATE_HASH,
+    ANNOTATION_TERMINATION_REASON, FINALIZER_GROUP, FINALIZER_INSTANCE, Instance, InstanceSpec,
+    InstanceTemplate, LABEL_GROUP, LABEL_INSTANCE, LABEL_REVISION, ScalingGroup, group_selector,
 };
 use crate::plan::InstanceView;
 use crate::plan::capacity::GroupAction;
@@ -199,6 +199,20 @@ async fn reconcile_inner(
         .count();
     if launched > 0 {
         tracing::info!(namespace = %ns, group = %name, launched, desired = plan.desired, "launched instances");
+    }
+    // Restarts (repair action Restart), recorded in the group status above.
+    if let Some(replacement) = &plan.replacement {
+        let requests: Vec<_> = replacement
+            .restart
+            .iter()
+            .map(|(instance, token)| request_restart(ctx, &ns, instance, token))
+            .collect();
+        results.extend(
+            futures::stream::iter(requests)
+                .buffer_unordered(MAX_CONCURRENT_ACTIONS)
+                .collect::<Vec<Result<(), Error>>>()
+                .await,
+        );
     }
     if let Some(err) = results.into_iter().find_map(Result::err) {
         return Err(err);
@@ -460,6 +474,26 @@ async fn launch(
         "creating an Instance of ScalingGroup {ns}/{}",
         group.name_any()
     ))(last_err.expect("three conflicts")))
+}
+
+/// Asks an Instance to restart its Pod: `autoheal.dev/restart=<token>` (the Instance records
+/// the token in its status before it touches the Pod, so a repeated request is harmless).
+async fn request_restart(ctx: &Context, ns: &str, name: &str, token: &str) -> Result<(), Error> {
+    let api: Api<Instance> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({ "metadata": { "annotations": { ANNOTATION_RESTART: token } } });
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(written) => {
+            ctx.fresh_instances.remember(written);
+            Ok(())
+        }
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) => Err(kube_err(format!(
+            "requesting a restart of Instance {ns}/{name}"
+        ))(e)),
+    }
 }
 
 /// Terminates an Instance through the graceful path: records the reason on it, then deletes

@@ -22,9 +22,9 @@ use serde_json::json;
 
 use crate::api::conditions::settle;
 use crate::api::{
-    ANNOTATION_TERMINATION_REASON, FINALIZER_INSTANCE, HealthCheck, HealthStatus, Instance,
-    InstanceStatus, LABEL_GROUP, LABEL_IN_SERVICE, LABEL_INSTANCE, LABEL_ZONE, LifecycleState,
-    Process, ScalingGroup,
+    ANNOTATION_RESTART, ANNOTATION_TERMINATION_REASON, FINALIZER_INSTANCE, HealthCheck,
+    HealthStatus, Instance, InstanceStatus, LABEL_GROUP, LABEL_IN_SERVICE, LABEL_INSTANCE,
+    LABEL_ZONE, LifecycleState, Process, ScalingGroup,
 };
 use crate::health::{self, HealthEvent, HealthInputs, ProbeTarget, assess};
 use crate::plan::lifecycle::{self, Facts, Note, PodAction, PodFacts, Record, TerminationReason};
@@ -109,6 +109,8 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
             .map_or(0, |s| s.replacement.deregistration_delay_seconds.into()),
         add_to_service_suspended: spec.is_some_and(|s| s.is_suspended(Process::AddToService)),
         pod: pod_facts(pod.as_deref()),
+        pod_uid: pod.as_ref().and_then(|p| p.metadata.uid.as_deref()),
+        restart_request: annotations.get(ANNOTATION_RESTART).map(String::as_str),
     };
     let step = lifecycle::next(&facts, now);
 

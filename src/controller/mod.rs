@@ -277,6 +277,7 @@ fn group_gauges(group: &ScalingGroup) -> GroupGauges {
             })
             .collect(),
         consecutive_replacement_failures: i64::from(status.consecutive_replacement_failures),
+        would_repair: status.would_repair.len() as i64,
     }
 }
 

@@ -28,7 +28,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use crate::api::annotations::{self, AnnotationError};
 use crate::api::{
     HookResult, HookTransition, InstanceStatus, LifecycleHook, LifecycleState, PendingHook,
-    StateEntry,
+    RestartRecord, StateEntry,
 };
 
 /// Why an Instance is leaving (written to `status.terminationReason`).
@@ -118,6 +118,10 @@ pub struct Record {
     pub termination_reason: Option<String>,
     /// `status.deregisteredAt`.
     pub deregistered_at: Option<Time>,
+    /// `status.restart`: the latest Pod restart.
+    pub restart: Option<RestartRecord>,
+    /// `status.restartCount`.
+    pub restart_count: i32,
 }
 
 /// The most `status.stateHistory` entries kept.
@@ -132,6 +136,8 @@ impl Record {
             hooks: status.pending_hooks.clone(),
             termination_reason: status.termination_reason.clone(),
             deregistered_at: status.deregistered_at.clone(),
+            restart: status.restart.clone(),
+            restart_count: status.restart_count,
         }
     }
 
@@ -142,6 +148,8 @@ impl Record {
         status.pending_hooks = self.hooks.clone();
         status.termination_reason = self.termination_reason.clone();
         status.deregistered_at = self.deregistered_at.clone();
+        status.restart = self.restart.clone();
+        status.restart_count = self.restart_count;
     }
 
     /// When the state was last entered.
@@ -205,6 +213,10 @@ pub struct Facts<'a> {
     pub add_to_service_suspended: bool,
     /// The Pod.
     pub pod: PodFacts,
+    /// The Pod's UID, when it exists.
+    pub pod_uid: Option<&'a str>,
+    /// The `autoheal.dev/restart` annotation: the Pod restart the group asks for.
+    pub restart_request: Option<&'a str>,
 }
 
 /// What to do to the world once the step's record is stored.
@@ -324,6 +336,16 @@ fn action_for(facts: &Facts<'_>, record: &Record) -> Option<PodAction> {
     use LifecycleState::*;
     let pod = facts.pod;
     match record.state? {
+        Pending if is_old_pod(facts, record) => {
+            // A restart: the old Pod leaves service, then goes (its grace period honoured).
+            if pod.in_service_label {
+                Some(PodAction::RemoveFromService)
+            } else if !pod.being_deleted {
+                Some(PodAction::DeletePod)
+            } else {
+                None
+            }
+        }
         Pending => (!pod.exists).then_some(PodAction::CreatePod),
         PendingWait => None,
         InService => (pod.exists
@@ -344,6 +366,38 @@ fn standby_requested(annotations: &BTreeMap<String, String>) -> bool {
         .get(crate::api::names::ANNOTATION_STANDBY)
         .and_then(|v| annotations::parse_bool(v))
         .unwrap_or(false)
+}
+
+/// The restart token the group asks for and this Instance has not recorded yet.
+fn new_restart_request<'a>(facts: &Facts<'a>, record: &Record) -> Option<&'a str> {
+    let token = facts.restart_request?.trim();
+    let recorded = record.restart.as_ref().map(|r| r.token.as_str());
+    (!token.is_empty() && recorded != Some(token)).then_some(token)
+}
+
+/// Whether the Pod is the one a recorded restart replaces.
+fn is_old_pod(facts: &Facts<'_>, record: &Record) -> bool {
+    facts.pod.exists
+        && record
+            .restart
+            .as_ref()
+            .and_then(|r| r.old_pod_uid.as_deref())
+            .is_some_and(|old| Some(old) == facts.pod_uid)
+}
+
+/// Records a restart (before the old Pod is touched) and re-enters Pending.
+fn start_restart(facts: &Facts<'_>, step: &mut Step, token: &str, now: Timestamp) {
+    step.record.restart = Some(RestartRecord {
+        token: token.to_string(),
+        started_at: Time(now),
+        old_pod_uid: facts
+            .pod_uid
+            .filter(|_| facts.pod.exists && !facts.pod.being_deleted)
+            .map(str::to_string),
+        pod_running_at: None,
+    });
+    step.record.restart_count = step.record.restart_count.saturating_add(1);
+    enter(step, LifecycleState::Pending, "Restart", now);
 }
 
 fn start_termination(step: &mut Step, reason: TerminationReason, now: Timestamp) {
@@ -369,9 +423,30 @@ fn advance(facts: &Facts<'_>, step: &mut Step, now: Timestamp) {
             None => enter(step, Pending, "Launched", now),
         },
         Some(Pending) => {
+            let restarting = step
+                .record
+                .restart
+                .as_ref()
+                .is_some_and(|r| r.pod_running_at.is_none());
             if let Some(reason) = requested {
                 start_termination(step, reason, now);
-            } else if facts.pod.exists && facts.pod.running && !facts.pod.being_deleted {
+            } else if let Some(token) = new_restart_request(facts, &step.record) {
+                start_restart(facts, step, token, now);
+            } else if facts.pod.exists
+                && facts.pod.running
+                && !facts.pod.being_deleted
+                && !is_old_pod(facts, &step.record)
+                && restarting
+            {
+                if let Some(r) = step.record.restart.as_mut() {
+                    r.pod_running_at = Some(Time(now));
+                }
+                enter(step, InService, "Restarted", now);
+            } else if facts.pod.exists
+                && facts.pod.running
+                && !facts.pod.being_deleted
+                && !is_old_pod(facts, &step.record)
+            {
                 if facts
                     .hooks
                     .iter()
@@ -402,6 +477,8 @@ fn advance(facts: &Facts<'_>, step: &mut Step, now: Timestamp) {
         Some(InService) => {
             if let Some(reason) = requested {
                 start_termination(step, reason, now);
+            } else if let Some(token) = new_restart_request(facts, &step.record) {
+                start_restart(facts, step, token, now);
             } else if standby_requested(facts.annotations) {
                 enter(step, Standby, "StandbyRequested", now);
             }
@@ -595,6 +672,9 @@ mod tests {
         delay: i64,
         add_suspended: bool,
         pod: PodFacts,
+        pod_uid: Option<String>,
+        pods_created: usize,
+        restart: Option<String>,
     }
 
     impl World {
@@ -607,6 +687,9 @@ mod tests {
                 delay: 0,
                 add_suspended: false,
                 pod: PodFacts::default(),
+                pod_uid: None,
+                pods_created: 0,
+                restart: None,
             }
         }
 
@@ -619,6 +702,8 @@ mod tests {
                 deregistration_delay_seconds: self.delay,
                 add_to_service_suspended: self.add_suspended,
                 pod: self.pod,
+                pod_uid: self.pod_uid.as_deref(),
+                restart_request: self.restart.as_deref(),
             }
         }
 
@@ -628,6 +713,8 @@ mod tests {
             self.record = step.record.clone();
             match step.action {
                 Some(PodAction::CreatePod) => {
+                    self.pods_created += 1;
+                    self.pod_uid = Some(format!("uid-{}", self.pods_created));
                     self.pod = PodFacts {
                         exists: true,
                         ..PodFacts::default()
@@ -651,6 +738,7 @@ mod tests {
 
         fn pod_gone(&mut self) {
             self.pod = PodFacts::default();
+            self.pod_uid = None;
         }
 
         fn states(&self) -> Vec<LifecycleState> {
@@ -666,6 +754,93 @@ mod tests {
             assert_eq!(self.state(), Some(InService));
             assert!(self.pod.in_service_label);
         }
+    }
+
+    #[test]
+    fn a_restart_recreates_the_pod_in_place_and_is_recorded_before_it_is_taken() {
+        let mut w = World::new();
+        w.in_service();
+        assert_eq!(w.pod_uid.as_deref(), Some("uid-1"));
+        w.restart = Some("1800000100".into());
+        // Recorded first (token, old Pod, count), then the Pod leaves service.
+        let step = w.step(t(100));
+        assert_eq!(w.state(), Some(Pending));
+        assert_eq!(
+            w.record.history.last().unwrap().reason.as_deref(),
+            Some("Restart")
+        );
+        let r = w.record.restart.clone().unwrap();
+        assert_eq!(r.token, "1800000100");
+        assert_eq!(r.old_pod_uid.as_deref(), Some("uid-1"));
+        assert_eq!(r.pod_running_at, None);
+        assert_eq!(w.record.restart_count, 1);
+        assert_eq!(step.action, Some(PodAction::RemoveFromService));
+        // Then the old Pod is deleted (its grace period is its own), and nothing while it goes.
+        assert_eq!(w.step(t(101)).action, Some(PodAction::DeletePod));
+        assert_eq!(w.step(t(102)).action, None);
+        // Gone: a new Pod of the same Instance, which enters InService once it runs.
+        w.pod_gone();
+        assert_eq!(w.step(t(110)).action, Some(PodAction::CreatePod));
+        assert_eq!(w.pod_uid.as_deref(), Some("uid-2"));
+        assert_eq!(w.step(t(111)).action, None);
+        w.run_pod();
+        let step = w.step(t(120));
+        assert_eq!(w.state(), Some(InService));
+        assert_eq!(
+            w.record.history.last().unwrap().reason.as_deref(),
+            Some("Restarted")
+        );
+        assert_eq!(
+            w.record.restart.as_ref().unwrap().pod_running_at,
+            Some(Time(t(120)))
+        );
+        assert_eq!(step.action, Some(PodAction::AddToService));
+        // The same request again (a re-sent annotation) restarts nothing.
+        w.step(t(121));
+        let again = w.step(t(130));
+        assert_eq!(again.action, None);
+        assert_eq!(w.record.restart_count, 1);
+        assert_eq!(w.state(), Some(InService));
+    }
+
+    #[test]
+    fn a_restart_resumes_from_its_record_after_a_crash() {
+        let mut w = World::new();
+        w.in_service();
+        w.restart = Some("7".into());
+        w.step(t(100));
+        // The operator died before acting (the Pod still carries its label): the next step
+        // starts from the stored record and takes the same action, without recording a second
+        // restart.
+        w.pod.in_service_label = true;
+        let record = w.record.clone();
+        let step = next(&w.facts(), t(105));
+        assert_eq!(step.record, record);
+        assert_eq!(step.action, Some(PodAction::RemoveFromService));
+        // A restart of an Instance whose Pod is already gone creates one at once.
+        let mut w = World::new();
+        w.in_service();
+        w.pod_gone();
+        w.restart = Some("8".into());
+        let step = w.step(t(100));
+        assert_eq!(step.action, Some(PodAction::CreatePod));
+        assert_eq!(w.record.restart.as_ref().unwrap().old_pod_uid, None);
+    }
+
+    #[test]
+    fn a_termination_request_wins_over_a_restart() {
+        let mut w = World::new();
+        w.in_service();
+        w.restart = Some("9".into());
+        w.step(t(100));
+        w.requested = Some(TerminationReason::Unhealthy);
+        // The Pod is out of service already: Terminating chains on, and the Pod is deleted
+        // through the Terminating path, never recreated.
+        let step = w.step(t(101));
+        assert!(w.states().contains(&Terminating));
+        assert_eq!(w.state(), Some(TerminatingProceed));
+        assert_eq!(step.action, Some(PodAction::DeletePod));
+        assert_eq!(w.record.termination_reason.as_deref(), Some("Unhealthy"));
     }
 
     #[test]

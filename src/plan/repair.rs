@@ -14,8 +14,9 @@
 //!   escalation is repeated or skipped after a crash ([`restart_orders`] re-sends a request
 //!   the Instance has not seen). The restart is *in flight* (it counts against `maxInFlight`
 //!   like a replacement) until `timeoutSeconds` after the new Pod runs; then the Instance is
-//!   judged: still Unhealthy → `Escalated` (the next action follows, within the budget),
-//!   else → `Succeeded`. An Instance that leaves meanwhile ends the remediation `Abandoned`.
+//!   judged: still Unhealthy → `Escalated` (the next action follows, within the budget);
+//!   Healthy with detail `OK` → `Succeeded`; not verified yet (grace period, too few probe
+//!   results) → its next verdict decides. An Instance that leaves meanwhile ends the remediation `Abandoned`.
 //! * **Replace** is the replacement of the pipeline's strategy; its remediation ends with its
 //!   replacement's judgement (`Succeeded` or `Failed`, see [`super::replacement::judge`]),
 //!   or `Abandoned` when the old Instance is gone and nothing replaced it.
@@ -41,8 +42,8 @@ use super::replacement::{EventType, Index, PlannedEvent, earliest, time_until};
 use crate::api::conditions::DesiredCondition;
 use crate::api::names::reason;
 use crate::api::{
-    CONDITION_REPLACEMENT_ALLOWED, Remediation, RemediationOutcome, Repair, RepairAction,
-    RepairMode, RepairStep, WouldRepair,
+    CONDITION_REPLACEMENT_ALLOWED, HealthDetail, HealthStatus, Remediation, RemediationOutcome,
+    Repair, RepairAction, RepairMode, RepairStep, WouldRepair,
 };
 
 /// The most entries kept in `status.remediations` (all `InProgress` ones are kept beyond it).
@@ -121,37 +122,39 @@ pub fn assess(
                     t.checked_add(SignedDuration::from_secs(i64::from(timeout)))
                         .ok()
                 });
+                let verified =
+                    i.health == Some(HealthStatus::Healthy) && i.detail == Some(HealthDetail::OK);
                 match deadline {
-                    Some(d) if now >= d => {
+                    Some(d) if now >= d && i.is_unhealthy() => {
                         r.finished = finished.clone();
-                        if i.is_unhealthy() {
-                            r.outcome = RemediationOutcome::Escalated;
-                            out.events.push(event(
-                                EventType::Warning,
-                                reason::REPAIR_ESCALATED,
-                                &r.instance,
-                                format!(
-                                    "Instance {} is still Unhealthy {timeout}s after its restart: the next repair action follows",
-                                    r.instance
-                                ),
-                            ));
-                        } else {
-                            r.outcome = RemediationOutcome::Succeeded;
-                            out.events.push(event(
-                                EventType::Normal,
-                                reason::RESTART_SUCCEEDED,
-                                &r.instance,
-                                format!(
-                                    "Instance {} is {} {timeout}s after its restart",
-                                    r.instance,
-                                    if i.health.is_some() {
-                                        "Healthy"
-                                    } else {
-                                        "not Unhealthy"
-                                    }
-                                ),
-                            ));
-                        }
+                        r.outcome = RemediationOutcome::Escalated;
+                        out.events.push(event(
+                            EventType::Warning,
+                            reason::REPAIR_ESCALATED,
+                            &r.instance,
+                            format!(
+                                "Instance {} is still Unhealthy {timeout}s after its restart: the next repair action follows",
+                                r.instance
+                            ),
+                        ));
+                    }
+                    Some(d) if now >= d && verified => {
+                        r.finished = finished.clone();
+                        r.outcome = RemediationOutcome::Succeeded;
+                        out.events.push(event(
+                            EventType::Normal,
+                            reason::RESTART_SUCCEEDED,
+                            &r.instance,
+                            format!(
+                                "Instance {} is Healthy {timeout}s after its restart",
+                                r.instance
+                            ),
+                        ));
+                    }
+                    Some(d) if now >= d => {
+                        // Not verified yet (grace period, too few probe results): its next
+                        // verdict decides.
+                        out.restarting.insert(r.instance.clone());
                     }
                     Some(d) => {
                         out.restarting.insert(r.instance.clone());
