@@ -338,10 +338,10 @@ proptest! {
             s.repair.mode = RepairMode::DryRun;
         }
         let mut case = Case::new(s, Vec::new());
-        for n in 0..6 {
+        for (n, restarts) in restarting.iter().enumerate() {
             let name = format!("i{n}");
             if n < sick_count {
-                if restarting[n] {
+                if *restarts {
                     let r = remediation(&name, RepairAction::Restart, 0, 990);
                     case.instances.push(restarted(sick(&name), &r, Some(995)));
                     case.remediations.push(r);
