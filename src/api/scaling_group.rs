@@ -968,6 +968,13 @@ pub struct Remediation {
     /// The replacement Instance (Replace), once launched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacement: Option<String>,
+    /// When the Instance's Unhealthy verdict was given (the start of the repair clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected: Option<Time>,
+    /// When the group was next back at its desired capacity with every Instance InService and
+    /// Healthy after this remediation ended (the end of the repair clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<Time>,
 }
 
 /// One Instance as summarised in the group's status.

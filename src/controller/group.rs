@@ -147,6 +147,9 @@ async fn reconcile_inner(
     if plan.status_changed {
         apply_status(&ctx.client, &ctx.fresh_groups, group.as_ref(), &plan.status).await?;
     }
+    for seconds in &plan.repair_seconds {
+        ctx.metrics.observe_repair(*seconds);
+    }
     // ...then announce (replacement Events go out before the actions they announce)...
     emit_replacement_events(ctx, &group, &members, plan.replacement.as_ref()).await;
     for event in &plan.refresh_events {

@@ -151,6 +151,15 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
         },
         now,
     );
+    if verdict.status == HealthStatus::Unhealthy
+        && stored.health_status != Some(HealthStatus::Unhealthy)
+    {
+        ctx.metrics.observe_detection(detection_seconds(
+            &verdict.reason,
+            probe_verdict.as_ref(),
+            health_check,
+        ));
+    }
     status.health_status = Some(verdict.status);
     status.health_detail = Some(verdict.detail);
     status.conditions = settle(
@@ -224,6 +233,24 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
         verdict.recheck_at,
         now,
     ))
+}
+
+/// The seconds from an Instance's first failing signal to its Unhealthy verdict (MTTD): for a
+/// probe verdict, the probe intervals between the first failure of the streak and the one that
+/// reached the threshold; for a signal acted on as it is seen (a Pod phase, a Node, an
+/// annotation), 0.
+pub fn detection_seconds(
+    reason: &str,
+    probe: Option<&crate::health::probe::ProbeVerdict>,
+    config: &HealthCheck,
+) -> f64 {
+    match (reason, probe, config.probe.as_ref()) {
+        ("ProbeFailed", Some(v), Some(p)) => {
+            f64::from(v.consecutive_failures.saturating_sub(1))
+                * f64::from(p.interval_seconds.max(0))
+        }
+        _ => 0.0,
+    }
 }
 
 /// When to look again, the earliest of: a lifecycle deadline (`wake_at`), the next time the
@@ -751,5 +778,43 @@ mod tests {
         // Far away: capped at the resync period.
         let far = Some(at("2026-02-01T00:00:00Z"));
         assert_eq!(after(&requeue(state, None, far, now)), Some(RESYNC));
+    }
+
+    #[test]
+    fn detection_counts_the_probe_intervals_of_the_failing_streak() {
+        use crate::api::{HttpProbe, Probe};
+        use crate::health::probe::ProbeVerdict;
+        let config = HealthCheck {
+            probe: Some(Probe {
+                http: Some(HttpProbe {
+                    port: 8080,
+                    path: "/".into(),
+                    scheme: Default::default(),
+                    expected_statuses: "200-399".into(),
+                }),
+                tcp: None,
+                interval_seconds: 5,
+                timeout_seconds: 1,
+                healthy_threshold: 2,
+                unhealthy_threshold: 3,
+            }),
+            ..HealthCheck::default()
+        };
+        let verdict = ProbeVerdict {
+            healthy: Some(false),
+            consecutive_failures: 3,
+            consecutive_successes: 0,
+            message: String::new(),
+            failure: None,
+            unhealthy_threshold: 3,
+            healthy_threshold: 2,
+        };
+        assert_eq!(
+            detection_seconds("ProbeFailed", Some(&verdict), &config),
+            10.0
+        );
+        // A signal acted on as it is seen.
+        assert_eq!(detection_seconds("PodFailed", Some(&verdict), &config), 0.0);
+        assert_eq!(detection_seconds("ProbeFailed", None, &config), 0.0);
     }
 }

@@ -428,6 +428,7 @@ mod tests {
             maintenance: false,
             standby: false,
             evidence: None,
+            verdict_since: None,
             termination_reason: None,
         }
     }

@@ -120,6 +120,9 @@ pub struct GroupPlan {
     pub deleting: bool,
     /// When to plan again at the latest for time's sake (a backoff or grace period ending).
     pub requeue_after: Option<Duration>,
+    /// The repair times (Unhealthy verdict → group whole again) of the remediations whose
+    /// clock stops now, for `autoheal_repair_seconds` once the status is recorded.
+    pub repair_seconds: Vec<f64>,
 }
 
 /// The group step (see the module doc).
@@ -220,8 +223,13 @@ pub fn plan(inputs: &GroupInputs<'_>) -> GroupPlan {
             group.spec.revision_history_limit,
         )
     };
+    // The repair clock stops for finished remediations once the group is whole again.
+    let whole =
+        !deleting && find(&status.conditions, CONDITION_READY).is_some_and(|c| c.status == "True");
+    let repair_seconds = super::repair::mark_recovered(&mut status.remediations, whole, inputs.now);
     let status_changed = status != own_part(&stored);
     GroupPlan {
+        repair_seconds,
         limit_event: limit_event(&stored, &status),
         requeue_after: [
             replacement.as_ref().and_then(|p| p.requeue_after),

@@ -46,6 +46,8 @@ pub struct InstanceView {
     pub standby: bool,
     /// The message of its `Healthy` condition: the evidence behind its verdict.
     pub evidence: Option<String>,
+    /// When its `Healthy` condition last changed (the time of its current verdict).
+    pub verdict_since: Option<Timestamp>,
     /// `status.terminationReason` (else the `autoheal.dev/termination-reason` annotation the
     /// group sets before deleting it): why it is leaving (ScaleIn, Unhealthy, Deleted, ...).
     pub termination_reason: Option<String>,
@@ -109,6 +111,11 @@ impl InstanceView {
                 .find(|c| c.type_ == crate::api::CONDITION_HEALTHY)
                 .map(|c| c.message.clone())
                 .filter(|m| !m.is_empty()),
+            verdict_since: status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == crate::api::CONDITION_HEALTHY)
+                .map(|c| c.last_transition_time.0),
             placement: Placement {
                 node: status.node_name.clone(),
                 zone: status.zone.clone(),

@@ -261,10 +261,34 @@ pub fn record_started(
                 finished: None,
                 outcome: RemediationOutcome::InProgress,
                 replacement: None,
+                detected: index
+                    .get(name.as_str())
+                    .and_then(|i| i.verdict_since)
+                    .map(Time),
+                recovered: None,
             },
         );
     }
     bound(remediations);
+}
+
+/// Stamps `recovered` on the finished remediations that lack it once the group is whole again
+/// (`whole`: desired capacity, every Instance InService and Healthy); returns the repair times
+/// (from `detected`, else `started`, to now) of the entries stamped now.
+pub fn mark_recovered(remediations: &mut [Remediation], whole: bool, now: Timestamp) -> Vec<f64> {
+    if !whole {
+        return Vec::new();
+    }
+    let at = ceil_to_second(now);
+    remediations
+        .iter_mut()
+        .filter(|r| r.outcome != RemediationOutcome::InProgress && r.recovered.is_none())
+        .map(|r| {
+            r.recovered = Some(Time(at));
+            let from = r.detected.as_ref().unwrap_or(&r.started).0;
+            now.duration_since(from).as_secs_f64().max(0.0)
+        })
+        .collect()
 }
 
 /// Keeps every `InProgress` entry and the newest others, [`MAX_REMEDIATIONS`] in all.

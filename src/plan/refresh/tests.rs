@@ -40,6 +40,7 @@ fn inst(name: &str, hash: &str, created: i64) -> InstanceView {
         maintenance: false,
         standby: false,
         evidence: None,
+        verdict_since: None,
         termination_reason: None,
     }
 }

@@ -229,6 +229,7 @@ fn planned_surge(old: &str, n: usize, template_hash: &str, now: Timestamp) -> In
         maintenance: false,
         standby: false,
         evidence: None,
+        verdict_since: None,
         termination_reason: None,
     }
 }

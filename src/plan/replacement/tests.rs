@@ -55,6 +55,7 @@ fn inst(name: &str) -> InstanceView {
         maintenance: false,
         standby: false,
         evidence: None,
+        verdict_since: None,
         termination_reason: None,
     }
 }
@@ -784,6 +785,7 @@ fn any_instance() -> impl Strategy<Value = InstanceView> {
                 maintenance,
                 standby,
                 evidence: None,
+                verdict_since: None,
                 termination_reason,
             },
         )

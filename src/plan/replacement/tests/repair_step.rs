@@ -39,6 +39,8 @@ fn remediation(instance: &str, action: RepairAction, step: i32, started: i64) ->
         finished: None,
         outcome: RemediationOutcome::InProgress,
         replacement: None,
+        detected: None,
+        recovered: None,
     }
 }
 
@@ -319,6 +321,22 @@ fn the_history_is_bounded_but_keeps_every_repair_in_progress() {
         assert!(list.iter().any(|r| r.instance == name), "{name}");
     }
     assert!(!list.iter().any(|r| r.instance == "x48"));
+}
+
+#[test]
+fn the_repair_clock_stops_once_the_group_is_whole_again() {
+    let mut list = vec![
+        remediation("a", RepairAction::Restart, 0, 900),
+        remediation("b", RepairAction::Replace, 0, 950),
+    ];
+    list[1].outcome = RemediationOutcome::Succeeded;
+    list[1].detected = Some(Time(t(940)));
+    assert!(repair::mark_recovered(&mut list, false, t(1000)).is_empty());
+    assert_eq!(repair::mark_recovered(&mut list, true, t(1000)), vec![60.0]);
+    assert_eq!(list[1].recovered, Some(Time(t(1000))));
+    assert_eq!(list[0].recovered, None, "still in progress");
+    // Stamped once.
+    assert!(repair::mark_recovered(&mut list, true, t(1100)).is_empty());
 }
 
 proptest! {
