@@ -919,6 +919,12 @@ async fn admission_policy_refuses_malformed_annotations_and_foreign_changes() {
         msg.contains("autoheal.dev/replaces is written by the autoheal operator only"),
         "{msg}"
     );
+    // A restart by hand would bypass maxInFlight: only the group asks for one.
+    let msg = run_refused(annotate(&inst_ref, "autoheal.dev/restart=1"));
+    assert!(
+        msg.contains("autoheal.dev/restart is written by the autoheal operator only"),
+        "{msg}"
+    );
     // Well-formed values pass.
     run_accepted(annotate(&inst_ref, "autoheal.dev/maintenance=True"));
     run_accepted(annotate(&inst_ref, "autoheal.dev/maintenance=false"));
