@@ -151,15 +151,6 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
         },
         now,
     );
-    if verdict.status == HealthStatus::Unhealthy
-        && stored.health_status != Some(HealthStatus::Unhealthy)
-    {
-        ctx.metrics.observe_detection(detection_seconds(
-            &verdict.reason,
-            probe_verdict.as_ref(),
-            health_check,
-        ));
-    }
     status.health_status = Some(verdict.status);
     status.health_detail = Some(verdict.detail);
     status.conditions = settle(
@@ -180,6 +171,16 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
         .retain(|c| crate::api::INSTANCE_HEALTH_CONDITIONS.contains(&c.type_.as_str()));
     if status != stored_own {
         apply_status(&ctx.client, &ctx.fresh_instances, inst.as_ref(), &status).await?;
+    }
+    // MTTD: counted once, when the Unhealthy verdict is recorded.
+    if verdict.status == HealthStatus::Unhealthy
+        && stored.health_status != Some(HealthStatus::Unhealthy)
+    {
+        ctx.metrics.observe_detection(detection_seconds(
+            &verdict.reason,
+            probe_verdict.as_ref(),
+            health_check,
+        ));
     }
     let reference = inst.object_ref(&());
     // A state entry names the Pod action it brings (one Event, not two).
