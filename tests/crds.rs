@@ -266,7 +266,15 @@ async fn invalid_specs_are_refused_with_a_human_message() {
                 "a",
                 "  repair:\n    actions: [{action: Replace}, {action: Restart}]\n",
             ),
-            "Replace must be the last action",
+            "repair.actions must end with Replace",
+        ),
+        (
+            "restarts only",
+            group(
+                "a",
+                "  repair:\n    actions: [{action: Restart}, {action: Restart, timeoutSeconds: 5}]\n",
+            ),
+            "repair.actions must end with Replace",
         ),
         (
             "a timeout on Replace",

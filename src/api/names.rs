@@ -104,6 +104,13 @@ pub const REASON_REQUEST_REFUSED: &str = "RequestRefused";
 /// Reason of `Stalled=False` on a group once a refusal streak ends (the group step decides
 /// `Stalled` from then on).
 pub const REASON_REQUESTS_ACCEPTED: &str = "RequestsAccepted";
+/// Reason of the InService state entry that ends a Pod restart (the grace period does not
+/// start again from it).
+pub const REASON_RESTARTED: &str = "Restarted";
+/// Reason of the Pending state entry that starts a Pod restart.
+pub const REASON_RESTART: &str = "Restart";
+/// Health reason while the Pod a restart replaces is being deleted.
+pub const REASON_POD_RESTARTING: &str = "PodRestarting";
 /// Event reason of a Warning Event for an annotation value that cannot be understood.
 pub const REASON_ANNOTATION_NOT_UNDERSTOOD: &str = "AnnotationNotUnderstood";
 

@@ -443,11 +443,11 @@ pub enum ReplacementStrategy {
 #[serde(rename_all = "camelCase")]
 pub struct Repair {
     /// The actions tried in order on an Unhealthy Instance. A `Restart` that leaves the
-    /// Instance Unhealthy `timeoutSeconds` after its new Pod runs escalates to the next action;
-    /// when the last action is a `Restart`, it is repeated. `Replace` ends the list.
+    /// Instance Unhealthy `timeoutSeconds` after its new Pod runs escalates to the next action.
+    /// The list ends with `Replace`, its only `Replace`.
     #[serde(default = "default_repair_actions")]
     #[schemars(length(min = 1, max = 8))]
-    #[x_kube(validation = Rule::new("!self.exists(a, a.action == 'Replace') || (self[size(self) - 1].action == 'Replace' && self.exists_one(a, a.action == 'Replace'))").message("repair.actions: Replace must be the last action (nothing comes after a replacement)"))]
+    #[x_kube(validation = Rule::new("self[size(self) - 1].action == 'Replace' && self.exists_one(a, a.action == 'Replace')").message("repair.actions must end with Replace, named once (a Restart that does not help escalates to it; nothing comes after it)"))]
     pub actions: Vec<RepairStep>,
     /// `Auto` (default) acts; `DryRun` evaluates and plans everything, lists the Instances it
     /// would repair in `status.wouldRepair` and acts on nothing.

@@ -62,7 +62,7 @@ use crate::api::conditions::DesiredCondition;
 use crate::api::types::ResultClass;
 use crate::api::{
     CONDITION_CUSTOM, CONDITION_HEALTHY, CONDITION_PROBE, CONDITION_WORKLOAD,
-    REASON_ANNOTATION_NOT_UNDERSTOOD,
+    REASON_ANNOTATION_NOT_UNDERSTOOD, REASON_RESTARTED,
 };
 use crate::api::{
     HealthCheck, HealthDetail, HealthStatus, Instance, LifecycleState, UnhealthyCondition,
@@ -245,10 +245,17 @@ pub fn assess(inputs: &HealthInputs<'_>, now: Timestamp) -> Verdict {
         .unwrap_or(now);
     let not_running = matches!(state, LifecycleState::Pending | LifecycleState::PendingWait);
 
-    // Grace period: from the last entry into InService.
+    // Grace period: from the last entry into InService, but for a restart's (the restart's
+    // own timeout judges the restarted Pod; the group's repair step does).
     let grace_end = (state == LifecycleState::InService).then(|| {
         let since = status
-            .entered(LifecycleState::InService)
+            .state_history
+            .iter()
+            .rev()
+            .filter(|e| e.state == LifecycleState::InService)
+            .find(|e| e.reason.as_deref() != Some(REASON_RESTARTED))
+            .map(|e| &e.entered_at)
+            .or_else(|| status.entered(LifecycleState::InService))
             .map(|t| t.0)
             .unwrap_or(created);
         plus(since, inputs.config.grace_period_seconds)
@@ -475,7 +482,15 @@ fn workload_signal(
 ) -> Signal {
     let name = inputs.instance.metadata.name.as_deref().unwrap_or("?");
     let startup = Startup::of(inputs.instance, inputs.config, created);
-    let mut findings = pod_findings(inputs.pod, name, state, startup, now, recheck);
+    // The Pod a restart in progress replaces (its deletion is the operator's own).
+    let restarting = inputs
+        .instance
+        .status
+        .as_ref()
+        .and_then(|s| s.restart.as_ref())
+        .filter(|r| r.pod_running_at.is_none())
+        .and_then(|r| r.old_pod_uid.as_deref());
+    let mut findings = pod_findings(inputs.pod, name, state, startup, restarting, now, recheck);
     findings.extend(inputs.node.and_then(node_finding));
     findings.extend(rule_findings(inputs, now, recheck));
     workload_summary(&findings, inputs.pod, name)
@@ -494,6 +509,7 @@ fn pod_findings(
     name: &str,
     state: LifecycleState,
     startup: Startup,
+    restarting: Option<&str>,
     now: Timestamp,
     recheck: &mut Option<Timestamp>,
 ) -> Vec<Finding> {
@@ -501,7 +517,9 @@ fn pod_findings(
         return vec![missing_pod_finding(name, state, startup, now, recheck)];
     };
     let pod_name = pod.metadata.name.as_deref().unwrap_or(name);
-    let mut findings: Vec<Finding> = pod_deleted_finding(pod, pod_name).into_iter().collect();
+    let mut findings: Vec<Finding> = pod_deleted_finding(pod, pod_name, restarting)
+        .into_iter()
+        .collect();
     findings.extend(pod_phase_finding(pod, pod_name));
     findings.extend(startup_finding(pod, pod_name, state, startup, now, recheck));
     findings
@@ -542,9 +560,20 @@ fn missing_pod_finding(
     }
 }
 
-/// `PodDeleted` (acts at once) when the Pod is being deleted out of band.
-fn pod_deleted_finding(pod: &Pod, pod_name: &str) -> Option<Finding> {
-    pod.metadata.deletion_timestamp.is_some().then(|| Finding {
+/// `PodDeleted` (acts at once) when the Pod is being deleted out of band; `PodRestarting` when
+/// it is the Pod a restart replaces (`restarting`: the restart's old Pod UID).
+fn pod_deleted_finding(pod: &Pod, pod_name: &str, restarting: Option<&str>) -> Option<Finding> {
+    let deleting = pod.metadata.deletion_timestamp.is_some();
+    let restarted = restarting.is_some() && pod.metadata.uid.as_deref() == restarting;
+    if restarted {
+        // Still Unhealthy (that is why it restarts), with the truth as evidence.
+        return Some(Finding {
+            level: Level::ImpairedNow,
+            reason: crate::api::REASON_POD_RESTARTING,
+            message: format!("Pod {pod_name} is being restarted (repair action Restart)"),
+        });
+    }
+    deleting.then(|| Finding {
         level: Level::ImpairedNow,
         reason: "PodDeleted",
         message: format!("Pod {pod_name} is being deleted out of band"),

@@ -397,7 +397,12 @@ fn start_restart(facts: &Facts<'_>, step: &mut Step, token: &str, now: Timestamp
         pod_running_at: None,
     });
     step.record.restart_count = step.record.restart_count.saturating_add(1);
-    enter(step, LifecycleState::Pending, "Restart", now);
+    enter(
+        step,
+        LifecycleState::Pending,
+        crate::api::REASON_RESTART,
+        now,
+    );
 }
 
 fn start_termination(step: &mut Step, reason: TerminationReason, now: Timestamp) {
@@ -441,7 +446,7 @@ fn advance(facts: &Facts<'_>, step: &mut Step, now: Timestamp) {
                 if let Some(r) = step.record.restart.as_mut() {
                     r.pod_running_at = Some(Time(now));
                 }
-                enter(step, InService, "Restarted", now);
+                enter(step, InService, crate::api::REASON_RESTARTED, now);
             } else if facts.pod.exists
                 && facts.pod.running
                 && !facts.pod.being_deleted

@@ -34,15 +34,18 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
 
     let unhealthy = unhealthy_candidates(&index);
     let repair_spec = &inputs.spec.repair;
-    let grace = SignedDuration::from_secs(i64::from(
-        inputs.spec.health_check.grace_period_seconds.max(0),
-    ));
+    let seconds = |s: i32| SignedDuration::from_secs(i64::from(s.max(0)));
+    let clocks = repair::Clocks {
+        grace: seconds(inputs.spec.health_check.grace_period_seconds),
+        startup_timeout: seconds(inputs.spec.health_check.startup_timeout_seconds),
+        restart_possible: limits.terminate_then_launch_room > 0,
+    };
     let assessed = repair::assess(
         repair_spec,
         &index,
         &unhealthy,
         inputs.remediations,
-        grace,
+        clocks,
         now,
     );
     events.extend(assessed.events.iter().cloned());
@@ -52,7 +55,10 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
     let mut remediations = assessed.remediations.clone();
     let mut would_repair = Vec::new();
     let mut restarts: Vec<String> = Vec::new();
-    let (condition, moves) = match breaker::breaker(inputs, &limits, &memory, &unhealthy) {
+    let gate = breaker::breaker(inputs, &limits, &memory, &unhealthy);
+    // Recorded restarts are requested only while repairs may be taken.
+    let may_act = matches!(gate, breaker::Gate::Proceed) && !repair::dry_run(repair_spec);
+    let (condition, moves) = match gate {
         breaker::Gate::Stop(condition) => (condition, strategy::Moves::default()),
         breaker::Gate::Proceed if repair::dry_run(repair_spec) => {
             would_repair = repair::would_repair(&assessed.next, &index);
@@ -83,9 +89,10 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
                 .filter(|(_, (action, _))| *action == RepairAction::Restart)
                 .map(|(name, _)| name)
                 .collect();
+            // A restart leaves a hole in service, as a TerminateThenLaunch replacement does.
             restarts = restart_next
                 .iter()
-                .take(budget.starts)
+                .take(budget.starts.min(budget.terminate_then_launch))
                 .map(|n| (*n).clone())
                 .collect();
             budget.starts -= restarts.len();
@@ -165,7 +172,11 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
         });
     }
     repair::record_started(&mut remediations, &started, &index, now);
-    let restart = repair::restart_orders(&remediations, &index);
+    let restart = if may_act {
+        repair::restart_orders(&remediations, &index)
+    } else {
+        Vec::new()
+    };
     events.extend(moves.events);
     events.extend(breaker::condition_event(
         inputs.previous_condition,

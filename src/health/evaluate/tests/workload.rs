@@ -65,10 +65,28 @@ fn a_missing_pod_is_starting_until_the_deadline_or_gone() {
 #[test]
 fn a_pod_deleted_out_of_band_acts_at_once() {
     let mut p = pod("Running");
-    assert!(pod_deleted_finding(&p, "p").is_none());
+    assert!(pod_deleted_finding(&p, "p", None).is_none());
     p.metadata.deletion_timestamp = Some(Time(t(5)));
-    let f = pod_deleted_finding(&p, "p").unwrap();
+    let f = pod_deleted_finding(&p, "p", None).unwrap();
     assert_eq!((f.level, f.reason), (Level::ImpairedNow, "PodDeleted"));
+}
+
+#[test]
+fn the_pod_a_restart_replaces_is_not_deleted_out_of_band() {
+    let mut p = pod("Running");
+    p.metadata.uid = Some("old".into());
+    // Before and while its deletion: still impaired, with the restart as evidence.
+    for deleting in [false, true] {
+        p.metadata.deletion_timestamp = deleting.then(|| Time(t(5)));
+        let f = pod_deleted_finding(&p, "p", Some("old")).unwrap();
+        assert_eq!((f.level, f.reason), (Level::ImpairedNow, "PodRestarting"));
+        assert!(f.message.contains("restarted"), "{}", f.message);
+    }
+    // Another Pod (the new one) is judged as any.
+    assert_eq!(
+        pod_deleted_finding(&p, "p", Some("new")).map(|f| f.reason),
+        Some("PodDeleted")
+    );
 }
 
 #[test]
