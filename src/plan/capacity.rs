@@ -428,6 +428,8 @@ mod tests {
             standby: false,
             evidence: None,
             termination_reason: None,
+            health_reason: None,
+            health_since: None,
         }
     }
 

@@ -50,6 +50,46 @@ pub struct InstanceView {
     pub termination_reason: Option<String>,
     /// Where it runs and what it runs: shown in the group's instance list.
     pub placement: Placement,
+    /// The reason of its `Healthy` condition: the deciding signal of its verdict (e.g.
+    /// `ProbeFailed`, `NodeNotReady`, `MarkedUnhealthy`).
+    pub health_reason: Option<String>,
+    /// When its `Healthy` condition last changed status (for an Unhealthy Instance: when the
+    /// verdict turned Unhealthy).
+    pub health_since: Option<Timestamp>,
+}
+
+/// What the planners need to know of one Node: its name, zone and readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    /// The Node name.
+    pub name: String,
+    /// Its `topology.kubernetes.io/zone` label.
+    pub zone: Option<String>,
+    /// Whether it is Ready: its `Ready` condition is neither `False` nor `Unknown` (as the
+    /// health evaluator reads it: a Node NotReady or Unknown makes its Instances Unhealthy).
+    pub ready: bool,
+}
+
+impl NodeView {
+    /// Builds the view of a Node object.
+    pub fn from_node(node: &k8s_openapi::api::core::v1::Node) -> Self {
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+            .is_none_or(|c| c.status != "False" && c.status != "Unknown");
+        Self {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            zone: node
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::api::names::LABEL_ZONE))
+                .cloned(),
+            ready,
+        }
+    }
 }
 
 /// Where an Instance runs and the revision it runs (as its status records them).
@@ -70,6 +110,10 @@ impl InstanceView {
         let annotations = meta.annotations.clone().unwrap_or_default();
         let status = instance.status.clone().unwrap_or_default();
         let marks = annotations::HealthAnnotations::parse(&annotations);
+        let healthy = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == crate::api::CONDITION_HEALTHY);
         Self {
             name: meta.name.clone().unwrap_or_default(),
             created_at: meta
@@ -87,12 +131,9 @@ impl InstanceView {
             being_deleted: meta.deletion_timestamp.is_some(),
             maintenance: marks.maintenance,
             standby: marks.standby,
-            evidence: status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == crate::api::CONDITION_HEALTHY)
-                .map(|c| c.message.clone())
-                .filter(|m| !m.is_empty()),
+            evidence: healthy.map(|c| c.message.clone()).filter(|m| !m.is_empty()),
+            health_reason: healthy.map(|c| c.reason.clone()).filter(|r| !r.is_empty()),
+            health_since: healthy.map(|c| c.last_transition_time.0),
             placement: Placement {
                 node: status.node_name.clone(),
                 zone: status.zone.clone(),

@@ -40,6 +40,8 @@ fn inst(name: &str, hash: &str, created: i64) -> InstanceView {
         standby: false,
         evidence: None,
         termination_reason: None,
+        health_reason: None,
+        health_since: None,
     }
 }
 
@@ -593,6 +595,7 @@ mod world {
                 group: &self.group,
                 instances: &self.instances,
                 revisions: &revisions,
+                nodes: &[],
                 replacement_backoff: Backoff::default(),
                 now: t(self.now),
             });

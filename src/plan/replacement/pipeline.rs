@@ -10,7 +10,8 @@ use super::*;
 /// 1. [`judge::judge`]: judge past replacements (successes, failures, the failure count and
 ///    its reset) into the memory carried on;
 /// 2. [`breaker::breaker`]: the circuit breaker (paused, suspended, keeps failing, too many
-///    Unhealthy) says whether replacement may proceed at all;
+///    Unhealthy, judged on the [`breaker::View`] of failures, their Nodes and zones) says
+///    whether replacement may proceed at all, and which fresh verdicts still settle;
 /// 3. [`budget::budget`]: how many replacements may start now (maxInFlight,
 ///    minHealthyPercentage, maxSize + maxInFlight, backoff);
 /// 4. [`strategy::strategy`]: which Instances terminate and which get a surge replacement
@@ -31,7 +32,8 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
     } = judge::judge(inputs, &limits, &index);
 
     let unhealthy = unhealthy_candidates(&index);
-    let (condition, moves) = match breaker::breaker(inputs, &limits, &memory, &unhealthy) {
+    let view = breaker::View::of(inputs, &limits, &index, &unhealthy);
+    let (condition, moves) = match breaker::breaker(inputs, &limits, &memory, &view) {
         breaker::Gate::Stop(condition) => (condition, strategy::Moves::default()),
         breaker::Gate::Proceed => {
             let budget = budget::budget(
@@ -44,8 +46,18 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
                 },
                 now,
             );
-            let moves =
-                strategy::strategy(&index, inputs.spec.replacement.strategy, &limits, &budget);
+            // Fresh probe verdicts settle before they are acted on; look again then.
+            let settling = view.settling();
+            if let Some(until) = view.settle_until {
+                requeue_after = earliest(requeue_after, time_until(now, until));
+            }
+            let moves = strategy::strategy(
+                &index,
+                inputs.spec.replacement.strategy,
+                &limits,
+                &budget,
+                &settling,
+            );
             if moves.started > 0 {
                 memory.last_replacement_time = Some(now);
             }
@@ -120,5 +132,7 @@ fn planned_surge(old: &str, n: usize, template_hash: &str, now: Timestamp) -> In
         standby: false,
         evidence: None,
         termination_reason: None,
+        health_reason: None,
+        health_since: None,
     }
 }
