@@ -68,17 +68,19 @@ pub struct NodeView {
     /// Whether it is Ready: its `Ready` condition is neither `False` nor `Unknown` (as the
     /// health evaluator reads it: a Node NotReady or Unknown makes its Instances Unhealthy).
     pub ready: bool,
+    /// When its `Ready` condition last changed (for a Node that is not Ready: since when).
+    pub since: Option<Timestamp>,
 }
 
 impl NodeView {
     /// Builds the view of a Node object.
     pub fn from_node(node: &k8s_openapi::api::core::v1::Node) -> Self {
-        let ready = node
+        let condition = node
             .status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-            .is_none_or(|c| c.status != "False" && c.status != "Unknown");
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+        let ready = condition.is_none_or(|c| c.status != "False" && c.status != "Unknown");
         Self {
             name: node.metadata.name.clone().unwrap_or_default(),
             zone: node
@@ -88,6 +90,9 @@ impl NodeView {
                 .and_then(|l| l.get(crate::api::names::LABEL_ZONE))
                 .cloned(),
             ready,
+            since: condition
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0),
         }
     }
 }

@@ -26,7 +26,13 @@
 //!    in view are down, or the down Nodes lie in at most half of the zones in view (a zone
 //!    outage). Its Instances are then replaced onto the Ready Nodes (within `maxInFlight`,
 //!    `minHealthyPercentage`, as any replacement) and do **not** count toward `maxUnhealthy`.
-//!    A Node failure that is not local counts like any other failure.
+//!    A Node failure that is not local counts like any other failure. A partition, too,
+//!    arrives Node by Node (the node lifecycle controller marks the Nodes that stopped
+//!    heartbeating in passes 5 s apart), so the Instances of a Node down for less than
+//!    [`NODE_SETTLE`] (10 s, from its `Ready` condition's transition time) are not replaced
+//!    yet (counted only when the Node failure is not local): by then the rest of a partition
+//!    has arrived and rule 2 holds. Nothing on a NotReady Node is urgent in comparison: the
+//!    node lifecycle controller itself waits 40 s before it calls a silent Node Unknown.
 //! 4. **A failure that is still spreading counts** (the contract's "never let one replacement
 //!    through while a mass failure is still arriving"). Probe verdicts arrive up to one probe
 //!    interval apart (each target has its own random phase), so when every Instance fails at
@@ -83,9 +89,13 @@ pub enum Gate {
 pub enum Standing {
     /// Unhealthy on a down Node while the Node failure is local: replaced, not counted.
     NodeDown,
+    /// Unhealthy on a Node down for less than [`NODE_SETTLE`] while the Node failure looks
+    /// local: not counted, not replaced yet (more Nodes may be going down).
+    NodeSettling,
     /// Unhealthy: counted (on a down Node too, when the Node failure is not local).
     Unhealthy,
-    /// Unhealthy by a probe verdict younger than one probe interval: counted, not replaced
+    /// Unhealthy by a probe verdict younger than one probe interval, or on a Node down for
+    /// less than [`NODE_SETTLE`] when the Node failure is not local: counted, not replaced
     /// yet.
     Settling,
     /// Healthy but failing below its threshold (healthDetail `Warning`): counted.
@@ -110,7 +120,7 @@ pub struct Member {
 impl Member {
     /// Whether it counts toward `maxUnhealthy`.
     pub fn counted(&self) -> bool {
-        self.standing != Standing::NodeDown
+        !matches!(self.standing, Standing::NodeDown | Standing::NodeSettling)
     }
 }
 
@@ -246,22 +256,38 @@ impl View {
             if !candidate && !failing {
                 continue;
             }
-            let node_down = i
+            let down_node = i
                 .placement
                 .node
                 .as_deref()
                 .and_then(|n| nodes.get(n))
-                .is_some_and(|n| !n.ready);
+                .filter(|n| !n.ready);
+            let node_down = down_node.is_some();
+            let node_settles_at = down_node
+                .and_then(|n| n.since)
+                .and_then(|t| add(t, NODE_SETTLE))
+                .filter(|end| *end > inputs.now);
             let settles_at = settle
                 .filter(|_| i.health_reason.as_deref() == Some(PROBE_FAILED))
                 .and_then(|d| i.health_since.and_then(|t| add(t, d)))
                 .filter(|end| *end > inputs.now);
+            let mut settles = |end: Timestamp| {
+                settle_until = Some(settle_until.map_or(end, |u: Timestamp| u.min(end)));
+            };
             let standing = if failing {
                 Standing::Failing
+            } else if let Some(end) = node_settles_at {
+                // A Node that went down moments ago: more may follow.
+                settles(end);
+                if local {
+                    Standing::NodeSettling
+                } else {
+                    Standing::Settling
+                }
             } else if node_down && local {
                 Standing::NodeDown
             } else if let Some(end) = settles_at {
-                settle_until = Some(settle_until.map_or(end, |u: Timestamp| u.min(end)));
+                settles(end);
                 Standing::Settling
             } else {
                 Standing::Unhealthy
@@ -287,11 +313,12 @@ impl View {
         self.members.iter().filter(|m| m.counted()).collect()
     }
 
-    /// The candidates whose probe verdict is still settling: not replaced yet.
+    /// The candidates whose probe verdict or Node failure is still settling: not replaced
+    /// yet.
     pub fn settling(&self) -> BTreeSet<String> {
         self.members
             .iter()
-            .filter(|m| m.standing == Standing::Settling)
+            .filter(|m| matches!(m.standing, Standing::Settling | Standing::NodeSettling))
             .map(|m| m.name.clone())
             .collect()
     }
@@ -304,6 +331,11 @@ impl View {
 
 /// The `Healthy` condition reason of a verdict decided by the probe.
 const PROBE_FAILED: &str = "ProbeFailed";
+
+/// How long a Node must have been down before the failure of its Instances is judged local:
+/// twice the node lifecycle controller's monitor period (5 s), within which it marks every
+/// Node that stopped heartbeating, so that a partition arriving Node by Node is seen whole.
+pub const NODE_SETTLE: SignedDuration = SignedDuration::from_secs(10);
 
 /// Step 2: the circuit breaker. Stops replacement, in order of precedence, when the group is
 /// paused ([`paused`]), a process is suspended ([`suspended`]), replacements keep failing
@@ -524,7 +556,8 @@ pub fn by_place(view: &View) -> String {
             shown += 1;
             listed.push(match m.standing {
                 Standing::Failing => format!("{} (failing below its threshold)", m.name),
-                Standing::Settling => format!("{} (probe verdict settling)", m.name),
+                Standing::Settling => format!("{} (settling)", m.name),
+                Standing::NodeSettling => format!("{} (Node NotReady, settling)", m.name),
                 Standing::NodeDown | Standing::Unhealthy => m.name.clone(),
             });
         }

@@ -708,14 +708,19 @@ fn zone_of_node(n: &str) -> &'static str {
 fn any_nodes() -> impl Strategy<Value = Vec<NodeView>> {
     prop::sample::subsequence(NODE_POOL.to_vec(), 0..=4).prop_flat_map(|names| {
         let n = names.len();
-        prop::collection::vec(any::<bool>(), n).prop_map(move |ready| {
+        prop::collection::vec(
+            (any::<bool>(), prop::option::of((980i64..1010).prop_map(t))),
+            n,
+        )
+        .prop_map(move |facts| {
             names
                 .iter()
-                .zip(ready)
-                .map(|(name, ready)| NodeView {
+                .zip(facts)
+                .map(|(name, (ready, since))| NodeView {
                     name: name.to_string(),
                     zone: Some(zone_of_node(name).to_string()),
                     ready,
+                    since,
                 })
                 .collect()
         })
@@ -1177,9 +1182,20 @@ proptest! {
                     && i.health_since.and_then(|t| t.checked_add(d).ok()).is_some_and(|end| end > w.now)
             })
         };
+        // Nor an Instance on a Node that went down moments ago.
+        let node_settling = |i: &InstanceView| {
+            i.placement.node.as_deref().is_some_and(|n| {
+                w.nodes.iter().any(|v| {
+                    v.name == n
+                        && !v.ready
+                        && v.since.and_then(|t| t.checked_add(breaker::NODE_SETTLE).ok()).is_some_and(|end| end > w.now)
+                })
+            })
+        };
         for n in &acted {
             let i = index[n.as_str()];
             prop_assert!(!settling(i) || down(i), "{} acted on while its verdict settles", n);
+            prop_assert!(!node_settling(i), "{} acted on while its Node's failure settles", n);
         }
 
         // What counts in any case — candidates on Ready or unknown Nodes (settling or not) and

@@ -256,6 +256,7 @@ fn node(name: &str, zone: &str, ready: bool) -> NodeView {
         name: name.into(),
         zone: Some(zone.into()),
         ready,
+        since: Some(t(0)),
     }
 }
 
@@ -534,11 +535,9 @@ fn a_fresh_probe_verdict_settles_for_one_probe_interval() {
     assert!(
         plan.condition
             .message
-            .contains("a0 (probe verdict settling)")
-            || plan
-                .condition
-                .message
-                .contains("a1 (probe verdict settling)")
+            .contains("a0 (settling), a1 (settling)"),
+        "{}",
+        plan.condition.message
     );
 
     // A lone failure: replaced once it has settled.
@@ -640,5 +639,68 @@ fn the_view_places_members_by_zone_and_node() {
     assert_eq!(
         breaker::by_place(&view),
         "zone a: Node n1 (NotReady): a0; zone c: Node n3: c1 (failing below its threshold); no zone: no Node: z"
+    );
+}
+
+#[test]
+fn a_node_failure_settles_before_its_instances_are_replaced() {
+    // n1 went NotReady 4 s ago: its Instances wait (not counted), then are replaced.
+    let mut instances = spread();
+    instances[0] = node_down(instances[0].clone());
+    instances[1] = node_down(instances[1].clone());
+    let mut case = Case::new(probed(6, IntOrString::Int(1), 1, 1), instances);
+    case.nodes = three_nodes([false, true, true]);
+    case.nodes[0].since = Some(t(996));
+    let plan = case.plan();
+    assert!(plan.terminate.is_empty());
+    assert_eq!(plan.condition.status, "True", "{}", plan.condition.message);
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(6)));
+    case.now = t(1006);
+    assert_eq!(case.plan().terminate, vec!["a0"]);
+
+    // A partition arriving Node by Node: n1 first, then the others within the settle time.
+    case.now = t(1000);
+    let mut all: Vec<InstanceView> = case.instances.iter().cloned().map(node_down).collect();
+    all.truncate(6);
+    case.instances = all;
+    case.nodes = three_nodes([false, false, false]);
+    for (n, node) in case.nodes.iter_mut().enumerate() {
+        node.since = Some(t(996 + n as i64 * 2));
+    }
+    let plan = case.plan();
+    assert!(plan.terminate.is_empty());
+    assert!(
+        plan.condition
+            .message
+            .starts_with("every Node in view is NotReady"),
+        "{}",
+        plan.condition.message
+    );
+
+    // Not local (two of three down in one zone) and fresh: counted and held.
+    let mut case = Case::new(probed(6, IntOrString::Int(5), 6, 1), spread());
+    for i in case.instances.iter_mut() {
+        i.placement.zone = Some("a".into());
+    }
+    for i in case.instances.iter_mut().take(4) {
+        *i = node_down(i.clone());
+    }
+    case.nodes = vec![
+        node("n1", "a", false),
+        node("n2", "a", false),
+        node("n3", "a", true),
+    ];
+    case.nodes[1].since = Some(t(999));
+    let plan = case.plan();
+    assert_eq!(plan.terminate, vec!["a0", "a1"], "n1 settled, n2 not yet");
+    case.spec.replacement.max_unhealthy = IntOrString::Int(3);
+    let plan = case.plan();
+    assert!(plan.terminate.is_empty());
+    assert!(
+        plan.condition
+            .message
+            .contains("b0 (settling), b1 (settling)"),
+        "{}",
+        plan.condition.message
     );
 }
