@@ -58,7 +58,10 @@
 //!
 //! The `TooManyUnhealthy` message names the counted Instances, then lists every Instance in
 //! view grouped by zone and Node (`zone a: Node n1 (NotReady): web-1, web-2 (failing below
-//! its threshold); ...`), so a correlated failure shows as one place.
+//! its threshold); ...`), so a correlated failure shows as one place. It says nothing that
+//! time alone changes (which verdicts still settle), so it is rewritten only when the
+//! evidence changes; and time alone never turns a stop into a go (settling members count
+//! before and after), so a stopped plan needs no requeue for them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -490,9 +493,7 @@ pub fn too_many_unhealthy(
         return None;
     }
     let counted_names: Vec<String> = counted.iter().map(|m| m.name.clone()).collect();
-    let spreading = counted
-        .iter()
-        .any(|m| matches!(m.standing, Standing::Failing | Standing::Settling));
+    let spreading = counted.iter().any(|m| m.standing == Standing::Failing);
     let node_failure = if view.nodes.down.is_empty() {
         String::new()
     } else if view.nodes.local() {
@@ -554,11 +555,14 @@ pub fn by_place(view: &View) -> String {
                 break;
             }
             shown += 1;
+            // Nothing that time alone changes (settling ends): the message changes only with
+            // the evidence, so the condition is written only then.
             listed.push(match m.standing {
                 Standing::Failing => format!("{} (failing below its threshold)", m.name),
-                Standing::Settling => format!("{} (settling)", m.name),
-                Standing::NodeSettling => format!("{} (Node NotReady, settling)", m.name),
-                Standing::NodeDown | Standing::Unhealthy => m.name.clone(),
+                Standing::Settling
+                | Standing::NodeSettling
+                | Standing::NodeDown
+                | Standing::Unhealthy => m.name.clone(),
             });
         }
         let node_text = match node {

@@ -535,10 +535,19 @@ fn a_fresh_probe_verdict_settles_for_one_probe_interval() {
     assert!(
         plan.condition
             .message
-            .contains("a0 (settling), a1 (settling)"),
+            .contains("Node n1: a0, a1; zone b: Node n2: b0, b1"),
         "{}",
         plan.condition.message
     );
+    // Once they have settled nothing changes: the condition is not rewritten.
+    let settled = {
+        let mut later = Case::new(case.spec.clone(), case.instances.clone());
+        later.nodes = case.nodes.clone();
+        later.now = t(1010);
+        later.plan()
+    };
+    assert_eq!(settled.condition, plan.condition);
+    assert!(settled.terminate.is_empty());
 
     // A lone failure: replaced once it has settled.
     let mut case = Case::new(
@@ -699,7 +708,7 @@ fn a_node_failure_settles_before_its_instances_are_replaced() {
     assert!(
         plan.condition
             .message
-            .contains("b0 (settling), b1 (settling)"),
+            .contains("Node n2 (NotReady): b0, b1"),
         "{}",
         plan.condition.message
     );
