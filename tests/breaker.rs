@@ -111,9 +111,21 @@ async fn wait_condition(
     what: &str,
     ok: impl Fn(&Condition) -> bool,
 ) -> Condition {
+    wait_condition_while(env, group, what, ok, || {}).await
+}
+
+/// [`wait_condition`], calling `check` (which asserts) at every look.
+async fn wait_condition_while(
+    env: &Env,
+    group: &str,
+    what: &str,
+    ok: impl Fn(&Condition) -> bool,
+    check: impl Fn(),
+) -> Condition {
     let api = env.groups();
     let deadline = Instant::now() + TIMEOUT;
     loop {
+        check();
         let last = api
             .get(group)
             .await
@@ -247,18 +259,23 @@ impl Observer {
         self.seen.lock().unwrap().clone()
     }
 
+    /// Asserts that none of `names` has left and no other Instance appeared.
+    fn assert_untouched(&self, names: &BTreeSet<String>) {
+        let seen = self.seen();
+        assert!(
+            seen.left.is_empty(),
+            "an Instance was terminated: {:?}",
+            seen.left
+        );
+        assert_eq!(&seen.names, names, "an Instance was launched");
+    }
+
     /// Asserts, for `how_long` after now, that none of `names` has left and no other Instance
     /// appeared (the watch sees every version; it is sampled every 100 ms for the deadline).
     async fn assert_nothing_replaced(&self, names: &BTreeSet<String>, how_long: Duration) {
         let deadline = Instant::now() + how_long;
         loop {
-            let seen = self.seen();
-            assert!(
-                seen.left.is_empty(),
-                "an Instance was terminated: {:?}",
-                seen.left
-            );
-            assert_eq!(&seen.names, names, "an Instance was launched");
+            self.assert_untouched(names);
             if Instant::now() >= deadline {
                 return;
             }
@@ -364,11 +381,17 @@ async fn every_node_not_ready_at_once_replaces_nothing() {
     assert_eq!(nodes.len(), 2);
 
     futures::future::join_all(nodes.iter().map(|n| env.set_node_not_ready(n, true))).await;
-    let c = wait_condition(&env, "web", "False/TooManyUnhealthy naming all", |c| {
-        c.status == "False"
-            && c.reason == reason::TOO_MANY_UNHEALTHY
-            && names.iter().all(|n| c.message.contains(n.as_str()))
-    })
+    let c = wait_condition_while(
+        &env,
+        "web",
+        "False/TooManyUnhealthy naming all",
+        |c| {
+            c.status == "False"
+                && c.reason == reason::TOO_MANY_UNHEALTHY
+                && names.iter().all(|n| c.message.contains(n.as_str()))
+        },
+        || observer.assert_untouched(&names),
+    )
     .await;
     assert!(
         c.message.starts_with(&format!(
@@ -423,11 +446,17 @@ async fn failures_spread_over_ready_nodes_beyond_max_unhealthy_replace_nothing()
             .await
             .unwrap();
     }
-    let c = wait_condition(&env, "web", "False/TooManyUnhealthy naming both", |c| {
-        c.status == "False"
-            && c.reason == reason::TOO_MANY_UNHEALTHY
-            && c.message.starts_with("2 instances are Unhealthy (")
-    })
+    let c = wait_condition_while(
+        &env,
+        "web",
+        "False/TooManyUnhealthy naming both",
+        |c| {
+            c.status == "False"
+                && c.reason == reason::TOO_MANY_UNHEALTHY
+                && c.message.starts_with("2 instances are Unhealthy (")
+        },
+        || observer.assert_untouched(&names),
+    )
     .await;
     assert_grouped_by_node_and_zone(&c.message, &failing);
     assert!(!c.message.contains("NotReady"), "{}", c.message);
@@ -452,11 +481,17 @@ async fn a_mass_failure_is_seen_as_one_ten_times_out_of_ten() {
         let observer = Observer::start(&env, &name, 4).await;
 
         annotate_all_pods(&env, &name, "fail").await;
-        let c = wait_condition(&env, &name, "False/TooManyUnhealthy naming all 4", |c| {
-            c.status == "False"
-                && c.reason == reason::TOO_MANY_UNHEALTHY
-                && c.message.starts_with("4 instances are Unhealthy (")
-        })
+        let c = wait_condition_while(
+            &env,
+            &name,
+            "False/TooManyUnhealthy naming all 4",
+            |c| {
+                c.status == "False"
+                    && c.reason == reason::TOO_MANY_UNHEALTHY
+                    && c.message.starts_with("4 instances are Unhealthy (")
+            },
+            || observer.assert_untouched(&names),
+        )
         .await;
         assert_grouped_by_node_and_zone(&c.message, &before);
         assert!(
