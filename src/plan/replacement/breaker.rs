@@ -49,9 +49,10 @@
 //!      and verdicts still on their way to the store). The planner looks again when it ends.
 //!
 //!    Settling applies only when the breaker can trip (`maxUnhealthy` below 100%) and only to
-//!    probe verdicts: a Pod deleted out of band or gone, a Pod that exited, a Node NotReady or
-//!    an `autoheal.dev/health=Unhealthy` mark are facts that arrive together, and are
-//!    replaced at once.
+//!    probe verdicts, the only ones whose arrival is spread out on purpose: a Pod deleted out
+//!    of band or gone, a Pod that exited or an `autoheal.dev/health=Unhealthy` mark is known
+//!    the moment it happens and is replaced at once, with no added delay (a Node NotReady
+//!    settles by rule 3).
 //! 5. **Too many**: when more Instances count (Unhealthy not explained by a local Node
 //!    failure, settling, failing below their threshold) than `maxUnhealthy`, nothing at all is
 //!    replaced, the local Node failures included.
