@@ -209,21 +209,20 @@ impl View {
             .filter(|i| i.counts_toward_capacity() && i.placement.node.is_some())
             .map(|i| zone_of(i))
             .collect();
-        let mut in_view: Vec<&NodeView> = inputs
-            .nodes
-            .iter()
+        // By name (the last of duplicate names wins), so sorted and counted once.
+        let mut in_view: Vec<&NodeView> = nodes
+            .values()
+            .copied()
             .filter(|n| zones.contains(&n.zone))
             .collect();
         if in_view.is_empty() {
-            in_view = inputs.nodes.iter().collect();
+            in_view = nodes.values().copied().collect();
         }
-        let mut down: Vec<String> = in_view
+        let down: Vec<String> = in_view
             .iter()
             .filter(|n| !n.ready)
             .map(|n| n.name.clone())
             .collect();
-        down.sort();
-        down.dedup();
         let facts = NodeFacts {
             total: in_view.len(),
             zones: in_view
