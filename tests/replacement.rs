@@ -362,8 +362,9 @@ async fn failing_probe_is_replaced_after_the_threshold() {
 async fn circuit_breaker_holds_when_too_many_are_unhealthy_and_resumes() {
     let env = Env::new("repl-breaker").await;
     let _op = env.operator();
-    // ReplaceUnhealthy is suspended while the failure spreads, so that all three verdicts are
-    // in before the breaker is asked (otherwise the first verdict alone would be acted on).
+    // ReplaceUnhealthy is suspended while the failure spreads, so that the condition goes
+    // Suspended, then TooManyUnhealthy once resumed. (The breaker also holds without this: a
+    // failure still spreading counts, see tests/breaker.rs, which faces that race 10 times.)
     let group = GroupBuilder::new("web")
         .desired(3)
         .max(3)

@@ -16,6 +16,9 @@
 //!   not-ready taint); Pods already on such a Node keep being served, but podsim does
 //!   not write their status (the dead "kubelet" is silent, and the node lifecycle
 //!   controller marks them not ready). Deletions are still carried out.
+//! - With zones configured (`--zones a,b,c`, [`Config::zones`]), Node `i` is labelled
+//!   [`ZONE_LABEL`] with zone `i mod n`, so Pods (spread over the least loaded Nodes) land
+//!   in every zone.
 //! - A not-ready Node gets `Ready=False` once; if the node lifecycle controller later
 //!   marks it `Unknown` (no heartbeats), podsim leaves that alone.
 
@@ -92,6 +95,32 @@ pub struct Config {
     /// First two octets of the Pod IPs: `Some([127, 42])` gives `127.42.x.y`. The first
     /// octet must be 127. `None` picks `127.<random 10..=250>`.
     pub ip_prefix: Option<[u8; 2]>,
+    /// Zones the Nodes are labelled with ([`ZONE_LABEL`]), round-robin: Node `i` is in
+    /// `zones[i % zones.len()]` (see [`zone_of`]). Empty (the default): no zone label.
+    pub zones: Vec<String>,
+}
+
+/// The well-known label of a Node's zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// The zone of simulated Node number `i` given the configured `zones`: round-robin, `None`
+/// without zones.
+pub fn zone_of(zones: &[String], i: usize) -> Option<&str> {
+    (!zones.is_empty()).then(|| zones[i % zones.len()].as_str())
+}
+
+/// Parses a comma-separated zone list such as `a,b,c` (for `--zones`): names trimmed, empty
+/// ones refused, at most 63 characters each (a label value).
+pub fn parse_zones(s: &str) -> Result<Vec<String>, String> {
+    let zones: Vec<String> = s.split(',').map(|z| z.trim().to_string()).collect();
+    for z in &zones {
+        if z.is_empty() || z.len() > 63 {
+            return Err(format!(
+                "invalid zone list {s:?}: expected names like a,b,c (1-63 characters each)"
+            ));
+        }
+    }
+    Ok(zones)
 }
 
 impl Default for Config {
@@ -103,6 +132,7 @@ impl Default for Config {
             nodes: 1,
             node_prefix: "podsim".to_string(),
             ip_prefix: None,
+            zones: Vec::new(),
         }
     }
 }
@@ -185,6 +215,8 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
 /// One simulated Node.
 struct SimNode {
     name: String,
+    /// Its zone label ([`ZONE_LABEL`]), if zones are configured.
+    zone: Option<String>,
     /// Annotated not-ready: no heartbeats, `Ready=False`, no new Pods.
     not_ready: bool,
     /// The Node as last seen from the API (`None`: unknown or deleted).
@@ -357,6 +389,7 @@ impl Sim {
             nodes: (0..config.nodes)
                 .map(|i| SimNode {
                     name: format!("{}-{i}", config.node_prefix),
+                    zone: zone_of(&config.zones, i).map(str::to_string),
                     not_ready: false,
                     observed: None,
                     warned: None,
@@ -450,9 +483,22 @@ impl Sim {
     async fn heartbeat(&mut self, i: usize) -> anyhow::Result<()> {
         let api: Api<Node> = Api::all(self.client.clone());
         let name = self.nodes[i].name.clone();
+        let zone = self.nodes[i].zone.clone();
         if self.nodes[i].observed.is_none() {
             match call(api.get_opt(&name)).await? {
-                Some(node) => self.absorb_node(i, node),
+                Some(node) => {
+                    let labelled = node.labels().get(ZONE_LABEL) == zone.as_ref();
+                    let node = match (&zone, labelled) {
+                        (Some(z), false) => {
+                            let patch = json!({ "metadata": { "labels": { ZONE_LABEL: z } } });
+                            call(api.patch(&name, &patch_params(), &Patch::Merge(patch)))
+                                .await
+                                .context("labelling the Node's zone")?
+                        }
+                        _ => node,
+                    };
+                    self.absorb_node(i, node)
+                }
                 None => {
                     let node = Node {
                         metadata: ObjectMeta {
@@ -465,6 +511,7 @@ impl Sim {
                                     ("kubernetes.io/arch", "amd64"),
                                 ]
                                 .into_iter()
+                                .chain(zone.as_deref().map(|z| (ZONE_LABEL, z)))
                                 .map(|(k, v)| (k.to_string(), v.to_string()))
                                 .collect(),
                             ),
@@ -971,6 +1018,22 @@ mod tests {
         assert_eq!(c.node_prefix, "podsim");
         assert_eq!(c.namespace, None);
         assert_eq!(c.ip_prefix, None);
+    }
+
+    #[test]
+    fn zones_are_given_round_robin() {
+        let zones = parse_zones("a, b,c").unwrap();
+        assert_eq!(zones, vec!["a", "b", "c"]);
+        let of: Vec<Option<&str>> = (0..5).map(|i| zone_of(&zones, i)).collect();
+        assert_eq!(
+            of,
+            vec![Some("a"), Some("b"), Some("c"), Some("a"), Some("b")]
+        );
+        assert_eq!(zone_of(&[], 3), None);
+        assert_eq!(Config::default().zones, Vec::<String>::new());
+        assert!(parse_zones("a,,b").is_err());
+        assert!(parse_zones("").is_err());
+        assert!(parse_zones(&"z".repeat(64)).is_err());
     }
 
     #[test]

@@ -26,6 +26,10 @@ struct Args {
     /// First two octets of the Pod IPs, e.g. `127.42` (default: 127.<random>).
     #[arg(long, value_parser = podsim::parse_ip_prefix)]
     ip_prefix: Option<[u8; 2]>,
+    /// Zones, comma-separated (e.g. `a,b,c`): Nodes are labelled
+    /// `topology.kubernetes.io/zone` with them, round-robin (default: no zone label).
+    #[arg(long, value_delimiter = ',')]
+    zones: Vec<String>,
 }
 
 #[tokio::main]
@@ -37,6 +41,11 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let zones = if args.zones.is_empty() {
+        Vec::new()
+    } else {
+        podsim::parse_zones(&args.zones.join(",")).map_err(anyhow::Error::msg)?
+    };
     let client = kube::Client::try_default().await?;
     let config = podsim::Config {
         namespace: args.namespace,
@@ -44,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         nodes: args.nodes.into(),
         node_prefix: args.node_prefix,
         ip_prefix: args.ip_prefix,
+        zones,
     };
     tokio::select! {
         result = podsim::run(client, config) => result,

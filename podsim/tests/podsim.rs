@@ -51,6 +51,7 @@ async fn env(test: &str, octet: u8, nodes: usize) -> Env {
         nodes,
         node_prefix: ns.clone(),
         ip_prefix: Some([127, octet]),
+        zones: Vec::new(),
     };
     let sim = Podsim::start(client.clone(), config.clone());
     Env {
@@ -573,6 +574,7 @@ async fn the_binary_runs_pods() {
             node_prefix: ns.clone(),
             ip_prefix: Some([127, 9]),
             selector: None,
+            zones: Vec::new(),
         },
         sim: None,
     };

@@ -242,6 +242,37 @@ impl Context {
         self.fresh_pods.get(ns, name)
     }
 
+    /// The Nodes the replacement breaker of a group with Instances `views` looks at: those in
+    /// the zones its placed Instances run in (Nodes without a zone label form one zone), or
+    /// every Node when that leaves none (see [`crate::plan::replacement::breaker`]).
+    pub fn nodes_around(&self, views: &[crate::plan::InstanceView]) -> Vec<crate::plan::NodeView> {
+        let all = self.nodes.state();
+        let zone_of = |i: &crate::plan::InstanceView| -> Option<Option<String>> {
+            let node = i.placement.node.as_deref()?;
+            Some(match self.nodes.get(&ObjectRef::new(node)) {
+                Some(n) => n.labels().get(crate::api::names::LABEL_ZONE).cloned(),
+                None => i.placement.zone.clone(),
+            })
+        };
+        let zones: HashSet<Option<String>> = views
+            .iter()
+            .filter(|i| i.counts_toward_capacity())
+            .filter_map(zone_of)
+            .collect();
+        let around: Vec<crate::plan::NodeView> = all
+            .iter()
+            .filter(|n| zones.contains(&n.labels().get(crate::api::names::LABEL_ZONE).cloned()))
+            .map(|n| crate::plan::NodeView::from_node(n))
+            .collect();
+        if around.is_empty() {
+            all.iter()
+                .map(|n| crate::plan::NodeView::from_node(n))
+                .collect()
+        } else {
+            around
+        }
+    }
+
     /// The Instances controlled by `group` (owner reference with its uid), freshest copies.
     pub fn members(&self, group: &ScalingGroup) -> Vec<Arc<Instance>> {
         let ns = group.namespace().unwrap_or_default();

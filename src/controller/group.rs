@@ -111,10 +111,12 @@ async fn reconcile_inner(
         .iter()
         .map(|r| revision_view(r))
         .collect();
+    let nodes = ctx.nodes_around(&views);
     let plan = group_plan::plan(&GroupInputs {
         group: &group,
         instances: &views,
         revisions: &revisions,
+        nodes: &nodes,
         replacement_backoff: ctx.settings.replacement_backoff,
         now,
     });

@@ -428,8 +428,9 @@ mod tests {
             maintenance: false,
             standby: false,
             evidence: None,
-            verdict_since: None,
             termination_reason: None,
+            health_reason: None,
+            health_since: None,
         }
     }
 

@@ -37,7 +37,6 @@ use crate::api::{
     REASON_REQUEST_REFUSED, ScalingGroup, ScalingGroupStatus, annotations, group_selector,
 };
 
-use super::InstanceView;
 use super::capacity::{self, GroupAction, GroupFacts, Limit};
 use super::lifecycle::{TerminationReason, ceil_to_second};
 use super::refresh::{self, RefreshInputs, RefreshPlan};
@@ -46,6 +45,7 @@ use super::replacement::{
     replacement_targets,
 };
 use super::revision::{self, RevisionPlan, RevisionView, revision_name};
+use super::{InstanceView, NodeView};
 
 /// The condition types the group step owns on a ScalingGroup (but a `Stalled` with reason
 /// `RequestRefused`, which the refusal report owns); others belong to other managers and are
@@ -85,6 +85,9 @@ pub struct GroupInputs<'a> {
     pub instances: &'a [InstanceView],
     /// Its ControllerRevisions as the store shows them.
     pub revisions: &'a [RevisionView],
+    /// The Nodes the replacement breaker looks at (at least those in the zones the group's
+    /// Instances run in; see [`replacement::breaker`]).
+    pub nodes: &'a [NodeView],
     /// The backoff between replacement starts after failures.
     pub replacement_backoff: Backoff,
     /// The current time.
@@ -294,6 +297,7 @@ fn plan_replacement(inputs: &GroupInputs<'_>, paused: bool) -> ReplacementPlan {
         spec: &group.spec,
         paused,
         instances: inputs.instances,
+        nodes: inputs.nodes,
         memory: &memory,
         template_hash: &template_hash,
         reset_request: group
@@ -620,6 +624,7 @@ mod tests {
             group: g,
             instances: &[],
             revisions: &[],
+            nodes: &[],
             replacement_backoff: Backoff::default(),
             now: now(),
         })

@@ -46,8 +46,6 @@ pub struct InstanceView {
     pub standby: bool,
     /// The message of its `Healthy` condition: the evidence behind its verdict.
     pub evidence: Option<String>,
-    /// When its `Healthy` condition last changed (the time of its current verdict).
-    pub verdict_since: Option<Timestamp>,
     /// `status.terminationReason` (else the `autoheal.dev/termination-reason` annotation the
     /// group sets before deleting it): why it is leaving (ScaleIn, Unhealthy, Deleted, ...).
     pub termination_reason: Option<String>,
@@ -55,6 +53,12 @@ pub struct InstanceView {
     pub placement: Placement,
     /// Its Pod restarts (repair action Restart): requested and recorded.
     pub repair: RepairView,
+    /// The reason of its `Healthy` condition: the deciding signal of its verdict (e.g.
+    /// `ProbeFailed`, `NodeNotReady`, `MarkedUnhealthy`).
+    pub health_reason: Option<String>,
+    /// When its `Healthy` condition last changed status (for an Unhealthy Instance: when the
+    /// verdict turned Unhealthy).
+    pub health_since: Option<Timestamp>,
 }
 
 /// What an Instance shows of its Pod restarts (repair action Restart).
@@ -68,6 +72,45 @@ pub struct RepairView {
     pub pod_running_at: Option<Timestamp>,
     /// `status.restartCount`.
     pub restart_count: i32,
+}
+
+/// What the planners need to know of one Node: its name, zone and readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    /// The Node name.
+    pub name: String,
+    /// Its `topology.kubernetes.io/zone` label.
+    pub zone: Option<String>,
+    /// Whether it is Ready: its `Ready` condition is neither `False` nor `Unknown` (as the
+    /// health evaluator reads it: a Node NotReady or Unknown makes its Instances Unhealthy).
+    pub ready: bool,
+    /// When its `Ready` condition last changed (for a Node that is not Ready: since when).
+    pub since: Option<Timestamp>,
+}
+
+impl NodeView {
+    /// Builds the view of a Node object.
+    pub fn from_node(node: &k8s_openapi::api::core::v1::Node) -> Self {
+        let condition = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+        let ready = condition.is_none_or(|c| c.status != "False" && c.status != "Unknown");
+        Self {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            zone: node
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::api::names::LABEL_ZONE))
+                .cloned(),
+            ready,
+            since: condition
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0),
+        }
+    }
 }
 
 /// Where an Instance runs and the revision it runs (as its status records them).
@@ -88,6 +131,10 @@ impl InstanceView {
         let annotations = meta.annotations.clone().unwrap_or_default();
         let status = instance.status.clone().unwrap_or_default();
         let marks = annotations::HealthAnnotations::parse(&annotations);
+        let healthy = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == crate::api::CONDITION_HEALTHY);
         Self {
             name: meta.name.clone().unwrap_or_default(),
             created_at: meta
@@ -105,17 +152,9 @@ impl InstanceView {
             being_deleted: meta.deletion_timestamp.is_some(),
             maintenance: marks.maintenance,
             standby: marks.standby,
-            evidence: status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == crate::api::CONDITION_HEALTHY)
-                .map(|c| c.message.clone())
-                .filter(|m| !m.is_empty()),
-            verdict_since: status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == crate::api::CONDITION_HEALTHY)
-                .map(|c| c.last_transition_time.0),
+            evidence: healthy.map(|c| c.message.clone()).filter(|m| !m.is_empty()),
+            health_reason: healthy.map(|c| c.reason.clone()).filter(|r| !r.is_empty()),
+            health_since: healthy.map(|c| c.last_transition_time.0),
             placement: Placement {
                 node: status.node_name.clone(),
                 zone: status.zone.clone(),

@@ -301,7 +301,7 @@ fn next_action(
         // Escalated in this Unhealthy spell (the verdict is not newer than the escalation).
         Some(r)
             if r.outcome == RemediationOutcome::Escalated
-                && i.verdict_since
+                && i.health_since
                     .zip(r.finished.as_ref())
                     .is_none_or(|(v, f)| v <= f.0) =>
         {
@@ -364,7 +364,7 @@ pub fn record_started(
             .or_else(|| {
                 index
                     .get(name.as_str())
-                    .and_then(|i| i.verdict_since)
+                    .and_then(|i| i.health_since)
                     .map(Time)
             });
         remediations.insert(

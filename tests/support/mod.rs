@@ -88,6 +88,11 @@ pub async fn install_crds(cp: &ControlPlane) {
     .await;
 }
 
+/// The zone label value of zone `short` in the test namespace `ns`: `<ns>-<short>`.
+pub fn zone_name(ns: &str, short: &str) -> String {
+    format!("{ns}-{short}")
+}
+
 /// Picks a podsim IP prefix `[127, N]` unique within this test binary (never 127.0).
 fn next_ip_prefix() -> [u8; 2] {
     static NEXT: AtomicU8 = AtomicU8::new(0);
@@ -104,11 +109,25 @@ pub async fn start_podsim(
     cp: &ControlPlane,
     ns: &str,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    start_podsim_with(cp, ns, 1, &[]).await
+}
+
+/// Starts podsim for namespace `ns` like [`start_podsim`], with `nodes` simulated Nodes
+/// (`podsim-<ns>-<i>`) labelled round-robin with the zones `zones` (each already made unique
+/// to the test, see [`Env::zone`]; none: no zone label).
+pub async fn start_podsim_with(
+    cp: &ControlPlane,
+    ns: &str,
+    nodes: usize,
+    zones: &[String],
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let client = cp.client().await;
     let config = podsim::Config {
         namespace: Some(ns.to_string()),
         node_prefix: format!("podsim-{ns}"),
         ip_prefix: Some(next_ip_prefix()),
+        nodes,
+        zones: zones.to_vec(),
         ..Default::default()
     };
     tokio::spawn(podsim::run(client, config))
@@ -458,17 +477,62 @@ impl Drop for Env {
 impl Env {
     /// Control plane + CRDs + namespace `<prefix>-xxxxxx` + podsim.
     pub async fn new(prefix: &str) -> Env {
+        Self::with_nodes(prefix, 1, &[]).await
+    }
+
+    /// Like [`Env::new`], with podsim simulating `nodes` Nodes labelled round-robin with the
+    /// zones `zones` (short names such as `a`; the Nodes carry [`Env::zone`] of each, unique to
+    /// the test, so that tests sharing the control plane never share a zone).
+    pub async fn with_nodes(prefix: &str, nodes: usize, zones: &[&str]) -> Env {
         let cp = ControlPlane::shared().await;
         install_crds(cp).await;
         let client = cp.client().await;
         let ns = test_namespace(&client, prefix).await;
-        let podsim = start_podsim(cp, &ns).await;
+        let zones: Vec<String> = zones.iter().map(|z| zone_name(&ns, z)).collect();
+        let podsim = start_podsim_with(cp, &ns, nodes, &zones).await;
         Env {
             cp,
             client,
             ns,
             podsim,
         }
+    }
+
+    /// The zone label value of this test's zone `short` (`<namespace>-<short>`).
+    pub fn zone(&self, short: &str) -> String {
+        zone_name(&self.ns, short)
+    }
+
+    /// This test's simulated Nodes (`podsim-<namespace>-<i>`), by name.
+    pub async fn nodes(&self) -> Vec<k8s_openapi::api::core::v1::Node> {
+        let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        let prefix = format!("podsim-{}-", self.ns);
+        let mut nodes: Vec<_> = api
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|n| n.name_any().starts_with(&prefix))
+            .collect();
+        nodes.sort_by_key(|n| n.name_any());
+        nodes
+    }
+
+    /// Makes podsim's Node `name` NotReady (`not_ready`) or Ready again, through its
+    /// `podsim.autoheal.dev/behavior` annotation.
+    pub async fn set_node_not_ready(&self, name: &str, not_ready: bool) {
+        let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        let value = not_ready.then_some(podsim::NODE_NOT_READY);
+        api.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "metadata": { "annotations": { podsim::BEHAVIOR_ANNOTATION: value } }
+            })),
+        )
+        .await
+        .unwrap();
     }
 
     /// Starts the operator for this namespace.

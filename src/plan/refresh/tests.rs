@@ -40,8 +40,9 @@ fn inst(name: &str, hash: &str, created: i64) -> InstanceView {
         maintenance: false,
         standby: false,
         evidence: None,
-        verdict_since: None,
         termination_reason: None,
+        health_reason: None,
+        health_since: None,
     }
 }
 
@@ -595,6 +596,7 @@ mod world {
                 group: &self.group,
                 instances: &self.instances,
                 revisions: &revisions,
+                nodes: &[],
                 replacement_backoff: Backoff::default(),
                 now: t(self.now),
             });

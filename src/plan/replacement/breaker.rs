@@ -1,18 +1,83 @@
 //! Step 2 of the planner: the circuit breaker, and the `ReplacementAllowed` condition.
 //!
 //! Nothing at all is replaced while the group is paused, while a process replacement needs is
-//! suspended, while replacements keep failing (`maxConsecutiveFailures`), or while more
-//! Instances are Unhealthy than `maxUnhealthy` allows; the condition says which, naming the
-//! Unhealthy Instances left alone.
+//! suspended, while replacements keep failing (`maxConsecutiveFailures`), or while too many
+//! Instances are Unhealthy; the condition says which, naming the Unhealthy Instances left
+//! alone.
+//!
+//! # The rule: a breaker that knows correlated failure
+//!
+//! The breaker judges a [`View`]: the group's Unhealthy candidates and the Instances failing
+//! below their threshold, each with its Node and zone, and the readiness of the Nodes around
+//! them. Its question is whether the failure has a known, local cause (replace) or looks like
+//! something replacement cannot fix or would make worse (hold).
+//!
+//! 1. **The Nodes in view** are those in the zones (`topology.kubernetes.io/zone`; Nodes
+//!    without the label form one unnamed zone) where the group's Instances run; every Node
+//!    when that leaves none. A Node is *down* when its `Ready` condition is `False` or
+//!    `Unknown`.
+//! 2. **Partition**: when every Node in view is down, that is what a control plane cut off
+//!    from its Nodes looks like (the Nodes may be fine; only their heartbeats are lost), and a
+//!    replacement could not run anywhere anyway. Nothing is replaced, whatever `maxUnhealthy`
+//!    says (even `100%`), `TooManyUnhealthy` says so. Kubernetes' node lifecycle controller
+//!    stops evictions in the same situation (every zone fully disrupted).
+//! 3. **Local Node failure**: an Unhealthy Instance whose Node is down has a known cause. The
+//!    failure is *local* when some Node in view is Ready and either at most half of the Nodes
+//!    in view are down, or the down Nodes lie in at most half of the zones in view (a zone
+//!    outage). Its Instances are then replaced onto the Ready Nodes (within `maxInFlight`,
+//!    `minHealthyPercentage`, as any replacement) and do **not** count toward `maxUnhealthy`.
+//!    A Node failure that is not local counts like any other failure. A partition, too,
+//!    arrives Node by Node (the node lifecycle controller marks the Nodes that stopped
+//!    heartbeating in passes 5 s apart), so the Instances of a Node down for less than
+//!    [`NODE_SETTLE`] (10 s, from its `Ready` condition's transition time) are not replaced
+//!    yet (counted only when the Node failure is not local): by then the rest of a partition
+//!    has arrived and rule 2 holds. Nothing on a NotReady Node is urgent in comparison: the
+//!    node lifecycle controller itself waits 40 s before it calls a silent Node Unknown.
+//! 4. **A failure that is still spreading counts** (the contract's "never let one replacement
+//!    through while a mass failure is still arriving"). Probe verdicts arrive up to one probe
+//!    interval apart (each target has its own random phase), so when every Instance fails at
+//!    once the first verdict is in before the others. Two things make the breaker see the
+//!    whole failure:
+//!    * Instances **failing below their threshold** (healthDetail `Warning`: probe failures
+//!      below `unhealthyThreshold`, an `unhealthyConditions` rule not yet held `forSeconds`)
+//!      count toward `maxUnhealthy` as if Unhealthy (they are not replaced, of course);
+//!    * a **fresh probe verdict settles**: an Instance made Unhealthy by its probe (reason
+//!      `ProbeFailed`) less than one probe `intervalSeconds` ago (measured from its `Healthy`
+//!      condition's transition time) counts, but is not replaced yet: by then every other
+//!      target has been probed at least once since the failure began, so a mass failure is
+//!      seen as one (this covers `unhealthyThreshold: 1`, where there is no `Warning` stage,
+//!      and verdicts still on their way to the store). The planner looks again when it ends.
+//!
+//!    Settling applies only when the breaker can trip (`maxUnhealthy` below 100%) and only to
+//!    probe verdicts, the only ones whose arrival is spread out on purpose: a Pod deleted out
+//!    of band or gone, a Pod that exited or an `autoheal.dev/health=Unhealthy` mark is known
+//!    the moment it happens and is replaced at once, with no added delay (a Node NotReady
+//!    settles by rule 3).
+//! 5. **Too many**: when more Instances count (Unhealthy not explained by a local Node
+//!    failure, settling, failing below their threshold) than `maxUnhealthy`, nothing at all is
+//!    replaced, the local Node failures included.
+//!
+//! The `TooManyUnhealthy` message names the counted Instances, then lists every Instance in
+//! view grouped by zone and Node (`zone a: Node n1 (NotReady): web-1, web-2 (failing below
+//! its threshold); ...`), so a correlated failure shows as one place. It says nothing that
+//! time alone changes (which verdicts still settle), so it is rewritten only when the
+//! evidence changes; and time alone never turns a stop into a go (settling members count
+//! before and after), so a stopped plan needs no requeue for them.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use super::{EventType, Limits, PlannedEvent, ReplacementInputs, ReplacementMemory};
+use super::{
+    EventType, Index, Limits, PlannedEvent, ReplacementInputs, ReplacementMemory, add, excluded,
+};
+use crate::api::HealthDetail;
 use crate::api::conditions::DesiredCondition;
 use crate::api::names::reason;
 use crate::api::{CONDITION_REPLACEMENT_ALLOWED, Process, ScalingGroupSpec};
+use crate::plan::{InstanceView, NodeView};
 
 /// Whether replacement may proceed.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,20 +88,274 @@ pub enum Gate {
     Stop(DesiredCondition),
 }
 
+/// How an Instance stands in the breaker's [`View`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Standing {
+    /// Unhealthy on a down Node while the Node failure is local: replaced, not counted.
+    NodeDown,
+    /// Unhealthy on a Node down for less than [`NODE_SETTLE`] while the Node failure looks
+    /// local: not counted, not replaced yet (more Nodes may be going down).
+    NodeSettling,
+    /// Unhealthy: counted (on a down Node too, when the Node failure is not local).
+    Unhealthy,
+    /// Unhealthy by a probe verdict younger than one probe interval, or on a Node down for
+    /// less than [`NODE_SETTLE`] when the Node failure is not local: counted, not replaced
+    /// yet.
+    Settling,
+    /// Healthy but failing below its threshold (healthDetail `Warning`): counted.
+    Failing,
+}
+
+/// One Instance in the breaker's [`View`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The Instance name.
+    pub name: String,
+    /// Its Node, if known.
+    pub node: Option<String>,
+    /// Its zone, if known (the Node's label, else the Instance's `status.zone`).
+    pub zone: Option<String>,
+    /// Whether its Node is down (`Ready` False or Unknown).
+    pub node_down: bool,
+    /// How it stands.
+    pub standing: Standing,
+}
+
+impl Member {
+    /// Whether it counts toward `maxUnhealthy`.
+    pub fn counted(&self) -> bool {
+        !matches!(self.standing, Standing::NodeDown | Standing::NodeSettling)
+    }
+}
+
+/// The Nodes in the breaker's view (see the module documentation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// How many Nodes are in view.
+    pub total: usize,
+    /// The down Nodes in view, sorted.
+    pub down: Vec<String>,
+    /// How many zones the Nodes in view lie in.
+    pub zones: usize,
+    /// How many of them hold a down Node.
+    pub zones_with_down: usize,
+}
+
+impl NodeFacts {
+    /// Every Node in view is down (and there is one): what a partition looks like.
+    pub fn all_down(&self) -> bool {
+        self.total > 0 && self.down.len() == self.total
+    }
+
+    /// A Node failure is local: some Node in view is Ready, and at most half of them are down
+    /// or the down ones lie in at most half of the zones.
+    pub fn local(&self) -> bool {
+        !self.all_down()
+            && (2 * self.down.len() <= self.total || 2 * self.zones_with_down <= self.zones)
+    }
+}
+
+/// What the breaker judges: the Unhealthy candidates and the Instances failing below their
+/// threshold, with their place, and the Nodes around them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    /// The candidates for replacement, sorted by name.
+    pub unhealthy: Vec<String>,
+    /// The candidates and the Instances failing below their threshold, sorted by name.
+    pub members: Vec<Member>,
+    /// The Nodes in view.
+    pub nodes: NodeFacts,
+    /// When the earliest settling verdict has settled.
+    pub settle_until: Option<Timestamp>,
+}
+
+impl View {
+    /// The view of Unhealthy candidates `unhealthy` alone: no place, no Node, nothing spreading.
+    pub fn plain(unhealthy: &[String]) -> Self {
+        Self {
+            unhealthy: unhealthy.to_vec(),
+            members: unhealthy
+                .iter()
+                .map(|n| Member {
+                    name: n.clone(),
+                    node: None,
+                    zone: None,
+                    node_down: false,
+                    standing: Standing::Unhealthy,
+                })
+                .collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Builds the view of the group's Instances (`index`), its candidates `unhealthy` and the
+    /// Nodes of `inputs` (see the module documentation).
+    pub fn of(
+        inputs: &ReplacementInputs<'_>,
+        limits: &Limits,
+        index: &Index<'_>,
+        unhealthy: &[String],
+    ) -> Self {
+        let nodes: BTreeMap<&str, &NodeView> =
+            inputs.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        let zone_of = |i: &InstanceView| -> Option<String> {
+            match i.placement.node.as_deref().and_then(|n| nodes.get(n)) {
+                Some(n) => n.zone.clone(),
+                None => i.placement.zone.clone(),
+            }
+        };
+        let zones: BTreeSet<Option<String>> = index
+            .values()
+            .filter(|i| i.counts_toward_capacity() && i.placement.node.is_some())
+            .map(|i| zone_of(i))
+            .collect();
+        // By name (the last of duplicate names wins), so sorted and counted once.
+        let mut in_view: Vec<&NodeView> = nodes
+            .values()
+            .copied()
+            .filter(|n| zones.contains(&n.zone))
+            .collect();
+        if in_view.is_empty() {
+            in_view = nodes.values().copied().collect();
+        }
+        let down: Vec<String> = in_view
+            .iter()
+            .filter(|n| !n.ready)
+            .map(|n| n.name.clone())
+            .collect();
+        let facts = NodeFacts {
+            total: in_view.len(),
+            zones: in_view
+                .iter()
+                .map(|n| &n.zone)
+                .collect::<BTreeSet<_>>()
+                .len(),
+            zones_with_down: in_view
+                .iter()
+                .filter(|n| !n.ready)
+                .map(|n| &n.zone)
+                .collect::<BTreeSet<_>>()
+                .len(),
+            down,
+        };
+        let local = facts.local();
+        // Settling only matters when the breaker can trip, and only for probe verdicts.
+        let settle = inputs
+            .spec
+            .health_check
+            .probe
+            .as_ref()
+            .filter(|_| limits.max_unhealthy.is_some())
+            .map(|p| SignedDuration::from_secs(i64::from(p.interval_seconds.max(1))));
+        let mut settle_until = None;
+        let mut members = Vec::new();
+        for i in index.values() {
+            let candidate = unhealthy.binary_search(&i.name).is_ok();
+            let failing = !candidate
+                && i.counts_toward_capacity()
+                && !i.is_unhealthy()
+                && !excluded(i)
+                && i.detail == Some(HealthDetail::Warning);
+            if !candidate && !failing {
+                continue;
+            }
+            let down_node = i
+                .placement
+                .node
+                .as_deref()
+                .and_then(|n| nodes.get(n))
+                .filter(|n| !n.ready);
+            let node_down = down_node.is_some();
+            let node_settles_at = down_node
+                .and_then(|n| n.since)
+                .and_then(|t| add(t, NODE_SETTLE))
+                .filter(|end| *end > inputs.now);
+            let settles_at = settle
+                .filter(|_| i.health_reason.as_deref() == Some(PROBE_FAILED))
+                .and_then(|d| i.health_since.and_then(|t| add(t, d)))
+                .filter(|end| *end > inputs.now);
+            let mut settles = |end: Timestamp| {
+                settle_until = Some(settle_until.map_or(end, |u: Timestamp| u.min(end)));
+            };
+            let standing = if failing {
+                Standing::Failing
+            } else if let Some(end) = node_settles_at {
+                // A Node that went down moments ago: more may follow.
+                settles(end);
+                if local {
+                    Standing::NodeSettling
+                } else {
+                    Standing::Settling
+                }
+            } else if node_down && local {
+                Standing::NodeDown
+            } else if let Some(end) = settles_at {
+                settles(end);
+                Standing::Settling
+            } else {
+                Standing::Unhealthy
+            };
+            members.push(Member {
+                name: i.name.clone(),
+                node: i.placement.node.clone(),
+                zone: zone_of(i),
+                node_down,
+                standing,
+            });
+        }
+        Self {
+            unhealthy: unhealthy.to_vec(),
+            members,
+            nodes: facts,
+            settle_until,
+        }
+    }
+
+    /// The members counted toward `maxUnhealthy`.
+    pub fn counted(&self) -> Vec<&Member> {
+        self.members.iter().filter(|m| m.counted()).collect()
+    }
+
+    /// The candidates whose probe verdict or Node failure is still settling: not replaced
+    /// yet.
+    pub fn settling(&self) -> BTreeSet<String> {
+        self.members
+            .iter()
+            .filter(|m| matches!(m.standing, Standing::Settling | Standing::NodeSettling))
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
+    /// Every Node in view is down while there are candidates: nothing is replaced.
+    pub fn partition(&self) -> bool {
+        self.nodes.all_down() && !self.unhealthy.is_empty()
+    }
+}
+
+/// The `Healthy` condition reason of a verdict decided by the probe.
+const PROBE_FAILED: &str = "ProbeFailed";
+
+/// How long a Node must have been down before the failure of its Instances is judged local:
+/// twice the node lifecycle controller's monitor period (5 s), within which it marks every
+/// Node that stopped heartbeating, so that a partition arriving Node by Node is seen whole.
+pub const NODE_SETTLE: SignedDuration = SignedDuration::from_secs(10);
+
 /// Step 2: the circuit breaker. Stops replacement, in order of precedence, when the group is
 /// paused ([`paused`]), a process is suspended ([`suspended`]), replacements keep failing
-/// ([`keeps_failing`]) or too many Instances are Unhealthy ([`too_many_unhealthy`]).
-/// `unhealthy` are the candidates for replacement, sorted by name; `memory` is the judged one.
+/// ([`keeps_failing`]) or too many Instances are Unhealthy ([`too_many_unhealthy`]: a
+/// partition, or more counted than `maxUnhealthy`). `view` is the breaker's [`View`] (its
+/// `unhealthy` are the candidates, sorted by name); `memory` is the judged one.
 pub fn breaker(
     inputs: &ReplacementInputs<'_>,
     limits: &Limits,
     memory: &ReplacementMemory,
-    unhealthy: &[String],
+    view: &View,
 ) -> Gate {
+    let unhealthy = &view.unhealthy;
     let stop = paused(inputs.paused, unhealthy)
         .or_else(|| suspended(inputs.spec, unhealthy))
         .or_else(|| keeps_failing(limits, memory, unhealthy))
-        .or_else(|| too_many_unhealthy(inputs.spec, limits, unhealthy));
+        .or_else(|| too_many_unhealthy(inputs.spec, limits, view));
     match stop {
         Some(condition) => Gate::Stop(condition),
         None => Gate::Proceed,
@@ -139,32 +458,146 @@ pub fn keeps_failing(
     ))
 }
 
-/// `TooManyUnhealthy` while more candidates are Unhealthy than the resolved `maxUnhealthy`
-/// (never when it is 100%).
+/// `TooManyUnhealthy` when every Node in view is down while candidates exist (a partition,
+/// whatever `maxUnhealthy` says), or while more Instances count than the resolved
+/// `maxUnhealthy` (never when it is 100%); see the module documentation.
 pub fn too_many_unhealthy(
     spec: &ScalingGroupSpec,
     limits: &Limits,
-    unhealthy: &[String],
+    view: &View,
 ) -> Option<DesiredCondition> {
-    let max = limits.max_unhealthy?;
-    if unhealthy.len() as i64 <= i64::from(max) {
-        return None;
-    }
     let spec_value = match &spec.replacement.max_unhealthy {
         IntOrString::Int(n) => n.to_string(),
         IntOrString::String(s) => s.clone(),
+    };
+    if view.partition() {
+        return Some(DesiredCondition::new(
+            CONDITION_REPLACEMENT_ALLOWED,
+            false,
+            reason::TOO_MANY_UNHEALTHY,
+            format!(
+                "every Node in view is NotReady ({} of {}: {}): what a control plane cut off from its Nodes looks like, so nothing is replaced whatever maxUnhealthy says (maxUnhealthy: {spec_value}); {} instance(s) are Unhealthy ({}){}; by zone and node: {}",
+                view.nodes.down.len(),
+                view.nodes.total,
+                names(&view.nodes.down),
+                view.unhealthy.len(),
+                names(&view.unhealthy),
+                problems(limits),
+                by_place(view)
+            ),
+        ));
+    }
+    let max = limits.max_unhealthy?;
+    let counted = view.counted();
+    if counted.len() as i64 <= i64::from(max) {
+        return None;
+    }
+    let counted_names: Vec<String> = counted.iter().map(|m| m.name.clone()).collect();
+    let spreading = counted.iter().any(|m| m.standing == Standing::Failing);
+    let node_failure = if view.nodes.down.is_empty() {
+        String::new()
+    } else if view.nodes.local() {
+        " (those on NotReady Nodes are not counted, but not replaced either)".to_string()
+    } else {
+        format!(
+            " (NotReady Nodes {} of {} in view, in {} of {} zone(s), is no local failure: their instances count)",
+            view.nodes.down.len(),
+            view.nodes.total,
+            view.nodes.zones_with_down,
+            view.nodes.zones
+        )
     };
     Some(DesiredCondition::new(
         CONDITION_REPLACEMENT_ALLOWED,
         false,
         reason::TOO_MANY_UNHEALTHY,
         format!(
-            "{} instances are Unhealthy ({}), more than maxUnhealthy {max} (maxUnhealthy: {spec_value}){}: nothing is replaced until at most {max} are Unhealthy",
-            unhealthy.len(),
-            names(unhealthy),
-            problems(limits)
+            "{} instances are Unhealthy{} ({}), more than maxUnhealthy {max} (maxUnhealthy: {spec_value}){}: nothing is replaced until at most {max} are Unhealthy{node_failure}; by zone and node: {}",
+            counted.len(),
+            if spreading { " or failing" } else { "" },
+            names(&counted_names),
+            problems(limits),
+            by_place(view)
         ),
     ))
+}
+
+/// The members of `view` grouped by zone and Node: `zone a: Node n1 (NotReady): x, y
+/// (failing below its threshold); Node n2: z; no zone: Node n3: w; no Node: v`, at most 20
+/// names shown.
+pub fn by_place(view: &View) -> String {
+    const SHOWN: usize = 20;
+    // Zones and Nodes by name, those unknown last.
+    type Place<'a> = (bool, Option<&'a str>, bool, Option<&'a str>);
+    let mut places: BTreeMap<Place<'_>, Vec<&Member>> = BTreeMap::new();
+    for m in &view.members {
+        places
+            .entry((
+                m.zone.is_none(),
+                m.zone.as_deref(),
+                m.node.is_none(),
+                m.node.as_deref(),
+            ))
+            .or_default()
+            .push(m);
+    }
+    let down: BTreeSet<&str> = view.nodes.down.iter().map(String::as_str).collect();
+    let mut shown = 0usize;
+    let mut zones: Vec<String> = Vec::new();
+    let mut current: Option<(Option<&str>, Vec<String>)> = None;
+    for ((_, zone, _, node), members) in &places {
+        if shown >= SHOWN {
+            break;
+        }
+        let mut listed: Vec<String> = Vec::new();
+        for m in members {
+            if shown >= SHOWN {
+                break;
+            }
+            shown += 1;
+            // Nothing that time alone changes (settling ends): the message changes only with
+            // the evidence, so the condition is written only then.
+            listed.push(match m.standing {
+                Standing::Failing => format!("{} (failing below its threshold)", m.name),
+                Standing::Settling
+                | Standing::NodeSettling
+                | Standing::NodeDown
+                | Standing::Unhealthy => m.name.clone(),
+            });
+        }
+        let node_text = match node {
+            Some(n) if down.contains(n) || members.iter().any(|m| m.node_down) => {
+                format!("Node {n} (NotReady): {}", listed.join(", "))
+            }
+            Some(n) => format!("Node {n}: {}", listed.join(", ")),
+            None => format!("no Node: {}", listed.join(", ")),
+        };
+        match current.as_mut() {
+            Some((z, parts)) if z == zone => parts.push(node_text),
+            _ => {
+                if let Some((z, parts)) = current.take() {
+                    zones.push(zone_text(z, &parts));
+                }
+                current = Some((*zone, vec![node_text]));
+            }
+        }
+    }
+    if let Some((z, parts)) = current.take() {
+        zones.push(zone_text(z, &parts));
+    }
+    let mut s = zones.join("; ");
+    if view.members.len() > shown {
+        s.push_str(&format!(" and {} more", view.members.len() - shown));
+    }
+    s
+}
+
+/// `zone a: Node n1: x; Node n2: y` (`no zone: ...` without one).
+fn zone_text(zone: Option<&str>, parts: &[String]) -> String {
+    match zone {
+        Some(z) => format!("zone {z}: {}", parts.join("; ")),
+        None => format!("no zone: {}", parts.join("; ")),
+    }
 }
 
 /// ` (maxInFlight "x" is not understood; ...)`, or nothing when every limit was understood.

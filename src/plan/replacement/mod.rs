@@ -21,9 +21,13 @@
 //!   Terminating), are `Unhealthy`, and are neither in Standby (state or
 //!   `autoheal.dev/standby=true`) nor in maintenance (`autoheal.dev/maintenance=true` or detail
 //!   `Maintaining`). `protectedFromScaleIn` does *not* shield from health replacement (AWS).
-//! * **Circuit breaker**: when more candidates than `maxUnhealthy` exist, nothing at all is
-//!   done: `ReplacementAllowed=False, reason=TooManyUnhealthy`, naming them. `maxUnhealthy` as a
-//!   percentage is of desiredCapacity, rounded *down*; `100%` never trips.
+//! * **Circuit breaker** (the rule is in [`breaker`]): when more Instances count than
+//!   `maxUnhealthy` allows — candidates, except those on a NotReady Node while the Node
+//!   failure is local, plus Instances failing below their threshold and fresh probe verdicts
+//!   still settling — or when every Node in view is NotReady, nothing at all is done:
+//!   `ReplacementAllowed=False, reason=TooManyUnhealthy`, naming them by zone and Node.
+//!   `maxUnhealthy` as a percentage is of desiredCapacity, rounded *down*; `100%` trips only
+//!   on the partition (every Node NotReady).
 //! * **In flight** ([`in_flight`]): a replacement is identified by the Instance it replaces. It
 //!   is in flight while the old Instance is leaving for health (being deleted or Terminating..
 //!   Terminated, with termination reason `Unhealthy` or while Unhealthy), or while an Instance
@@ -85,8 +89,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use super::InstanceView;
 use super::lifecycle::TerminationReason;
+use super::{InstanceView, NodeView};
 use crate::api::conditions::DesiredCondition;
 use crate::api::{
     HealthDetail, LifecycleState, Remediation, ScalingGroupSpec, ScalingGroupStatus, WouldRepair,
@@ -192,6 +196,9 @@ pub struct ReplacementInputs<'a> {
     pub paused: bool,
     /// The group's Instances, including those leaving.
     pub instances: &'a [InstanceView],
+    /// The Nodes (at least those in the zones the group's Instances run in): what the
+    /// circuit breaker knows of their readiness (see [`breaker`]).
+    pub nodes: &'a [NodeView],
     /// What the group status remembers.
     pub memory: &'a ReplacementMemory,
     /// The hash of the group's current template.

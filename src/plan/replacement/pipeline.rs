@@ -12,7 +12,8 @@ use crate::plan::repair;
 /// 1. [`judge::judge`]: judge past replacements (successes, failures, the failure count and
 ///    its reset) into the memory carried on;
 /// 2. [`breaker::breaker`]: the circuit breaker (paused, suspended, keeps failing, too many
-///    Unhealthy) says whether replacement may proceed at all;
+///    Unhealthy, judged on the [`breaker::View`] of failures, their Nodes and zones) says
+///    whether replacement may proceed at all, and which fresh verdicts still settle;
 /// 3. [`budget::budget`]: how many replacements may start now (maxInFlight,
 ///    minHealthyPercentage, maxSize + maxInFlight, backoff);
 /// 4. [`strategy::strategy`]: which Instances terminate and which get a surge replacement
@@ -55,7 +56,8 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
     let mut remediations = assessed.remediations.clone();
     let mut would_repair = Vec::new();
     let mut restarts: Vec<String> = Vec::new();
-    let gate = breaker::breaker(inputs, &limits, &memory, &unhealthy);
+    let view = breaker::View::of(inputs, &limits, &index, &unhealthy);
+    let gate = breaker::breaker(inputs, &limits, &memory, &view);
     // Recorded restarts are requested only while repairs may be taken.
     let may_act = matches!(gate, breaker::Gate::Proceed) && !repair::dry_run(repair_spec);
     let (condition, moves) = match gate {
@@ -82,6 +84,11 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
                 },
                 now,
             );
+            // Fresh probe verdicts settle before they are acted on; look again then.
+            let settling = view.settling();
+            if let Some(until) = view.settle_until {
+                requeue_after = earliest(requeue_after, time_until(now, until));
+            }
             // Restarts first, within the same budget; their Instances stay out of the strategy.
             let restart_next: Vec<&String> = assessed
                 .next
@@ -92,6 +99,7 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
             // A restart leaves a hole in service, as a TerminateThenLaunch replacement does.
             restarts = restart_next
                 .iter()
+                .filter(|n| !settling.contains(n.as_str()))
                 .take(budget.starts.min(budget.terminate_then_launch))
                 .map(|n| (*n).clone())
                 .collect();
@@ -111,6 +119,7 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
                 inputs.spec.replacement.strategy,
                 &limits,
                 &budget,
+                &settling,
             );
             moves.waiting += restart_next.len() - restarts.len();
             moves.started += restarts.len();
@@ -240,7 +249,8 @@ fn planned_surge(old: &str, n: usize, template_hash: &str, now: Timestamp) -> In
         maintenance: false,
         standby: false,
         evidence: None,
-        verdict_since: None,
         termination_reason: None,
+        health_reason: None,
+        health_since: None,
     }
 }

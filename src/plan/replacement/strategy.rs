@@ -96,17 +96,22 @@ pub fn awaiting<'a>(index: &Index<'a>) -> Awaiting<'a> {
 }
 
 /// The candidates to replace, cheapest first: failed surges, then those that serve nothing,
-/// then the oldest. Leaves out the names in `handled` and `starting`.
+/// then the oldest. Leaves out the names in `handled`, `starting` and `held` (fresh probe
+/// verdicts still settling, see [`super::breaker`]).
 pub fn ordered_candidates<'a>(
     index: &Index<'a>,
     handled: &BTreeSet<String>,
     starting: &BTreeSet<&str>,
+    held: &BTreeSet<String>,
 ) -> Vec<&'a InstanceView> {
     let mut candidates: Vec<&InstanceView> = index
         .values()
         .copied()
         .filter(|i| {
-            is_candidate(i) && !handled.contains(&i.name) && !starting.contains(i.name.as_str())
+            is_candidate(i)
+                && !handled.contains(&i.name)
+                && !starting.contains(i.name.as_str())
+                && !held.contains(&i.name)
         })
         .collect();
     candidates.sort_by_key(|i| {
@@ -123,12 +128,13 @@ pub fn ordered_candidates<'a>(
 /// Step 4: the moves of the replacement `strategy` within the `budget`: ready replacements
 /// complete (their old Instance terminates), then candidates start being replaced in the order
 /// of [`ordered_candidates`], each the way [`how`] says, while the budget has room; the others
-/// wait.
+/// wait. The candidates in `held` are left alone for now.
 pub fn strategy(
     index: &Index<'_>,
     strategy: ReplacementStrategy,
     limits: &Limits,
     budget: &Budget,
+    held: &BTreeSet<String>,
 ) -> Moves {
     let mut moves = Moves::default();
     let awaiting = awaiting(index);
@@ -150,7 +156,7 @@ pub fn strategy(
 
     let surge_for_in_service = surge_for_in_service(strategy, limits);
     let mut surges = 0usize;
-    for c in ordered_candidates(index, &handled, &awaiting.starting) {
+    for c in ordered_candidates(index, &handled, &awaiting.starting, held) {
         if moves.started >= budget.starts {
             moves.waiting += 1;
             continue;

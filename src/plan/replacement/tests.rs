@@ -55,8 +55,9 @@ fn inst(name: &str) -> InstanceView {
         maintenance: false,
         standby: false,
         evidence: None,
-        verdict_since: None,
         termination_reason: None,
+        health_reason: None,
+        health_since: None,
     }
 }
 
@@ -102,6 +103,7 @@ struct Case {
     spec: ScalingGroupSpec,
     paused: bool,
     instances: Vec<InstanceView>,
+    nodes: Vec<NodeView>,
     memory: ReplacementMemory,
     reset: Option<String>,
     previous: Option<Condition>,
@@ -115,6 +117,7 @@ impl Case {
             spec,
             paused: false,
             instances,
+            nodes: Vec::new(),
             memory: ReplacementMemory::default(),
             reset: None,
             previous: None,
@@ -128,6 +131,7 @@ impl Case {
             spec: &self.spec,
             paused: self.paused,
             instances: &self.instances,
+            nodes: &self.nodes,
             memory: &self.memory,
             template_hash: CUR,
             reset_request: self.reset.as_deref(),
@@ -702,6 +706,35 @@ const POOL: &[&str] = &[
     "i0", "i1", "i2", "i3", "i4", "i5", "i6", "i7", "i8", "i9", "i10", "i11",
 ];
 
+/// Nodes n0, n1 are in zone a, n2, n3 in zone b.
+const NODE_POOL: &[&str] = &["n0", "n1", "n2", "n3"];
+
+fn zone_of_node(n: &str) -> &'static str {
+    if n == "n0" || n == "n1" { "a" } else { "b" }
+}
+
+fn any_nodes() -> impl Strategy<Value = Vec<NodeView>> {
+    prop::sample::subsequence(NODE_POOL.to_vec(), 0..=4).prop_flat_map(|names| {
+        let n = names.len();
+        prop::collection::vec(
+            (any::<bool>(), prop::option::of((980i64..1010).prop_map(t))),
+            n,
+        )
+        .prop_map(move |facts| {
+            names
+                .iter()
+                .zip(facts)
+                .map(|(name, (ready, since))| NodeView {
+                    name: name.to_string(),
+                    zone: Some(zone_of_node(name).to_string()),
+                    ready,
+                    since,
+                })
+                .collect()
+        })
+    })
+}
+
 fn any_state() -> impl Strategy<Value = LifecycleState> {
     prop_oneof![
         3 => Just(LifecycleState::InService),
@@ -764,13 +797,25 @@ fn any_instance() -> impl Strategy<Value = InstanceView> {
                 Just("Deleted".to_string())
             ]),
         ),
+        (
+            prop::option::of(prop::sample::select(NODE_POOL)),
+            prop::option::of(prop::sample::select(
+                &["ProbeFailed", "NodeNotReady", "PodGone"][..],
+            )),
+            prop::option::of(prop_oneof![3 => (990i64..1010).prop_map(t), 1 => any_time()]),
+        ),
     )
         .prop_map(
             |(
                 (name, created_at, state, health, detail, protected, in_service_since),
                 (replaces, template_hash, being_deleted, maintenance, standby, termination_reason),
+                (node, health_reason, health_since),
             )| InstanceView {
-                placement: Default::default(),
+                placement: crate::plan::Placement {
+                    node: node.map(str::to_string),
+                    zone: node.map(|n| zone_of_node(n).to_string()),
+                    revision: None,
+                },
                 repair: Default::default(),
                 name: name.to_string(),
                 created_at,
@@ -785,8 +830,9 @@ fn any_instance() -> impl Strategy<Value = InstanceView> {
                 maintenance,
                 standby,
                 evidence: None,
-                verdict_since: None,
                 termination_reason,
+                health_reason: health_reason.map(str::to_string),
+                health_since,
             },
         )
 }
@@ -862,6 +908,7 @@ struct World {
     spec: ScalingGroupSpec,
     paused: bool,
     instances: Vec<InstanceView>,
+    nodes: Vec<NodeView>,
     memory: ReplacementMemory,
     reset: Option<String>,
     previous_false: bool,
@@ -883,6 +930,7 @@ fn any_world() -> impl Strategy<Value = World> {
                 spec,
                 paused,
                 instances,
+                nodes: Vec::new(),
                 memory,
                 reset,
                 previous_false,
@@ -904,6 +952,7 @@ fn run(w: &World, memory: &ReplacementMemory) -> ReplacementPlan {
         spec: &w.spec,
         paused: w.paused,
         instances: &w.instances,
+        nodes: &w.nodes,
         memory,
         template_hash: CUR,
         reset_request: w.reset.as_deref(),
@@ -953,6 +1002,20 @@ fn in_service_healthy(instances: &[InstanceView]) -> usize {
         .count()
 }
 
+/// How many Instances (first of duplicate names) fail below their threshold: counting toward
+/// capacity, not Unhealthy, not excluded, healthDetail Warning.
+fn failing_below_threshold(instances: &[InstanceView]) -> usize {
+    by_name(instances)
+        .values()
+        .filter(|i| {
+            i.counts_toward_capacity()
+                && !i.is_unhealthy()
+                && !excluded(i)
+                && i.detail == Some(HealthDetail::Warning)
+        })
+        .count()
+}
+
 /// Whether `old` has a surge replacement that is InService and Healthy (a completion).
 fn has_ready_replacement(instances: &[InstanceView], old: &str) -> bool {
     instances.iter().any(|r| {
@@ -995,7 +1058,10 @@ proptest! {
             prop_assert_eq!(plan.condition.reason.as_str(), reason::SUSPENDED);
         } else if plan.memory.consecutive_failures >= limits.max_consecutive_failures {
             prop_assert_eq!(plan.condition.reason.as_str(), reason::KEEP_FAILING);
-        } else if limits.max_unhealthy.is_some_and(|m| plan.unhealthy.len() as i64 > i64::from(m)) {
+        } else if limits.max_unhealthy.is_some_and(|m| {
+            // Without Nodes or probes: the candidates and those failing below their threshold.
+            (plan.unhealthy.len() + failing_below_threshold(&w.instances)) as i64 > i64::from(m)
+        }) {
             prop_assert_eq!(plan.condition.reason.as_str(), reason::TOO_MANY_UNHEALTHY);
             if plan.unhealthy.len() <= 20 {
                 for n in &plan.unhealthy {
@@ -1078,6 +1144,78 @@ proptest! {
         prop_assert!(plan.memory.recent_failures.len() <= MAX_RECENT_FAILURES);
         if !new_starts.is_empty() {
             prop_assert_eq!(plan.memory.last_replacement_time, Some(w.now));
+        }
+    }
+
+    #[test]
+    fn the_breaker_sees_nodes_and_failures_still_spreading(
+        w in any_world(),
+        nodes in any_nodes(),
+        interval in 1i32..20,
+        probe in any::<bool>(),
+    ) {
+        let mut w = w;
+        w.nodes = nodes;
+        if probe {
+            w.spec.health_check.probe = Some(
+                serde_json::from_value(serde_json::json!({
+                    "http": { "port": 8080, "path": "/" },
+                    "intervalSeconds": interval,
+                }))
+                .unwrap(),
+            );
+        }
+        let plan = run(&w, &w.memory);
+        let limits = Limits::of(&w.spec);
+        let index = by_name(&w.instances);
+        let acted: Vec<&String> = plan.terminate.iter().chain(&plan.launch_replacements_for).collect();
+        let down = |i: &InstanceView| {
+            i.placement.node.as_deref().is_some_and(|n| w.nodes.iter().any(|v| v.name == n && !v.ready))
+        };
+
+        // With every Node NotReady nothing is ever terminated nor launched for replacement.
+        if !w.nodes.is_empty() && w.nodes.iter().all(|n| !n.ready) {
+            prop_assert!(acted.is_empty(), "every Node NotReady, yet {:?}", acted);
+            if !plan.unhealthy.is_empty() && plan.condition.status == "False" {
+                prop_assert!(
+                    [reason::PAUSED, reason::SUSPENDED, reason::KEEP_FAILING, reason::TOO_MANY_UNHEALTHY]
+                        .contains(&plan.condition.reason.as_str())
+                );
+            }
+        }
+
+        // A fresh probe verdict is never acted on while it settles (when the breaker can trip).
+        let settle = w.spec.health_check.probe.as_ref()
+            .filter(|_| limits.max_unhealthy.is_some())
+            .map(|p| SignedDuration::from_secs(i64::from(p.interval_seconds.max(1))));
+        let settling = |i: &InstanceView| {
+            settle.is_some_and(|d| {
+                i.health_reason.as_deref() == Some("ProbeFailed")
+                    && i.health_since.and_then(|t| t.checked_add(d).ok()).is_some_and(|end| end > w.now)
+            })
+        };
+        // Nor an Instance on a Node that went down moments ago.
+        let node_settling = |i: &InstanceView| {
+            i.placement.node.as_deref().is_some_and(|n| {
+                w.nodes.iter().any(|v| {
+                    v.name == n
+                        && !v.ready
+                        && v.since.and_then(|t| t.checked_add(breaker::NODE_SETTLE).ok()).is_some_and(|end| end > w.now)
+                })
+            })
+        };
+        for n in &acted {
+            let i = index[n.as_str()];
+            prop_assert!(!settling(i) || down(i), "{} acted on while its verdict settles", n);
+            prop_assert!(!node_settling(i), "{} acted on while its Node's failure settles", n);
+        }
+
+        // What counts in any case — candidates on Ready or unknown Nodes (settling or not) and
+        // those failing below their threshold — over maxUnhealthy: nothing is acted on.
+        let counted = index.values().filter(|i| is_candidate(i) && !down(i)).count()
+            + failing_below_threshold(&w.instances);
+        if limits.max_unhealthy.is_some_and(|m| counted as i64 > i64::from(m)) {
+            prop_assert!(acted.is_empty(), "{} count, maxUnhealthy {:?}, yet {:?}", counted, limits.max_unhealthy, acted);
         }
     }
 

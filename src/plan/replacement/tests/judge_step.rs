@@ -163,6 +163,7 @@ fn judge_resets_but_does_not_judge_while_paused_or_health_check_suspended() {
             spec: &s,
             paused,
             instances: &instances,
+            nodes: &[],
             memory: &memory,
             template_hash: CUR,
             reset_request: None,

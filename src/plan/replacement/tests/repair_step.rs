@@ -191,7 +191,7 @@ fn a_new_unhealthy_spell_starts_again_at_the_first_action() {
     escalated.finished = Some(Time(t(960)));
     // The same spell (verdict before the escalation): Replace.
     let mut b = sick("b");
-    b.verdict_since = Some(t(890));
+    b.health_since = Some(t(890));
     let mut case = Case::new(
         with_repair(restart_then_replace(60)),
         vec![inst("a"), b, inst("c")],
@@ -199,7 +199,7 @@ fn a_new_unhealthy_spell_starts_again_at_the_first_action() {
     case.remediations = vec![escalated];
     assert_eq!(case.plan().terminate, vec!["b"]);
     // Healthy since, Unhealthy again later: a new spell, a Restart first.
-    case.instances[1].verdict_since = Some(t(990));
+    case.instances[1].health_since = Some(t(990));
     let plan = case.plan();
     assert!(plan.terminate.is_empty());
     assert_eq!(plan.restart.len(), 1);
@@ -382,6 +382,7 @@ fn dry_run_lists_every_candidate_and_acts_on_nothing() {
         spec: &case.spec,
         paused: false,
         instances: &case.instances,
+        nodes: &[],
         memory: &case.memory,
         template_hash: CUR,
         reset_request: None,

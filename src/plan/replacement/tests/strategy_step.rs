@@ -28,7 +28,13 @@ fn run(
     limits: &Limits,
     budget: &Budget,
 ) -> Moves {
-    strategy::strategy(&by_name(instances), strategy, limits, budget)
+    strategy::strategy(
+        &by_name(instances),
+        strategy,
+        limits,
+        budget,
+        &BTreeSet::new(),
+    )
 }
 
 #[test]
@@ -98,7 +104,7 @@ fn candidates_cheapest_first() {
     let index = by_name(&instances);
     let handled = BTreeSet::from(["handled".to_string()]);
     let starting = BTreeSet::from(["starting"]);
-    let order: Vec<&str> = ordered_candidates(&index, &handled, &starting)
+    let order: Vec<&str> = ordered_candidates(&index, &handled, &starting, &BTreeSet::new())
         .iter()
         .map(|i| i.name.as_str())
         .collect();
