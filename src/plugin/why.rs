@@ -212,8 +212,7 @@ impl<'a> GroupFacts<'a> {
             && let Some(until) = self.backoff_until()
             && until > now
         {
-            {
-                out.push(Blocker::new(
+            out.push(Blocker::new(
                     BlockerKind::BackingOff,
                     format!(
                         "Backing off after {failures} failed replacement{} in a row: the next replacement waits until {} ({}).",
@@ -222,7 +221,6 @@ impl<'a> GroupFacts<'a> {
                         time_left(now, until)
                     ),
                 ));
-            }
         }
         let waiting: Vec<&String> = self
             .candidates
