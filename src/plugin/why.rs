@@ -195,14 +195,14 @@ impl<'a> GroupFacts<'a> {
             && self.candidates.len() as i64 > i64::from(max)
         {
             let spec_value = match &spec.replacement.max_unhealthy {
-                IntOrString::Int(n) => n.to_string(),
-                IntOrString::String(s) => format!("{s} of desired {}", self.limits.desired),
+                IntOrString::Int(_) => String::new(),
+                IntOrString::String(s) => format!(" ({s} of desired {})", self.limits.desired),
             };
             out.push(Blocker::new(
                 BlockerKind::TooManyUnhealthy,
                 format!(
-                    "Circuit breaker open (TooManyUnhealthy): {} instances are Unhealthy ({}), more than maxUnhealthy {max} ({spec_value}): nothing is replaced until at most {max} are Unhealthy.",
-                    self.candidates.len(),
+                    "Circuit breaker open (TooManyUnhealthy): {} Unhealthy ({}), more than maxUnhealthy {max}{spec_value}: nothing is replaced until at most {max} are Unhealthy.",
+                    plural(self.candidates.len(), "instance is", "instances are"),
                     self.candidates.join(", ")
                 ),
             ));
