@@ -343,7 +343,7 @@ async fn breaker_too_many_unhealthy_with_its_numbers() {
         serde_json::json!({ "spec": { "suspendedProcesses": [] } }),
     )
     .await;
-    let mut sick = vec![names[0].clone(), names[1].clone()];
+    let mut sick = [names[0].clone(), names[1].clone()];
     sick.sort();
     let why = wait_says(&env, &["why", "sg/web"], "Circuit breaker open").await;
     assert!(

@@ -181,5 +181,7 @@ pub fn table_text(groups: &[GroupWithInstances<'_>]) -> String {
         }
         out.push('\n');
     }
+    out.truncate(out.trim_end().len());
+    out.push('\n');
     out
 }

@@ -391,25 +391,22 @@ fn cond_line(c: &Condition) -> String {
 fn thresholds(group: &ScalingGroup, type_: &str) -> Option<String> {
     let hc = &group.spec.health_check;
     match type_ {
-        t if t == CONDITION_PROBE => Some(match &hc.probe {
-            None => "no probe configured (spec.healthCheck.probe)".into(),
-            Some(p) => {
-                let target = match (&p.http, &p.tcp) {
-                    (Some(h), _) => format!(
-                        "HTTP GET :{}{} expecting {}",
-                        h.port, h.path, h.expected_statuses
-                    ),
-                    (None, Some(t)) => format!("TCP connect :{}", t.port),
-                    _ => "no target".into(),
-                };
-                format!(
-                    "{target} every {}s, timeout {}s; Unhealthy after {} consecutive failures, Healthy after {} successes",
-                    p.interval_seconds,
-                    p.timeout_seconds,
-                    p.unhealthy_threshold,
-                    p.healthy_threshold
-                )
-            }
+        t if t == CONDITION_PROBE => hc.probe.as_ref().map(|p| {
+            let target = match (&p.http, &p.tcp) {
+                (Some(h), _) => format!(
+                    "HTTP GET :{}{} expecting {}",
+                    h.port, h.path, h.expected_statuses
+                ),
+                (None, Some(t)) => format!("TCP connect :{}", t.port),
+                _ => "no target".into(),
+            };
+            format!(
+                "{target} every {}s, timeout {}s; Unhealthy after {} consecutive failures, Healthy after {} successes",
+                p.interval_seconds,
+                p.timeout_seconds,
+                p.unhealthy_threshold,
+                p.healthy_threshold
+            )
         }),
         t if t == CONDITION_WORKLOAD => {
             let rules: Vec<String> = hc
