@@ -23,21 +23,25 @@ use testkit::wait_for;
 /// `kubectl autoheal ARGS -n NS`, with the plugin's directory first on PATH and the kubeconfig
 /// in `KUBECONFIG` (kubectl hands a plugin none of its own flags).
 fn autoheal_output(env: &Env, args: &[&str]) -> Output {
-    let plugin = Path::new(env!("CARGO_BIN_EXE_kubectl-autoheal"));
-    let path = format!(
-        "{}:{}",
-        plugin.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     Command::new(env.cp.bin_dir().join("kubectl"))
         .env("KUBECONFIG", env.cp.kubeconfig_path())
-        .env("PATH", path)
+        .env("PATH", plugin_path())
         .arg("autoheal")
         .args(args)
         .args(["-n", &env.ns])
         .stdin(Stdio::null())
         .output()
         .expect("running kubectl autoheal")
+}
+
+/// PATH with the plugin's directory (where cargo built `kubectl-autoheal`) first.
+fn plugin_path() -> String {
+    let plugin = Path::new(env!("CARGO_BIN_EXE_kubectl-autoheal"));
+    format!(
+        "{}:{}",
+        plugin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// `kubectl autoheal ARGS`; panics unless it succeeds; returns stdout.
@@ -516,6 +520,27 @@ async fn describe_groups_in_the_aws_shape_and_unknown_objects() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(&message), "{args:?}: {stderr}");
     }
+    // Without -n: the kubeconfig context's namespace, as kubectl.
+    let mut kubeconfig: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(env.cp.kubeconfig_path()).unwrap()).unwrap();
+    for context in kubeconfig["contexts"].as_sequence_mut().unwrap() {
+        context["context"]["namespace"] = serde_yaml::Value::from(env.ns.as_str());
+    }
+    let scoped = std::env::temp_dir().join(format!("kubeconfig-{}", env.ns));
+    std::fs::write(&scoped, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    let out = Command::new(env.cp.bin_dir().join("kubectl"))
+        .env("KUBECONFIG", &scoped)
+        .env("PATH", plugin_path())
+        .args(["autoheal", "why", "sg/web"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&scoped);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ScalingGroup web: Ready\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let out = autoheal_output(
         &env,
         &["set-instance-health", &format!("inst/{}", names[0]), "Sick"],

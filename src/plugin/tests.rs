@@ -591,3 +591,25 @@ fn set_instance_health_patch_and_confirmation() {
         "instance web-b marked Unhealthy (disk full)\nIt is in its health check grace period until 2026-12-01T12:04:00Z (in 4m): the mark acts then (--respect-grace-period=false acts now).\n"
     );
 }
+
+#[test]
+fn request_refused_names_the_refusal() {
+    let g = group(
+        json!({}),
+        json!({ "conditions": [{ "type": "Stalled", "status": "True", "reason": "RequestRefused",
+            "message": "the API server refused to create Pod web-a (403 Forbidden)", "lastTransitionTime": "2026-12-01T11:00:00Z" }] }),
+    );
+    let i = well("web-a");
+    let text = why_instance(&i, Some(&g), std::slice::from_ref(&i), &[], now());
+    assert!(text.contains("  - The API server keeps refusing the operator's requests for group web (RBAC, validation or an admission policy): the API server refused to create Pod web-a (403 Forbidden)"), "{text}");
+}
+
+#[test]
+fn healthy_instance_in_a_group_of_many_unhealthy_is_not_held_by_the_breaker() {
+    let g = group(json!({ "replacement": { "maxUnhealthy": 0 } }), json!({}));
+    let all = [sick("web-a"), well("web-b")];
+    let text = why_instance(&all[1], Some(&g), &all, &[], now());
+    assert!(!text.contains("Circuit breaker"), "{text}");
+    let text = why_instance(&all[0], Some(&g), &all, &[], now());
+    assert!(text.contains("  - Circuit breaker open (TooManyUnhealthy): 1 instance is Unhealthy (web-a), more than maxUnhealthy 0: nothing is replaced until at most 0 are Unhealthy."), "{text}");
+}

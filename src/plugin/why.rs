@@ -48,6 +48,9 @@ pub enum BlockerKind {
     BackingOff,
     /// maxInFlight replacements are already in flight.
     MaxInFlight,
+    /// The API server keeps refusing the operator's requests for the object (`Stalled=True,
+    /// RequestRefused`): RBAC, validation, an admission policy or webhook.
+    RequestRefused,
 }
 
 /// One reason something waits, as the sentence a person reads.
@@ -119,7 +122,9 @@ impl<'a> GroupFacts<'a> {
     /// The group-wide blockers of repair, in the order the planner applies them.
     pub fn blockers(&self, now: Timestamp) -> Vec<Blocker> {
         let spec = &self.group.spec;
-        let mut out = Vec::new();
+        let mut out: Vec<Blocker> = refused(&self.status.conditions, "group", &self.name)
+            .into_iter()
+            .collect();
         if self.paused {
             out.push(Blocker::new(
                 BlockerKind::Paused,
@@ -264,6 +269,22 @@ impl<'a> GroupFacts<'a> {
     }
 }
 
+/// `RequestRefused` when the object's `Stalled` condition says the API server keeps refusing
+/// the operator's requests for it, with the refusal as evidence.
+fn refused(conditions: &[Condition], kind: &str, name: &str) -> Option<Blocker> {
+    find(conditions, crate::api::CONDITION_STALLED)
+        .filter(|c| c.status == "True" && c.reason == crate::api::REASON_REQUEST_REFUSED)
+        .map(|c| {
+            Blocker::new(
+                BlockerKind::RequestRefused,
+                format!(
+                    "The API server keeps refusing the operator's requests for {kind} {name} (RBAC, validation or an admission policy): {}",
+                    c.message
+                ),
+            )
+        })
+}
+
 /// The blockers of one Instance of its own (hooks, draining, standby, maintenance, grace
 /// period), whatever the group's state.
 pub fn instance_blockers(
@@ -276,7 +297,9 @@ pub fn instance_blockers(
     let state = status.lifecycle_state.unwrap_or(LifecycleState::Pending);
     let marks =
         HealthAnnotations::parse(&instance.metadata.annotations.clone().unwrap_or_default());
-    let mut out = Vec::new();
+    let mut out: Vec<Blocker> = refused(&status.conditions, "instance", &name)
+        .into_iter()
+        .collect();
     if matches!(
         state,
         LifecycleState::PendingWait | LifecycleState::TerminatingWait
@@ -582,7 +605,10 @@ pub fn why_instance(
         for b in f.blockers(now) {
             let group_wide = matches!(
                 b.kind,
-                BlockerKind::Paused | BlockerKind::Suspended | BlockerKind::DryRun
+                BlockerKind::Paused
+                    | BlockerKind::Suspended
+                    | BlockerKind::DryRun
+                    | BlockerKind::RequestRefused
             );
             let relevant = match b.kind {
                 BlockerKind::MaxInFlight => unhealthy && !f.in_flight.contains(&name),
