@@ -1,9 +1,6 @@
 //! `kubectl autoheal`, as a person runs it: the real `kubectl` finds the plugin
 //! (`kubectl-autoheal`, built with the crate) on PATH and each test asserts the sentence a
 //! person reads for one blocking reason, on a real control plane with podsim and the operator.
-//!
-//! Dry run (`spec.repair.mode: DryRun`) is covered by the unit tests of `autoheal::plugin` on a
-//! hand-built status only: the operator does not fill `status.wouldRepair` yet.
 
 mod support;
 
@@ -392,7 +389,9 @@ async fn max_in_flight_reached_while_another_drains() {
     wait_instance(&env, b, "Unhealthy", unhealthy).await;
     let why = wait_says(&env, &["why", &format!("inst/{b}")], "maxInFlight").await;
     assert!(
-        why.contains(&format!("  - maxInFlight reached: 1 of 1 replacement in flight ({a}); {b} waits for one to finish.")),
+        why.contains(&format!(
+            "  - maxInFlight reached: 1 of 1 repair in flight ({a}); {b} waits for one to finish."
+        )),
         "{why}"
     );
 }
@@ -431,11 +430,31 @@ async fn backoff_until_then_stopped_when_replacements_keep_failing_and_history()
     );
     assert!(why.contains("ScalingGroup web: not Ready"), "{why}");
 
-    // The history: the repairs as a table (from the repair Events until status.remediations is
-    // filled in).
+    // The history: the remediations as a table, newest first, the failed replacements with
+    // their outcome.
     let history = autoheal(&env, &["history", "sg/web"]);
-    assert!(history.contains("ReplacingUnhealthy"), "{history}");
-    assert!(history.contains("ReplacementFailed"), "{history}");
+    let lines: Vec<&str> = history.lines().collect();
+    let cells = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        cells(lines[0]),
+        [
+            "STARTED",
+            "INSTANCE",
+            "ACTION",
+            "STEP",
+            "OUTCOME",
+            "DURATION",
+            "REPLACEMENT",
+            "REASON"
+        ],
+        "{history}"
+    );
+    let failed = lines
+        .iter()
+        .map(|l| cells(l))
+        .filter(|c| c.len() > 6 && c[3] == "Replace" && c[5] == "Failed")
+        .count();
+    assert!(failed >= 3, "three failed replacements:\n{history}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -550,4 +569,78 @@ async fn describe_groups_in_the_aws_shape_and_unknown_objects() {
         String::from_utf8_lossy(&out.stderr)
             .contains("health \"Sick\" is not understood: use Healthy or Unhealthy")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_would_repair() {
+    let env = Env::new("plugin-dryrun").await;
+    let _op = env.operator();
+    let group = GroupBuilder::new("web").with_spec(|s| {
+        s.repair = serde_json::from_value(serde_json::json!({ "mode": "DryRun" })).unwrap();
+    });
+    let names = marked_while_held(&env, group, 1).await;
+    let a = &names[0];
+    let why = wait_says(&env, &["why", &format!("inst/{a}")], "it would now").await;
+    assert!(
+        why.contains(&format!("  - Dry run (spec.repair.mode: DryRun): repairs are planned and reported in status.wouldRepair, never taken (it would now: Replace {a}); set spec.repair.mode to Auto to act.")),
+        "{why}"
+    );
+    assert!(
+        why.contains("Next: The group would replace it (terminate it and launch a new Instance), but 1 reason keeps it from doing so now:"),
+        "{why}"
+    );
+    let why = autoheal(&env, &["why", "sg/web"]);
+    assert!(why.contains("repair Replace (DryRun)"), "{why}");
+    assert!(
+        why.contains(&format!(
+            "Repair: 1 instance is Unhealthy ({a}), not repaired because:"
+        )),
+        "{why}"
+    );
+    // Nothing was repaired: the history is empty.
+    let history = autoheal(&env, &["history", "sg/web"]);
+    assert!(history.starts_with("No remediations recorded"), "{history}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_in_progress_and_its_history() {
+    let env = Env::new("plugin-restart").await;
+    let _op = env.operator();
+    // A restart given 10 minutes: it stays in flight, and the second Instance waits for it.
+    let group = GroupBuilder::new("web").desired(2).with_spec(|s| {
+        s.repair = serde_json::from_value(serde_json::json!({
+            "actions": [{ "action": "Restart", "timeoutSeconds": 600 }, { "action": "Replace" }]
+        }))
+        .unwrap();
+    });
+    let names = marked_while_held(&env, group, 2).await;
+    let (a, b) = (&names[0], &names[1]);
+    let why = wait_says(&env, &["why", &format!("inst/{a}")], "Being repaired").await;
+    assert!(
+        why.contains("Next: Being repaired: Restart (step 1) started "),
+        "{why}"
+    );
+
+    mark_unhealthy(&env, b);
+    wait_instance(&env, b, "Unhealthy", unhealthy).await;
+    let why = wait_says(&env, &["why", &format!("inst/{b}")], "maxInFlight").await;
+    assert!(
+        why.contains(&format!(
+            "  - maxInFlight reached: 1 of 1 repair in flight ({a}); {b} waits for one to finish."
+        )),
+        "{why}"
+    );
+    assert!(
+        why.contains("Next: The group would restart its Pod in place (repair action Restart), but 1 reason keeps it from doing so now:"),
+        "{why}"
+    );
+
+    let history = autoheal(&env, &["history", "sg/web"]);
+    let row = history
+        .lines()
+        .find(|l| l.contains(a.as_str()))
+        .unwrap_or_else(|| panic!("no row for {a}:\n{history}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[3..6], ["Restart", "1", "InProgress"], "{history}");
+    assert!(row.contains(" so far"), "{history}");
 }

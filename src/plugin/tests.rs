@@ -345,7 +345,7 @@ fn max_in_flight_reached() {
     assert_eq!(kinds(&b), vec![BlockerKind::MaxInFlight]);
     assert_eq!(
         sentence(&b, BlockerKind::MaxInFlight),
-        "maxInFlight reached: 1 of 1 replacement in flight (web-a); web-b waits for one to finish."
+        "maxInFlight reached: 1 of 1 repair in flight (web-a); web-b waits for one to finish."
     );
     let text = why_instance(&all[1], Some(&g), &all, &[], now());
     assert!(text.contains("  - maxInFlight reached"), "{text}");
@@ -612,4 +612,32 @@ fn healthy_instance_in_a_group_of_many_unhealthy_is_not_held_by_the_breaker() {
     assert!(!text.contains("Circuit breaker"), "{text}");
     let text = why_instance(&all[0], Some(&g), &all, &[], now());
     assert!(text.contains("  - Circuit breaker open (TooManyUnhealthy): 1 instance is Unhealthy (web-a), more than maxUnhealthy 0: nothing is replaced until at most 0 are Unhealthy."), "{text}");
+}
+
+#[test]
+fn escalation_and_restarts_in_flight() {
+    let actions = json!({ "repair": { "actions": [{ "action": "Restart", "timeoutSeconds": 30 }, { "action": "Replace" }] } });
+    let g = group(
+        actions.clone(),
+        json!({ "remediations": [{ "instance": "web-a", "action": "Restart", "step": 0, "reason": "probe: HTTP 503",
+            "started": "2026-12-01T11:50:00Z", "finished": "2026-12-01T11:52:00Z", "outcome": "Escalated" }] }),
+    );
+    let i = sick("web-a");
+    let text = why_instance(&i, Some(&g), std::slice::from_ref(&i), &[], now());
+    assert!(text.contains("Next: The group replaces it (terminates it and launches a new Instance), step 2 of spec.repair.actions after the previous one left it Unhealthy at its next reconcile."), "{text}");
+
+    let g = group(
+        actions,
+        json!({ "remediations": [{ "instance": "web-a", "action": "Restart", "step": 0, "reason": "probe: HTTP 503",
+            "started": "2026-12-01T11:59:00Z", "outcome": "InProgress" }] }),
+    );
+    let all = [sick("web-a"), sick("web-b")];
+    let text = why_instance(&all[0], Some(&g), &all, &[], now());
+    assert!(
+        text.contains("Next: Being repaired: Restart (step 1) started 1m ago (probe: HTTP 503)."),
+        "{text}"
+    );
+    let text = why_instance(&all[1], Some(&g), &all, &[], now());
+    assert!(text.contains("  - maxInFlight reached: 1 of 1 repair in flight (web-a); web-b waits for one to finish."), "{text}");
+    assert!(text.contains("Next: The group would restart its Pod in place (repair action Restart), but 1 reason keeps it"), "{text}");
 }

@@ -91,10 +91,22 @@ impl<'a> GroupFacts<'a> {
             .collect();
         candidates.sort();
         candidates.dedup();
-        let in_flight = in_flight_units(&views).into_iter().collect();
+        let status = group.status.clone().unwrap_or_default();
+        // Replacements in flight, and restarts in flight (they count against maxInFlight too).
+        let mut in_flight = in_flight_units(&views);
+        in_flight.extend(
+            status
+                .remediations
+                .iter()
+                .filter(|r| {
+                    r.outcome == RemediationOutcome::InProgress && r.action == RepairAction::Restart
+                })
+                .map(|r| r.instance.clone()),
+        );
+        let in_flight = in_flight.into_iter().collect();
         Self {
             group,
-            status: group.status.clone().unwrap_or_default(),
+            status,
             name: group.metadata.name.clone().unwrap_or_default(),
             paused: annotations::paused(&group.metadata.annotations.clone().unwrap_or_default())
                 .unwrap_or(false),
@@ -109,14 +121,21 @@ impl<'a> GroupFacts<'a> {
         find(&self.status.conditions, type_)
     }
 
-    /// The repair action the group takes first.
-    fn first_action(&self) -> RepairAction {
-        self.group
-            .spec
-            .repair
-            .actions
-            .first()
-            .map_or(RepairAction::Replace, |a| a.action)
+    /// The repair action an Unhealthy Instance gets next, and its index in `repair.actions`:
+    /// the first, or the one after an escalated one (as the planner decides).
+    fn next_action(&self, instance: &str) -> (RepairAction, i32) {
+        let latest = self
+            .status
+            .remediations
+            .iter()
+            .find(|r| r.instance == instance);
+        let n = match latest {
+            Some(r) if r.outcome == RemediationOutcome::InProgress => r.step,
+            Some(r) if r.outcome == RemediationOutcome::Escalated => r.step.saturating_add(1),
+            _ => 0,
+        };
+        let (action, i, _) = crate::plan::repair::step(&self.group.spec.repair, n);
+        (action, i)
     }
 
     /// The group-wide blockers of repair, in the order the planner applies them.
@@ -238,7 +257,7 @@ impl<'a> GroupFacts<'a> {
             out.push(Blocker::new(
                 BlockerKind::MaxInFlight,
                 format!(
-                    "maxInFlight reached: {} of {} replacement{} in flight ({}); {} wait{} for one to finish.",
+                    "maxInFlight reached: {} of {} repair{} in flight ({}); {} wait{} for one to finish.",
                     self.in_flight.len(),
                     self.limits.max_in_flight,
                     if self.limits.max_in_flight == 1 { "" } else { "s" },
@@ -526,7 +545,16 @@ fn instance_next(
             _ => "Nothing to do: it is Healthy.".into(),
         };
     }
-    let (does, would) = match facts.first_action() {
+    let (action, index) = facts.next_action(&name);
+    let escalated = if index > 0 {
+        format!(
+            ", step {} of spec.repair.actions after the previous one left it Unhealthy",
+            index + 1
+        )
+    } else {
+        String::new()
+    };
+    let (does, would) = match action {
         RepairAction::Restart => (
             "restarts its Pod in place (repair action Restart)",
             "restart its Pod in place (repair action Restart)",
@@ -540,10 +568,10 @@ fn instance_next(
         if facts.in_flight.contains(&name) {
             return "Its replacement is in flight.".into();
         }
-        return format!("The group {does} at its next reconcile.");
+        return format!("The group {does}{escalated} at its next reconcile.");
     }
     format!(
-        "The group would {would}, but {} keep{} it from doing so now:",
+        "The group would {would}{escalated}, but {} keep{} it from doing so now:",
         plural(blockers.len(), "reason", "reasons"),
         if blockers.len() == 1 { "s" } else { "" }
     )
