@@ -644,3 +644,56 @@ async fn restart_in_progress_and_its_history() {
     assert_eq!(cells[3..6], ["Restart", "1", "InProgress"], "{history}");
     assert!(row.contains(" so far"), "{history}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_waits_at_a_checkpoint() {
+    let env = Env::new("plugin-refresh").await;
+    let _op = env.operator();
+    let group = GroupBuilder::new("web")
+        .desired(2)
+        .deregistration_delay(0)
+        .with_spec(|s| {
+            s.refresh.min_healthy_percentage = 50;
+            s.refresh.instance_warmup_seconds = Some(1);
+            s.refresh.checkpoints = vec![50];
+            s.refresh.checkpoint_delay_seconds = 600;
+        });
+    env.apply_group(&group.clone().build()).await;
+    env.wait_in_service("web", 2).await;
+    // A new template (another image): a refresh starts and holds at 50 % for 10 minutes.
+    let changed = group.with_spec(|s| {
+        s.template
+            .spec
+            .pod_template
+            .0
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0]
+            .image = Some("registry.example/web:2".into());
+    });
+    env.apply_group(&changed.build()).await;
+    let why = wait_says(&env, &["why", "sg/web"], "It waits at checkpoint").await;
+    let target = env
+        .group("web")
+        .await
+        .status
+        .unwrap()
+        .refresh
+        .unwrap()
+        .target_revision;
+    assert!(
+        why.contains(&format!(
+            "Refresh: to revision {target} is InProgress (50% complete, 1 to update)"
+        )),
+        "{why}"
+    );
+    assert!(
+        why.contains("  - It waits at checkpoint 50% until "),
+        "{why}"
+    );
+    assert!(
+        why.contains(" (in 10m).") || why.contains(" (in 9m"),
+        "{why}"
+    );
+}
