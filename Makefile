@@ -72,6 +72,12 @@ bench-replace: k8s-bins
 bench-refresh: k8s-bins
 	$(CARGO) bench --bench refresh
 
+## install-plugin: the kubectl plugin `kubectl autoheal` (binary kubectl-autoheal) into ~/.cargo/bin
+## (`make build` also builds it in target/debug; kubectl finds it on PATH)
+.PHONY: install-plugin
+install-plugin:
+	$(CARGO) install --locked --path . --bin kubectl-autoheal
+
 fmt:
 	$(CARGO) fmt --all
 

@@ -97,7 +97,7 @@ cat <<EOF
 The group is live. In another terminal:
 
   export KUBECONFIG=$KUBECONFIG
-  export PATH=$BIN_DIR:\$PATH
+  export PATH=$BIN_DIR:$ROOT/target/debug:\$PATH     # kubectl, and the kubectl-autoheal plugin
 
   kubectl get inst -w                                # watch this one while the group heals
 
@@ -111,6 +111,9 @@ The group is live. In another terminal:
   kubectl scale sg/web --replicas=5                  # scale out / in (watch Terminating → ... → Terminated)
   kubectl annotate inst <name> autoheal.dev/health=Unhealthy autoheal.dev/respect-grace-period=false
   kubectl delete inst <name>                         # terminate one: drained, then replaced
+  kubectl autoheal why inst/<name>                   # its verdict, evidence, and what the group does next
+  kubectl autoheal why sg/web                        # why the group is (not) Ready, what holds repairs
+  kubectl autoheal history sg/web                    # the repairs so far
   curl -s http://${ADMIN:-127.0.0.1:8080}/metrics | grep ^autoheal_
 
 Metrics: http://${ADMIN:-127.0.0.1:8080}/metrics

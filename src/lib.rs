@@ -11,4 +11,5 @@ pub mod clock;
 pub mod controller;
 pub mod health;
 pub mod plan;
+pub mod plugin;
 pub mod telemetry;
