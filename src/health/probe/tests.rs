@@ -144,12 +144,11 @@ async fn failure_classes_are_kept_apart() {
                 probe: http_probe(addr503.port(), "/"),
             }),
         );
-        // refused: a port nobody listens on
-        let free = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        // refused: a port bound (so that no other listener gets it meanwhile) but never
+        // listened on
+        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let free = reserved.local_addr().unwrap();
         engine.set_target(
             &key("refused"),
             Some(ProbeTarget {
