@@ -27,7 +27,7 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use support::*;
 use testkit::wait_for;
@@ -473,52 +473,42 @@ async fn failures_spread_over_ready_nodes_beyond_max_unhealthy_replace_nothing()
 async fn a_mass_failure_is_seen_as_one_ten_times_out_of_ten() {
     let env = Env::with_nodes("brk-mass", 2, &["a", "b"]).await;
     let _op = env.operator();
-    for run in 0..10 {
-        let name = format!("mass-{run}");
-        env.apply_group(&group(&name, 4, IntOrString::Int(1))).await;
-        let before = wait_all_ok(&env, &name, 4).await;
-        let names = names_of(&before);
-        let observer = Observer::start(&env, &name, 4).await;
+    // Ten independent runs, at once (each group's failure arrives within its own second).
+    futures::future::join_all((0..10).map(|run| one_mass_failure(&env, run))).await;
+}
 
-        annotate_all_pods(&env, &name, "fail").await;
-        let c = wait_condition_while(
-            &env,
-            &name,
-            "False/TooManyUnhealthy naming all 4",
-            |c| {
-                c.status == "False"
-                    && c.reason == reason::TOO_MANY_UNHEALTHY
-                    && c.message.starts_with("4 instances are Unhealthy (")
-            },
-            || observer.assert_untouched(&names),
-        )
-        .await;
-        assert_grouped_by_node_and_zone(&c.message, &before);
-        assert!(
-            c.message.contains("more than maxUnhealthy 1"),
-            "run {run}: {}",
-            c.message
-        );
-        // The verdicts are all in; nothing was terminated on the way, nor afterwards.
-        observer
-            .assert_nothing_replaced(&names, Duration::from_secs(3))
-            .await;
-        let all = env.group_instances(&name).await;
-        assert!(all.iter().all(unhealthy), "run {run}: {all:?}");
-        drop(observer);
+/// One run: a group of 4 with `maxUnhealthy: 1`, all its Pods failing at once.
+async fn one_mass_failure(env: &Env, run: usize) {
+    let name = format!("mass-{run}");
+    env.apply_group(&group(&name, 4, IntOrString::Int(1))).await;
+    let before = wait_all_ok(env, &name, 4).await;
+    let names = names_of(&before);
+    let observer = Observer::start(env, &name, 4).await;
 
-        env.groups()
-            .delete(&name, &DeleteParams::default())
-            .await
-            .unwrap();
-        wait_for(&format!("{name} gone"), TIMEOUT, || async {
-            env.groups()
-                .get_opt(&name)
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        })
+    annotate_all_pods(env, &name, "fail").await;
+    let c = wait_condition_while(
+        env,
+        &name,
+        "False/TooManyUnhealthy naming all 4",
+        |c| {
+            c.status == "False"
+                && c.reason == reason::TOO_MANY_UNHEALTHY
+                && c.message.starts_with("4 instances are Unhealthy (")
+        },
+        || observer.assert_untouched(&names),
+    )
+    .await;
+    assert_grouped_by_node_and_zone(&c.message, &before);
+    assert!(
+        c.message.contains("more than maxUnhealthy 1"),
+        "run {run}: {}",
+        c.message
+    );
+    // The verdicts are all in; nothing was terminated on the way, nor afterwards.
+    observer
+        .assert_nothing_replaced(&names, Duration::from_secs(3))
         .await;
-    }
+    let all = env.group_instances(&name).await;
+    assert!(all.iter().all(unhealthy), "run {run}: {all:?}");
+    drop(observer);
 }
