@@ -275,7 +275,7 @@ fn judge_replace(
 /// replace another that is still there), or one outside InService and Pending, is replaced
 /// (restarting it would not help, or its state cannot take a restart); after an `Escalated`
 /// remediation of the same Unhealthy spell, the next action follows; else the first.
-fn next_action(
+pub fn next_action(
     repair: &Repair,
     index: &Index<'_>,
     i: &InstanceView,

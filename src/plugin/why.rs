@@ -121,21 +121,27 @@ impl<'a> GroupFacts<'a> {
         find(&self.status.conditions, type_)
     }
 
-    /// The repair action an Unhealthy Instance gets next, and its index in `repair.actions`:
-    /// the first, or the one after an escalated one (as the planner decides).
+    /// The repair action an Unhealthy Instance gets next, and its index in `repair.actions`,
+    /// as the planner decides it ([`crate::plan::repair::next_action`]).
     fn next_action(&self, instance: &str) -> (RepairAction, i32) {
-        let latest = self
-            .status
-            .remediations
-            .iter()
-            .find(|r| r.instance == instance);
-        let n = match latest {
-            Some(r) if r.outcome == RemediationOutcome::InProgress => r.step,
-            Some(r) if r.outcome == RemediationOutcome::Escalated => r.step.saturating_add(1),
-            _ => 0,
+        let index = crate::plan::replacement::by_name(&self.views);
+        let Some(view) = index.get(instance) else {
+            return (RepairAction::Replace, 0);
         };
-        let (action, i, _) = crate::plan::repair::step(&self.group.spec.repair, n);
-        (action, i)
+        let spec = &self.group.spec;
+        let seconds = |s: i32| k8s_openapi::jiff::SignedDuration::from_secs(i64::from(s.max(0)));
+        let clocks = crate::plan::repair::Clocks {
+            grace: seconds(spec.health_check.grace_period_seconds),
+            startup_timeout: seconds(spec.health_check.startup_timeout_seconds),
+            restart_possible: self.limits.terminate_then_launch_room > 0,
+        };
+        crate::plan::repair::next_action(
+            &spec.repair,
+            &index,
+            view,
+            &self.status.remediations,
+            clocks,
+        )
     }
 
     /// The group-wide blockers of repair, in the order the planner applies them.
