@@ -251,7 +251,7 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
 
 /// How long a starting Instance's observation-only status change may wait for the next
 /// write (see [`observations_only`]).
-pub const OBSERVATION_DELAY: Duration = Duration::from_secs(1);
+pub const OBSERVATION_DELAY: Duration = Duration::from_secs(3);
 
 /// Whether `status` differs from `stored` only in what is observed of a starting Instance
 /// (Pending or Pending:Wait, staying there): its Pod's Node, zone and address, and the
