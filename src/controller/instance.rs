@@ -193,10 +193,27 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
     }
     let reference = inst.object_ref(&());
     // A state entry names the Pod action it brings (one Event, not two).
-    let announced = step
-        .action
-        .filter(|_| step.notes.iter().any(|n| matches!(n, Note::Entered { .. })));
-    report_notes(ctx, &key, &reference, &step.notes, announced).await;
+    let enters = step.notes.iter().any(|n| matches!(n, Note::Entered { .. }));
+    let announced = step.action.filter(|_| enters);
+    // ...and the health change that comes with it, when it is a plain Normal one (a launch
+    // going in service: Initializing → OK); Healthy, Unhealthy and warnings stay their own.
+    let (told, health_events): (Vec<HealthEvent>, Vec<HealthEvent>) = health_events
+        .into_iter()
+        .partition(|e| enters && !e.warning && e.reason == "HealthChanged");
+    let health_phrase = told
+        .iter()
+        .map(|e| format!("health {}", e.note))
+        .collect::<Vec<_>>()
+        .join("; ");
+    report_notes(
+        ctx,
+        &key,
+        &reference,
+        &step.notes,
+        announced,
+        &health_phrase,
+    )
+    .await;
     report_health(ctx, &reference, &health_events).await;
 
     // ...then act.
@@ -610,17 +627,19 @@ async fn report_health(
 }
 
 /// Reports the state machine's notes as Events (a state entry with the Pod action it brings,
-/// `announced`); its annotation warnings (hook completions the health evaluator does not read)
-/// once per value.
+/// `announced`, and the health change that came with it, `health`); its annotation warnings
+/// (hook completions the health evaluator does not read) once per value.
 async fn report_notes(
     ctx: &Context,
     key: &Key,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
     notes: &[Note],
     announced: Option<PodAction>,
+    health: &str,
 ) {
     let mut warnings: Vec<String> = Vec::new();
     let mut action = announced.and_then(|a| action_phrase(a, &key.1));
+    let mut health = Some(health).filter(|h| !h.is_empty());
     for note in notes {
         match note {
             Note::Entered { state, reason } => {
@@ -628,6 +647,9 @@ async fn report_notes(
                 let r = format!("Entered{}", state.as_str().replace(':', ""));
                 let mut text = format!("entered {state} ({reason})");
                 if let Some(phrase) = action.take() {
+                    text = format!("{text}; {phrase}");
+                }
+                if let Some(phrase) = health.take() {
                     text = format!("{text}; {phrase}");
                 }
                 ctx.events.normal(reference, &r, "Lifecycle", text).await;

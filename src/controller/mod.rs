@@ -234,14 +234,6 @@ where
     }
 }
 
-/// [`INSTANCE_WORKERS`], or (experiments) `AUTOHEAL_EXPERIMENT_INSTANCE_WORKERS` (0: no bound).
-fn instance_workers() -> u16 {
-    std::env::var("AUTOHEAL_EXPERIMENT_INSTANCE_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(INSTANCE_WORKERS)
-}
-
 fn take<K>(triggers: &mut Vec<streams::Trigger<K>>) -> streams::Trigger<K> {
     triggers.pop().expect("one trigger per subscriber")
 }
@@ -433,7 +425,7 @@ async fn run_controllers(
         .map(|(ns, name)| ObjectRef::<Instance>::new(&name).within(&ns));
     let instance_controller =
         Controller::for_stream(take(&mut instance_triggers), instances.clone())
-            .with_config(controller_config.concurrency(instance_workers()))
+            .with_config(controller_config.concurrency(INSTANCE_WORKERS))
             .owns_stream(take(&mut pod_triggers))
             .watches_stream(group_changes, move |g: ScalingGroup| {
                 instance::instances_of_group(&group_ctx, &g)
