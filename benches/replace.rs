@@ -917,8 +917,12 @@ struct Profile {
 
 /// Mean per run, by scenario: CPU time and the API server's time by request kind.
 fn profile_table(profiles: &[Profile]) -> String {
-    let mut labels: Vec<&str> = profiles.iter().map(|p| p.label).collect();
-    labels.dedup();
+    let mut labels: Vec<&str> = Vec::new();
+    for p in profiles {
+        if !labels.contains(&p.label) {
+            labels.push(p.label);
+        }
+    }
     let mut out = String::from(
         "| scenario | wall (s) | machine CPU busy (s, of 2×wall) | kube-apiserver CPU (s) | operator CPU (s) | API server time by request: seconds (requests), top 8 |\n|---|---:|---:|---:|---:|---|\n",
     );
