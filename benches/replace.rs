@@ -376,6 +376,8 @@ struct Bench {
     next_prefix: u8,
     /// Timed windows (label, namespace, from, to) whose API writes are counted at the end.
     windows: Mutex<Vec<(&'static str, String, jiff::Timestamp, jiff::Timestamp)>>,
+    /// CPU and API server time of the scale-up windows.
+    profiles: Mutex<Vec<Profile>>,
 }
 
 /// A namespace with podsim running in it; cleaned up (forcibly) by [`Bench::cleanup`].
@@ -474,6 +476,21 @@ impl Bench {
             .lock()
             .unwrap()
             .push((label, ns.to_string(), from, jiff::Timestamp::now()));
+    }
+
+    async fn profile(
+        &self,
+        label: &'static str,
+        wall: Duration,
+        before: &Counters,
+        operator: Option<u32>,
+    ) {
+        let after = counters(&self.client, operator).await;
+        self.profiles.lock().unwrap().push(Profile {
+            label,
+            wall: wall.as_secs_f64(),
+            delta: counters_delta(before, &after),
+        });
     }
 
     fn operator(&self, ns: &str) -> Operator {
@@ -668,6 +685,7 @@ async fn rs_scale(b: &mut Bench, n: usize) -> Result<Duration, String> {
         .await
         .map_err(|_| "RS never observed".to_string())?
         .map_err(|e| e.to_string())?;
+        let before = counters(&b.client, None).await;
         let wall = jiff::Timestamp::now();
         let t0 = Instant::now();
         rs.patch(
@@ -682,6 +700,7 @@ async fn rs_scale(b: &mut Bench, n: usize) -> Result<Duration, String> {
         })
         .await?;
         b.window("RS scale 0 → 300", &w.ns, wall);
+        b.profile("RS scale 0 → 300", t1 - t0, &before, None).await;
         Ok(t1 - t0)
     }
     .await;
@@ -720,6 +739,7 @@ async fn sg_scale(b: &mut Bench, n: usize) -> Result<Duration, String> {
         .await
         .map_err(|_| "SG never observed".to_string())?
         .map_err(|e| e.to_string())?;
+        let before = counters(&b.client, Some(op.child.id())).await;
         let wall = jiff::Timestamp::now();
         let t0 = Instant::now();
         groups
@@ -748,6 +768,8 @@ async fn sg_scale(b: &mut Bench, n: usize) -> Result<Duration, String> {
         })
         .await?;
         b.window("SG scale 0 → 300", &w.ns, wall);
+        b.profile("SG scale 0 → 300", t1 - t0, &before, Some(op.child.id()))
+            .await;
         Ok(t1 - t0)
     }
     .await;
@@ -755,6 +777,189 @@ async fn sg_scale(b: &mut Bench, n: usize) -> Result<Duration, String> {
     drop(insts);
     b.cleanup(w).await;
     result
+}
+
+// ---- profile: where the CPU and the API server's time go ------------------------------------
+
+/// A snapshot of the API server's own counters (its `/metrics`) and of CPU time.
+#[derive(Clone, Default)]
+struct Counters {
+    /// (verb resource[/subresource]) -> (seconds spent answering, requests), all callers.
+    requests: BTreeMap<String, (f64, f64)>,
+    /// etcd operation (type) -> seconds spent waiting for etcd.
+    etcd: BTreeMap<String, f64>,
+    apiserver_cpu: f64,
+    /// Machine-wide busy CPU seconds (all cores, /proc/stat).
+    machine_busy: f64,
+    /// CPU seconds of the operator process, when there is one.
+    operator_cpu: f64,
+}
+
+fn metric_labels(line: &str) -> BTreeMap<&str, &str> {
+    let inner = line
+        .split_once('{')
+        .and_then(|(_, r)| r.split_once('}'))
+        .map_or("", |(l, _)| l);
+    inner
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k, v.trim_matches('"')))
+        .collect()
+}
+
+fn metric_value(line: &str) -> f64 {
+    line.rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn proc_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime, stime are fields 14 and 15 of /proc/PID/stat (11 and 12 after the name).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn machine_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: f64 = cpu.iter().sum();
+    let idle = cpu.get(3).copied().unwrap_or(0.0) + cpu.get(4).copied().unwrap_or(0.0);
+    (total - idle) / 100.0
+}
+
+async fn counters(client: &Client, operator: Option<u32>) -> Counters {
+    let mut c = Counters {
+        machine_busy: machine_busy(),
+        operator_cpu: operator.map_or(0.0, proc_cpu),
+        ..Counters::default()
+    };
+    let request = hyper::Request::get("/metrics").body(Vec::new()).unwrap();
+    let Ok(text) = client.request_text(request).await else {
+        return c;
+    };
+    for line in text.lines() {
+        if line.starts_with("apiserver_request_duration_seconds_sum{")
+            || line.starts_with("apiserver_request_duration_seconds_count{")
+        {
+            let l = metric_labels(line);
+            let resource = match l.get("subresource").copied().unwrap_or("") {
+                "" => l.get("resource").copied().unwrap_or("").to_string(),
+                sub => format!("{}/{sub}", l.get("resource").copied().unwrap_or("")),
+            };
+            let key = format!("{} {resource}", l.get("verb").copied().unwrap_or(""));
+            let e = c.requests.entry(key).or_default();
+            if line.starts_with("apiserver_request_duration_seconds_sum") {
+                e.0 += metric_value(line);
+            } else {
+                e.1 += metric_value(line);
+            }
+        } else if line.starts_with("etcd_request_duration_seconds_sum{") {
+            let l = metric_labels(line);
+            let key = format!(
+                "{} {}",
+                l.get("operation").copied().unwrap_or(""),
+                l.get("type").copied().unwrap_or("")
+            );
+            *c.etcd.entry(key).or_default() += metric_value(line);
+        } else if line.starts_with("process_cpu_seconds_total ") {
+            c.apiserver_cpu = metric_value(line);
+        }
+    }
+    c
+}
+
+/// What happened between two snapshots.
+fn counters_delta(a: &Counters, b: &Counters) -> Counters {
+    Counters {
+        requests: b
+            .requests
+            .iter()
+            .map(|(k, (s, n))| {
+                let (s0, n0) = a.requests.get(k).copied().unwrap_or_default();
+                (k.clone(), (s - s0, n - n0))
+            })
+            .filter(|(_, (_, n))| *n > 0.0)
+            .collect(),
+        etcd: b
+            .etcd
+            .iter()
+            .map(|(k, s)| (k.clone(), s - a.etcd.get(k).copied().unwrap_or_default()))
+            .filter(|(_, s)| *s > 0.0)
+            .collect(),
+        apiserver_cpu: b.apiserver_cpu - a.apiserver_cpu,
+        machine_busy: b.machine_busy - a.machine_busy,
+        operator_cpu: b.operator_cpu - a.operator_cpu,
+    }
+}
+
+/// One profiled timed window: its label, its length and the counters' deltas.
+struct Profile {
+    label: &'static str,
+    wall: f64,
+    delta: Counters,
+}
+
+/// Mean per run, by scenario: CPU time and the API server's time by request kind.
+fn profile_table(profiles: &[Profile]) -> String {
+    let mut labels: Vec<&str> = Vec::new();
+    for p in profiles {
+        if !labels.contains(&p.label) {
+            labels.push(p.label);
+        }
+    }
+    let mut out = String::from(
+        "| scenario | wall (s) | machine CPU busy (s, of 2×wall) | kube-apiserver CPU (s) | operator CPU (s) | API server time by request: seconds (requests), top 8 |\n|---|---:|---:|---:|---:|---|\n",
+    );
+    for label in labels {
+        let ps: Vec<&Profile> = profiles.iter().filter(|p| p.label == label).collect();
+        let n = ps.len() as f64;
+        let mean = |f: &dyn Fn(&Profile) -> f64| ps.iter().map(|p| f(p)).sum::<f64>() / n;
+        let mut requests: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        for p in &ps {
+            for (k, (s, c)) in &p.delta.requests {
+                // Long-running watches are not work.
+                if k.starts_with("WATCH") || k.starts_with("CONNECT") {
+                    continue;
+                }
+                let e = requests.entry(k.clone()).or_default();
+                e.0 += s / n;
+                e.1 += c / n;
+            }
+        }
+        let mut top: Vec<(String, (f64, f64))> = requests.into_iter().collect();
+        top.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+        let detail: Vec<String> = top
+            .iter()
+            .take(8)
+            .map(|(k, (s, c))| format!("{k} {s:.1} ({c:.0})"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {label} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            mean(&|p| p.wall),
+            mean(&|p| p.delta.machine_busy),
+            mean(&|p| p.delta.apiserver_cpu),
+            mean(&|p| p.delta.operator_cpu),
+            detail.join(", ")
+        );
+    }
+    out
 }
 
 // ---- setup ---------------------------------------------------------------------------------
@@ -866,7 +1071,7 @@ fn table(rows: &[Row]) -> String {
         "| scenario | RS median (s) | SG median (s) | SG/RS | RS runs (s) | SG runs (s) |\n",
     );
     out.push_str("|---|---:|---:|---:|---|---|\n");
-    for r in rows {
+    for r in rows.iter().filter(|r| !r.rs.is_empty() || !r.sg.is_empty()) {
         let (rm, sm) = (median(&r.rs), median(&r.sg));
         let f = |m: Option<f64>| m.map_or("fail".into(), |m| format!("{m:.3}"));
         let ratio = match (rm, sm) {
@@ -1017,6 +1222,11 @@ fn writes_table(b: &Bench) -> String {
 fn main() {
     let mut runs = 3usize;
     let args: Vec<String> = std::env::args().collect();
+    // `--only lose` / `--only scale`: one scenario (a quicker look; still writes the report).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
     if let Some(i) = args.iter().position(|a| a == "--runs") {
         runs = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(3);
     }
@@ -1025,10 +1235,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap()
-        .block_on(run(runs));
+        .block_on(run(runs, only.as_deref()));
 }
 
-async fn run(runs: usize) {
+async fn run(runs: usize, only: Option<&str>) {
     let operator_bin = PathBuf::from(env!("CARGO_BIN_EXE_autoheal"));
     eprintln!("bench-replace: operator {}", operator_bin.display());
     let cp = ControlPlane::start()
@@ -1045,6 +1255,7 @@ async fn run(runs: usize) {
         dir: dir.clone(),
         next_prefix: 99,
         windows: Mutex::new(Vec::new()),
+        profiles: Mutex::new(Vec::new()),
     };
     let mut lose = Row {
         scenario: "lose 10 of 100",
@@ -1057,7 +1268,7 @@ async fn run(runs: usize) {
         sg: vec![],
     };
     let mut trace = None;
-    for run in 1..=runs {
+    for run in (1..=runs).filter(|_| only.is_none_or(|o| o == "lose")) {
         let r = rs_lose(&mut b, 100, 10).await;
         eprintln!("lose 10 of 100, run {run}: RS {}", secs(&r));
         lose.rs.push(r);
@@ -1071,7 +1282,7 @@ async fn run(runs: usize) {
             trace = t.map(|t| step_trace(&t));
         }
     }
-    for run in 1..=runs {
+    for run in (1..=runs).filter(|_| only.is_none_or(|o| o == "scale")) {
         let r = rs_scale(&mut b, 300).await;
         eprintln!("scale 0 → 300, run {run}: RS {}", secs(&r));
         scale.rs.push(r);
@@ -1113,6 +1324,8 @@ async fn run(runs: usize) {
     md.push_str(&table(&rows));
     md.push_str("\n## API writes inside the timed window\n\nFrom the apiserver's audit log, mean per run; `podsim + bench` is podsim's bindings, status writes and final deletes, plus the bench's own deletes / scale request.\n\n");
     md.push_str(&writes_table(&b));
+    md.push_str("\n## Where the CPU goes: scale 0 → 300\n\nMean per run, inside the timed window: CPU seconds (the machine's, all processes; kube-apiserver's from its `process_cpu_seconds_total`; the operator's from /proc), and the API server's time answering each kind of request (`apiserver_request_duration_seconds`, every caller, watches left out).\n\n");
+    md.push_str(&profile_table(&b.profiles.lock().unwrap()));
     if let Some(t) = &trace {
         md.push_str(
             "\n## Where the time goes: one ScalingGroup replacement (lose 10 of 100, run 1)\n\n",

@@ -89,6 +89,10 @@ pub struct Context {
     pub expectations: Expectations,
     /// Warnings already reported, so each is reported once per process.
     pub reported: Reported,
+    /// When each group's status was last written (paces observation-only writes).
+    pub group_writes: Pacer,
+    /// Since when each Instance has had an observation-only status change left unwritten.
+    pub instance_observations: Pacer,
 }
 
 impl Context {
@@ -124,6 +128,8 @@ impl Context {
             settings,
             expectations: Expectations::default(),
             reported: Reported::default(),
+            group_writes: Pacer::default(),
+            instance_observations: Pacer::default(),
         }
     }
 
@@ -708,6 +714,48 @@ impl Expectations {
             return true;
         }
         false
+    }
+}
+
+/// One moment per object, in memory only (a restarted operator starts with none, so its first
+/// reconcile of an object writes whatever is due): the reconcilers use it to pace status
+/// writes that only carry observations.
+#[derive(Default)]
+pub struct Pacer {
+    inner: Mutex<HashMap<Key, Instant>>,
+}
+
+impl Pacer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Instant>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `at` for `key` (replacing what was there).
+    pub fn set(&self, key: &Key, at: Instant) {
+        self.lock().insert(key.clone(), at);
+    }
+
+    /// The moment recorded for `key`, recording `at` first when there is none.
+    pub fn get_or_set(&self, key: &Key, at: Instant) -> Instant {
+        *self.lock().entry(key.clone()).or_insert(at)
+    }
+
+    /// The moment recorded for `key`.
+    pub fn get(&self, key: &Key) -> Option<Instant> {
+        self.lock().get(key).copied()
+    }
+
+    /// Forgets `key`.
+    pub fn forget(&self, key: &Key) {
+        self.lock().remove(key);
+    }
+
+    /// How long from `now` until `interval` has passed since the moment of `key`: `None` when
+    /// it has (or nothing is recorded).
+    pub fn wait(&self, key: &Key, interval: Duration, now: Instant) -> Option<Duration> {
+        let since = self.get(key)?;
+        let due = since + interval;
+        (due > now).then(|| due - now)
     }
 }
 

@@ -12,6 +12,13 @@
 //! [`SERIES_TTL`] bumps the `series` of the first instead of creating another. The note is
 //! part of that key (as in client-go): kube's own `Recorder` leaves it out, which folds, say,
 //! a second health transition with new evidence into the first Event and loses its note.
+//!
+//! Similar Events (same object, type, reason and action, any note) are aggregated as
+//! client-go's `EventCorrelator` does: the first [`MAX_SIMILAR`] distinct notes within
+//! [`SERIES_TTL`] are Events of their own; later ones count in the series of one Event whose
+//! note starts with [`AGGREGATE_PREFIX`] (a scale-up of 300 makes a dozen "Launched" Events
+//! on the group, not 300). A series bump waits [`SERIES_PATCH_DELAY`] before it is written,
+//! and the bumps that come meanwhile go with it (one patch, the latest count).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,6 +51,16 @@ pub const MAX_WRITES_IN_FLIGHT: usize = 4;
 /// How many Events wait in the queue before publishing waits for room.
 const QUEUE_CAPACITY: usize = 4096;
 
+/// How many similar Events (see the module doc) with distinct notes are published as Events
+/// of their own before the next ones are aggregated (client-go's `maxEvents`).
+pub const MAX_SIMILAR: usize = 10;
+
+/// The start of an aggregated Event's note (as client-go's).
+pub const AGGREGATE_PREFIX: &str = "(combined from similar events): ";
+
+/// How long a series bump waits before it is written, to take the bumps that follow with it.
+pub const SERIES_PATCH_DELAY: Duration = Duration::from_millis(500);
+
 /// What makes two Events the same one, repeated.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SeriesKey {
@@ -61,9 +78,40 @@ struct SeriesKey {
 #[derive(Default)]
 struct Series {
     published: HashMap<SeriesKey, Event>,
+    /// Similar Events (their key with an empty note): the distinct notes seen, and when the
+    /// first of them was.
+    similar: HashMap<SeriesKey, (Timestamp, std::collections::HashSet<String>)>,
 }
 
 impl Series {
+    /// The key and note to publish `key`'s Event under: its own, or once [`MAX_SIMILAR`]
+    /// similar Events with other notes were published within [`SERIES_TTL`], the aggregate
+    /// Event's (whose key has the note [`AGGREGATE_PREFIX`]).
+    fn aggregate(&mut self, key: SeriesKey, now: Timestamp) -> (SeriesKey, String) {
+        if self.published.contains_key(&key) {
+            // A repeat counts in its own series.
+            let note = key.note.clone();
+            return (key, note);
+        }
+        let mut similar = key.clone();
+        similar.note = String::new();
+        self.similar
+            .retain(|_, (first, _)| *first + SERIES_TTL > now);
+        let (_, notes) = self
+            .similar
+            .entry(similar.clone())
+            .or_insert_with(|| (now, Default::default()));
+        if notes.len() < MAX_SIMILAR || notes.contains(&key.note) {
+            notes.insert(key.note.clone());
+            let note = key.note.clone();
+            return (key, note);
+        }
+        let note = truncate(format!("{AGGREGATE_PREFIX}{}", key.note));
+        let mut aggregate = similar;
+        aggregate.note = AGGREGATE_PREFIX.into();
+        (aggregate, note)
+    }
+
     /// The Event to write for `key` at `now`: the cached one with its series bumped, or
     /// `fresh()`. Forgets Events last seen more than [`SERIES_TTL`] ago.
     fn next(&mut self, key: &SeriesKey, now: Timestamp, fresh: impl FnOnce() -> Event) -> Event {
@@ -111,6 +159,8 @@ pub struct EventSink {
     series: Arc<Mutex<Series>>,
     queue: mpsc::Sender<Write>,
     pending: Arc<Pending>,
+    /// Series bumps waiting [`SERIES_PATCH_DELAY`] to be queued, the latest per Event.
+    bumps: Arc<Mutex<HashMap<SeriesKey, Event>>>,
 }
 
 /// Events queued or being written, and a wake-up for [`EventSink::flush`].
@@ -148,6 +198,7 @@ impl EventSink {
             series,
             queue,
             pending,
+            bumps: Arc::default(),
         }
     }
 
@@ -200,6 +251,7 @@ impl EventSink {
         note: String,
     ) {
         let note = truncate(note);
+        let now = self.clock.now();
         let key = SeriesKey {
             namespace: regarding.namespace.clone(),
             kind: regarding.kind.clone(),
@@ -210,9 +262,9 @@ impl EventSink {
             action: action.into(),
             note: note.clone(),
         };
-        let now = self.clock.now();
         let event = {
             let mut series = self.lock();
+            let (key, note) = series.aggregate(key, now);
             let event = series.next(&key, now, || Event {
                 action: Some(action.into()),
                 reason: Some(reason.into()),
@@ -236,13 +288,45 @@ impl EventSink {
             // Remembered before it is written, so a repeat published meanwhile counts in its
             // series; a failed write forgets it again.
             series.remember(key.clone(), event.clone());
-            event
+            (key, event)
         };
+        let (key, event) = event;
+        if event.series.is_some() {
+            self.bump(key, event);
+            return;
+        }
         self.pending.count.fetch_add(1, Ordering::AcqRel);
         if self.queue.send(Write { key, event }).await.is_err() {
             self.pending.done();
             tracing::warn!(reason, "could not publish Event: the writer has stopped");
         }
+    }
+
+    /// Queues a series bump after [`SERIES_PATCH_DELAY`], with the bumps of the same Event
+    /// that come meanwhile (only the latest is written).
+    fn bump(&self, key: SeriesKey, event: Event) {
+        let first = {
+            let mut bumps = self.bumps.lock().unwrap_or_else(|e| e.into_inner());
+            bumps.insert(key.clone(), event).is_none()
+        };
+        if !first {
+            return;
+        }
+        self.pending.count.fetch_add(1, Ordering::AcqRel);
+        let bumps = self.bumps.clone();
+        let queue = self.queue.clone();
+        let pending = self.pending.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(SERIES_PATCH_DELAY).await;
+            let event = bumps.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            let Some(event) = event else {
+                pending.done();
+                return;
+            };
+            if queue.send(Write { key, event }).await.is_err() {
+                pending.done();
+            }
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Series> {
@@ -357,6 +441,41 @@ mod tests {
         let e = s.next(&b, t1, || fresh("b", t1));
         assert_eq!(count(&e), 1, "same reason, new note: a new Event");
         assert_eq!(e.note.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn similar_events_past_max_similar_count_in_one_aggregate() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut s = Series::default();
+        let mut publish = |note: &str| {
+            let (k, note) = s.aggregate(key("Launched", note), t0);
+            let e = s.next(&k, t0, || fresh(&note, t0));
+            s.remember(k.clone(), e.clone());
+            (k, e)
+        };
+        for n in 0..MAX_SIMILAR {
+            let (k, e) = publish(&format!("launched Instance web-{n}"));
+            assert_eq!(k.note, format!("launched Instance web-{n}"));
+            assert_eq!(count(&e), 1);
+        }
+        let (k, e) = publish("launched Instance web-a");
+        assert_eq!(k.note, AGGREGATE_PREFIX);
+        assert_eq!(
+            e.note.as_deref(),
+            Some("(combined from similar events): launched Instance web-a")
+        );
+        assert_eq!(count(&e), 1);
+        let (k2, e) = publish("launched Instance web-b");
+        assert_eq!(k2, k);
+        assert_eq!(
+            count(&e),
+            2,
+            "the next one counts in the aggregate's series"
+        );
+        // A repeat of one of the first is still its own series.
+        let (k, e) = publish("launched Instance web-0");
+        assert_eq!(k.note, "launched Instance web-0");
+        assert_eq!(count(&e), 2);
     }
 
     #[test]

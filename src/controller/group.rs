@@ -45,6 +45,10 @@ use super::instance::finalizer_patch;
 /// The controller name in metrics and logs.
 pub const CONTROLLER: &str = "scalinggroup";
 
+/// The least time between two status writes of a group that only carry observations (see
+/// [`group_plan::observations_only`]); a write with a decision in it is never held back.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Reconciles one ScalingGroup.
 pub async fn reconcile(obj: Arc<ScalingGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key: Key = (obj.namespace().unwrap_or_default(), obj.name_any());
@@ -146,8 +150,37 @@ async fn reconcile_inner(
     }
     // Record first (the replacement memory and the conditions; counts come from the store's
     // view and catch up on the next reconcile)...
+    let mut paced = None;
     if plan.status_changed {
-        apply_status(&ctx.client, &ctx.fresh_groups, group.as_ref(), &plan.status).await?;
+        // A change that only carries observations (counts, `instances[]`, condition messages)
+        // while nothing is decided waits for the pace of STATUS_INTERVAL: a scale-up of 300
+        // would otherwise rewrite a 300-entry list on every Instance step. The requeue below
+        // writes it once the interval is over (or a change with a decision writes it sooner).
+        let stored = group.status.clone().unwrap_or_default();
+        let decides = !plan.actions.is_empty()
+            || plan.deleting
+            || plan
+                .replacement
+                .as_ref()
+                .is_some_and(|r| !r.events.is_empty())
+            || !plan.refresh_events.is_empty()
+            || plan.limit_event.is_some()
+            || !group_plan::observations_only(&stored, &plan.status);
+        paced = if decides {
+            None
+        } else {
+            ctx.group_writes
+                .wait(&key, STATUS_INTERVAL, std::time::Instant::now())
+        };
+        match paced {
+            None => {
+                apply_status(&ctx.client, &ctx.fresh_groups, group.as_ref(), &plan.status).await?;
+                ctx.group_writes.set(&key, std::time::Instant::now());
+            }
+            Some(wait) => {
+                tracing::debug!(namespace = %ns, group = %name, ?wait, "status write paced");
+            }
+        }
     }
     for seconds in &plan.repair_seconds {
         ctx.metrics.observe_repair(*seconds);
@@ -229,7 +262,11 @@ async fn reconcile_inner(
     // The store's view of this reconcile's launches and terminations wakes the next one;
     // otherwise look again when a replacement backoff or grace period ends.
     Ok(Action::requeue(
-        plan.requeue_after.map_or(RESYNC, |d| d.min(RESYNC)),
+        [plan.requeue_after, paced]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(RESYNC, |d| d.min(RESYNC)),
     ))
 }
 
@@ -432,6 +469,7 @@ async fn finish_deletion(
         }
     }
     ctx.fresh_groups.deleted(&ns, &name, group.uid());
+    ctx.group_writes.forget(&(ns.clone(), name.clone()));
     ctx.expectations
         .forget_group(&group.uid().unwrap_or_default());
     tracing::info!(namespace = %ns, group = %name, "group drained and deleted");

@@ -55,6 +55,7 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
     let Some(inst) = ctx.instance(&ns, &name) else {
         ctx.probes.set_target(&key, None);
         ctx.reported.forget(&key);
+        ctx.instance_observations.forget(&key);
         return Ok(store_lags_or_gone(
             ctx.instances
                 .get(&ObjectRef::new(&name).within(&ns))
@@ -169,8 +170,28 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
     stored_own
         .conditions
         .retain(|c| crate::api::INSTANCE_HEALTH_CONDITIONS.contains(&c.type_.as_str()));
+    // A starting Instance's observations alone (its Pod appearing, being bound to a Node,
+    // the address) wait up to OBSERVATION_DELAY for the write that comes next anyway (the
+    // Pod running: InService), so a launch writes twice, not four times; they are written
+    // at the end of the delay if nothing else came.
+    let mut paced = None;
     if status != stored_own {
-        apply_status(&ctx.client, &ctx.fresh_instances, inst.as_ref(), &status).await?;
+        let observation = step.action.is_none()
+            && step.notes.is_empty()
+            && health_events.is_empty()
+            && observations_only(&stored_own, &status);
+        if observation {
+            let seen = ctx
+                .instance_observations
+                .get_or_set(&key, std::time::Instant::now());
+            paced = OBSERVATION_DELAY.checked_sub(seen.elapsed());
+        }
+        if paced.is_none() {
+            apply_status(&ctx.client, &ctx.fresh_instances, inst.as_ref(), &status).await?;
+        }
+    }
+    if paced.is_none() {
+        ctx.instance_observations.forget(&key);
     }
     // MTTD: counted once, when the Unhealthy verdict is recorded.
     if verdict.status == HealthStatus::Unhealthy
@@ -184,10 +205,27 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
     }
     let reference = inst.object_ref(&());
     // A state entry names the Pod action it brings (one Event, not two).
-    let announced = step
-        .action
-        .filter(|_| step.notes.iter().any(|n| matches!(n, Note::Entered { .. })));
-    report_notes(ctx, &key, &reference, &step.notes, announced).await;
+    let enters = step.notes.iter().any(|n| matches!(n, Note::Entered { .. }));
+    let announced = step.action.filter(|_| enters);
+    // ...and the health change that comes with it, when it is a plain Normal one (a launch
+    // going in service: Initializing → OK); Healthy, Unhealthy and warnings stay their own.
+    let (told, health_events): (Vec<HealthEvent>, Vec<HealthEvent>) = health_events
+        .into_iter()
+        .partition(|e| enters && !e.warning && e.reason == "HealthChanged");
+    let health_phrase = told
+        .iter()
+        .map(|e| format!("health {}", e.note))
+        .collect::<Vec<_>>()
+        .join("; ");
+    report_notes(
+        ctx,
+        &key,
+        &reference,
+        &step.notes,
+        announced,
+        &health_phrase,
+    )
+    .await;
     report_health(ctx, &reference, &health_events).await;
 
     // ...then act.
@@ -228,10 +266,14 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
     };
     ctx.probes.set_target(&key, target);
 
+    let paced_until = paced.and_then(|d| {
+        now.checked_add(SignedDuration::try_from(d).unwrap_or_default())
+            .ok()
+    });
     Ok(requeue(
         status.lifecycle_state,
         step.wake_at,
-        verdict.recheck_at,
+        verdict.recheck_at.into_iter().chain(paced_until).min(),
         now,
     ))
 }
@@ -252,6 +294,34 @@ pub fn detection_seconds(
         }
         _ => 0.0,
     }
+}
+
+/// How long a starting Instance's observation-only status change may wait for the next
+/// write (see [`observations_only`]).
+pub const OBSERVATION_DELAY: Duration = Duration::from_secs(3);
+
+/// Whether `status` differs from `stored` only in what is observed of a starting Instance
+/// (Pending or Pending:Wait, staying there): its Pod's Node, zone and address, and the
+/// reasons and messages of its conditions (none changes status, and the health verdict is
+/// the same). Nothing acts on these while the Instance starts; its state and health are
+/// never held back.
+pub fn observations_only(stored: &InstanceStatus, status: &InstanceStatus) -> bool {
+    let starting = matches!(
+        stored.lifecycle_state,
+        Some(LifecycleState::Pending | LifecycleState::PendingWait)
+    );
+    let decisions = |s: &InstanceStatus| {
+        let mut d = s.clone();
+        d.node_name = None;
+        d.zone = None;
+        d.address = None;
+        for c in &mut d.conditions {
+            c.reason = String::new();
+            c.message = String::new();
+        }
+        d
+    };
+    starting && decisions(stored) == decisions(status)
 }
 
 /// When to look again, the earliest of: a lifecycle deadline (`wake_at`), the next time the
@@ -587,17 +657,19 @@ async fn report_health(
 }
 
 /// Reports the state machine's notes as Events (a state entry with the Pod action it brings,
-/// `announced`); its annotation warnings (hook completions the health evaluator does not read)
-/// once per value.
+/// `announced`, and the health change that came with it, `health`); its annotation warnings
+/// (hook completions the health evaluator does not read) once per value.
 async fn report_notes(
     ctx: &Context,
     key: &Key,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
     notes: &[Note],
     announced: Option<PodAction>,
+    health: &str,
 ) {
     let mut warnings: Vec<String> = Vec::new();
     let mut action = announced.and_then(|a| action_phrase(a, &key.1));
+    let mut health = Some(health).filter(|h| !h.is_empty());
     for note in notes {
         match note {
             Note::Entered { state, reason } => {
@@ -605,6 +677,9 @@ async fn report_notes(
                 let r = format!("Entered{}", state.as_str().replace(':', ""));
                 let mut text = format!("entered {state} ({reason})");
                 if let Some(phrase) = action.take() {
+                    text = format!("{text}; {phrase}");
+                }
+                if let Some(phrase) = health.take() {
                     text = format!("{text}; {phrase}");
                 }
                 ctx.events.normal(reference, &r, "Lifecycle", text).await;
@@ -762,6 +837,50 @@ mod tests {
             )),
             Some(Duration::from_millis(5_050))
         );
+    }
+
+    #[test]
+    fn a_starting_instance_s_node_address_and_messages_are_observations() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let condition = |status: &str, reason: &str, message: &str| Condition {
+            type_: "WorkloadHealthy".into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: Some(1),
+            last_transition_time: Time(at("2026-01-01T00:00:00Z")),
+        };
+        let stored = InstanceStatus {
+            lifecycle_state: Some(LifecycleState::Pending),
+            health_status: Some(HealthStatus::Healthy),
+            conditions: vec![condition(
+                "Unknown",
+                "PodNotCreated",
+                "Pod x not created yet",
+            )],
+            ..InstanceStatus::default()
+        };
+        let mut bound = stored.clone();
+        bound.node_name = Some("n1".into());
+        bound.zone = Some("z1".into());
+        bound.address = Some("10.0.0.7".into());
+        bound.conditions = vec![condition("Unknown", "PodStarting", "Pod x phase Pending")];
+        assert!(observations_only(&stored, &bound));
+        let mut running = bound.clone();
+        running.lifecycle_state = Some(LifecycleState::InService);
+        assert!(!observations_only(&stored, &running), "a state change");
+        let mut unhealthy = bound.clone();
+        unhealthy.health_status = Some(HealthStatus::Unhealthy);
+        assert!(!observations_only(&stored, &unhealthy), "a health change");
+        let mut flipped = bound.clone();
+        flipped.conditions = vec![condition("False", "StartupTimeout", "too slow")];
+        assert!(!observations_only(&stored, &flipped), "a condition status");
+        // Once in service, every change is written at once.
+        let mut in_service = stored.clone();
+        in_service.lifecycle_state = Some(LifecycleState::InService);
+        let mut moved = in_service.clone();
+        moved.address = Some("10.0.0.8".into());
+        assert!(!observations_only(&in_service, &moved));
     }
 
     #[test]

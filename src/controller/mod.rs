@@ -88,6 +88,12 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// events one write causes (an Instance status write and its Pod's, say) into one reconcile.
 pub const RECONCILE_DEBOUNCE: Duration = Duration::from_millis(20);
 
+/// How many Instance reconciles run at once (kube-controller-manager runs 5 ReplicaSet syncs
+/// at once). Bounded so that a burst (a scale-up of 300) does not put hundreds of requests
+/// in the API server's queue at once, in front of the kubelets' and the scheduler's: the
+/// Pods the reconciles create are started sooner, and so the Instances go in service sooner.
+pub const INSTANCE_WORKERS: u16 = 16;
+
 /// How long a graceful shutdown waits, after the reconciles, for queued Events to be written.
 pub const EVENT_FLUSH_GRACE: Duration = Duration::from_secs(5);
 
@@ -420,7 +426,7 @@ async fn run_controllers(
         .map(|(ns, name)| ObjectRef::<Instance>::new(&name).within(&ns));
     let instance_controller =
         Controller::for_stream(take(&mut instance_triggers), instances.clone())
-            .with_config(controller_config)
+            .with_config(controller_config.concurrency(INSTANCE_WORKERS))
             .owns_stream(take(&mut pod_triggers))
             .watches_stream(group_changes, move |g: ScalingGroup| {
                 instance::instances_of_group(&group_ctx, &g)

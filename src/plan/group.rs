@@ -563,6 +563,30 @@ pub fn own_part(stored: &ScalingGroupStatus) -> ScalingGroupStatus {
     own
 }
 
+/// Whether `status` differs from `stored` only in what the group observes of its Instances:
+/// the counts, `instances[]` (and how many were left out of it), and condition messages (the
+/// Ready message counts Instances). Such a change records no decision (no replacement
+/// memory, refresh step, revision, capacity or condition status/reason), so the reconciler
+/// may pace its writes while many Instances change at once (see
+/// `controller::group::STATUS_INTERVAL`); anything else is written at once.
+pub fn observations_only(stored: &ScalingGroupStatus, status: &ScalingGroupStatus) -> bool {
+    fn decisions(s: &ScalingGroupStatus) -> ScalingGroupStatus {
+        let mut d = s.clone();
+        d.current_capacity = 0;
+        d.in_service_instances = 0;
+        d.healthy_instances = 0;
+        d.unhealthy_instances = 0;
+        d.updated_instances = 0;
+        d.instances = Vec::new();
+        d.omitted_instances = None;
+        for c in &mut d.conditions {
+            c.message = String::new();
+        }
+        d
+    }
+    decisions(&own_part(stored)) == decisions(status)
+}
+
 /// The note of a Warning Event when `ScalingLimited` turns True or changes reason.
 pub fn limit_event(stored: &ScalingGroupStatus, status: &ScalingGroupStatus) -> Option<String> {
     let limited = |s: &ScalingGroupStatus| {
@@ -584,6 +608,7 @@ pub fn template_hash(group: &ScalingGroup) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{InstanceSummary, LifecycleState};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     use serde_json::json;
 
@@ -677,6 +702,44 @@ mod tests {
         let second = plan_of(&g);
         assert!(!second.status_changed);
         assert_eq!(second.status, first.status);
+    }
+
+    #[test]
+    fn only_counts_instances_and_condition_messages_are_observations() {
+        let g = group(3);
+        let stored = plan_of(&g).status;
+        let mut s = stored.clone();
+        assert!(observations_only(&stored, &s), "no change at all");
+        s.in_service_instances = 2;
+        s.healthy_instances = 2;
+        s.current_capacity = 3;
+        s.instances.push(InstanceSummary {
+            name: "web-aaaaa".into(),
+            lifecycle_state: Some(LifecycleState::InService),
+            health_status: None,
+            health_detail: None,
+            protected_from_scale_in: false,
+            node_name: Some("n1".into()),
+            zone: None,
+            revision: None,
+        });
+        s.conditions[0].message = "2 of 3 Instances".into();
+        assert!(observations_only(&stored, &s));
+        let mut decided = s.clone();
+        decided.conditions[0].reason = "SomethingElse".into();
+        assert!(
+            !observations_only(&stored, &decided),
+            "a condition's reason"
+        );
+        let mut decided = s.clone();
+        decided.consecutive_replacement_failures = 1;
+        assert!(!observations_only(&stored, &decided), "replacement memory");
+        let mut decided = s.clone();
+        decided.desired_capacity = 4;
+        assert!(!observations_only(&stored, &decided), "capacity");
+        let mut decided = s;
+        decided.observed_generation = Some(7);
+        assert!(!observations_only(&stored, &decided), "a new generation");
     }
 
     #[test]
