@@ -4,7 +4,7 @@ CARGO ?= cargo
 LOCAL := $(CURDIR)/.local
 export KUBECONFIG := $(LOCAL)/kubeconfig
 
-.PHONY: all build test crds cluster-up cluster-down demo k8s-bins tools image bench-probe bench-replace bench-refresh fmt lint clean
+.PHONY: all build test crds cluster-up cluster-down demo k8s-bins tools image bench-probe bench-replace bench-refresh fuzz fmt lint clean
 
 all: build
 
@@ -77,6 +77,20 @@ bench-refresh: k8s-bins
 .PHONY: install-plugin
 install-plugin:
 	$(CARGO) install --locked --path . --bin kubectl-autoheal
+
+## fuzz: every cargo-fuzz target in fuzz/ for FUZZ_SECONDS each (default 600), one at a time
+## (nightly and cargo-fuzz needed; not part of `make test`). Starts from the committed seeds in
+## fuzz/corpus/<target>; what it finds goes to fuzz/target/corpus/<target> (ignored by git), a
+## crash to fuzz/artifacts/<target>/.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= annotations int_or_percent health_evaluator replacement_planner refresh_planner lifecycle probe_http_answer
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/corpus/$$t corpus/$$t && \
+		$(CARGO) +nightly fuzz run -O --debug-assertions $$t target/corpus/$$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 fmt:
 	$(CARGO) fmt --all

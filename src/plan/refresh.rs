@@ -488,7 +488,9 @@ fn step(inputs: &RefreshInputs<'_>, s: &mut RefreshStatus, events: &mut Vec<Plan
     } else {
         (done * 100 / total) as i32
     };
-    s.percentage_complete = s.percentage_complete.max(pct);
+    // Never decreases during one refresh; a stored value out of range (a hand-edited status)
+    // is clamped first (found by the `refresh_planner` fuzz target).
+    s.percentage_complete = s.percentage_complete.clamp(0, 100).max(pct);
     s.instances_to_update = stale.len() as i32;
     for i in &unwarmed {
         if let Some(t) = i

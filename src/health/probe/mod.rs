@@ -296,6 +296,48 @@ impl Prober {
     }
 }
 
+/// One target probed outside any engine, probe after probe on the same kept-alive session,
+/// with the engine's clients and the target's timeout (as the scheduler applies it): for the
+/// fuzz targets in `fuzz/`, which answer arbitrary bytes. Not a stable API.
+#[doc(hidden)]
+pub struct OneTarget {
+    clients: Clients,
+    prober: Prober,
+    plan: TargetPlan,
+}
+
+impl OneTarget {
+    /// A prober of `target` with the chosen HTTP client.
+    pub fn new(target: &ProbeTarget, client: HttpClient) -> Self {
+        let plan = TargetPlan::new(target, None);
+        Self {
+            clients: Clients {
+                client,
+                tls: tls::insecure_tls_connector(),
+                http1: http::builder(),
+            },
+            prober: Prober::new(&plan, client),
+            plan,
+        }
+    }
+
+    /// One probe, bounded by the target's timeout (a timeout is [`ResultClass::Timeout`]).
+    pub async fn probe(&mut self) -> ProbeResult {
+        match tokio::time::timeout(
+            self.plan.timeout,
+            self.prober.probe(&self.plan, &self.clients),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => ProbeResult {
+                class: ResultClass::Timeout,
+                evidence: format!("timeout waiting for {}", self.plan.description),
+            },
+        }
+    }
+}
+
 struct Inner {
     metrics: Metrics,
     options: EngineOptions,

@@ -787,3 +787,17 @@ mod world {
         assert_eq!(max_counting, 15, "it surged");
     }
 }
+
+/// Found by the `refresh_planner` fuzz target: a stored `percentageComplete` out of range (a
+/// hand-edited status) stayed as it was, passing every checkpoint at once.
+#[test]
+fn a_stored_percentage_out_of_range_is_clamped() {
+    for stored in [i32::MAX, 101, -1, i32::MIN] {
+        let mut c = Case::new(3, old_group(3));
+        c.step();
+        c.stored.as_mut().unwrap().percentage_complete = stored;
+        let p = c.step();
+        let pct = p.status.unwrap().percentage_complete;
+        assert!((0..=100).contains(&pct), "{stored} -> {pct}");
+    }
+}
