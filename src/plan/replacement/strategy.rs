@@ -140,6 +140,12 @@ pub fn strategy(
     let awaiting = awaiting(index);
     let mut handled: BTreeSet<String> = BTreeSet::new();
     for (old, r) in awaiting.ready {
+        // Held (its verdict or its Node's failure still settles): not even completed yet.
+        if held.contains(&old.name) {
+            handled.insert(old.name.clone());
+            moves.waiting += 1;
+            continue;
+        }
         if handled.insert(old.name.clone()) {
             moves.events.push(PlannedEvent {
                 type_: EventType::Normal,
