@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use support::*;
 use testkit::wait_for;
@@ -120,37 +120,12 @@ async fn wait_evidence(
     .await
 }
 
-async fn set_pod_behavior(env: &Env, pod: &str, behavior: &str) {
-    env.pods()
-        .patch(
-            pod,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({
-                "metadata": { "annotations": { BEHAVIOR: behavior } }
-            })),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("annotating Pod {pod}: {e}"));
-}
-
-/// Events (events.k8s.io) about an Instance.
-async fn events_about(env: &Env, name: &str) -> Vec<Event> {
-    let api: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
-    api.list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .collect()
-}
-
 async fn wait_event(env: &Env, name: &str, type_: &str, contains: &str) -> Event {
     wait_for(
         &format!("a {type_} Event about {name} containing {contains:?}"),
         TIMEOUT,
         || async {
-            events_about(env, name).await.into_iter().find(|e| {
+            env.events_about(name).await.into_iter().find(|e| {
                 e.type_.as_deref() == Some(type_)
                     && e.note.as_deref().is_some_and(|n| n.contains(contains))
             })
@@ -178,9 +153,9 @@ async fn podsim_behaviors_impair_with_evidence_and_recover() {
         ("refuse", "ConnectionRefused", "connection refused"),
     ];
     for ((behavior, _, _), name) in cases.iter().zip(&names) {
-        set_pod_behavior(&env, name, behavior).await;
+        env.set_pod_behavior(name, behavior).await;
     }
-    set_pod_behavior(&env, &names[3], "crash").await;
+    env.set_pod_behavior(&names[3], "crash").await;
 
     for ((_, reason, evidence), name) in cases.iter().zip(&names) {
         let i = wait_evidence(
@@ -208,7 +183,7 @@ async fn podsim_behaviors_impair_with_evidence_and_recover() {
     .await;
 
     for ((_, _, _), name) in cases.iter().zip(&names) {
-        set_pod_behavior(&env, name, "healthy").await;
+        env.set_pod_behavior(name, "healthy").await;
     }
     for name in &names[..3] {
         let i = wait_health(&env, name, HealthStatus::Healthy, HealthDetail::OK).await;
@@ -361,7 +336,7 @@ async fn maintenance_and_standby() {
         .await;
     wait_health(&env, m, HealthStatus::Healthy, HealthDetail::Maintaining).await;
     // Failing while in maintenance: the evidence shows, the verdict stays Maintaining.
-    set_pod_behavior(&env, m, "fail").await;
+    env.set_pod_behavior(m, "fail").await;
     wait_evidence(
         &env,
         m,

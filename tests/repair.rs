@@ -14,13 +14,10 @@ use autoheal::api::{
     Instance, LifecycleState, RemediationOutcome, RepairAction, RepairMode, RepairStep,
     ScalingGroup,
 };
-use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
 use support::*;
 use testkit::wait_for;
 
-const BEHAVIOR: &str = "podsim.autoheal.dev/behavior";
 const HEALTH: &str = "autoheal.dev/health";
 
 fn restart_then_replace(timeout: i32) -> Vec<RepairStep> {
@@ -55,30 +52,6 @@ fn remediations(g: &ScalingGroup) -> Vec<autoheal::api::Remediation> {
         .unwrap_or_default()
 }
 
-async fn set_pod_behavior(env: &Env, pod: &str, behavior: &str) {
-    let patch = serde_json::json!({ "metadata": { "annotations": { BEHAVIOR: behavior } } });
-    env.pods()
-        .patch(
-            pod,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .unwrap();
-}
-
-async fn events_about(env: &Env, name: &str, reason: &str) -> Vec<Event> {
-    let api: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
-    api.list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .collect()
-}
-
 /// `n` InService+Healthy Instances with Pods, nothing leaving.
 async fn wait_whole(env: &Env, group: &str, n: usize) -> Vec<Instance> {
     wait_for(
@@ -107,7 +80,7 @@ async fn a_restart_fixes_a_pod_that_crashed_once_without_a_replacement() {
     let victim = before[0].name_any();
     let old_pod_uid = env.pods().get(&victim).await.unwrap().uid();
 
-    set_pod_behavior(&env, &victim, "crash").await;
+    env.set_pod_behavior(&victim, "crash").await;
     // Restarted in place: the same Instance, a new Pod, restartCount 1, Healthy again; no
     // Instance is ever terminated or added meanwhile.
     wait_for(
@@ -139,9 +112,10 @@ async fn a_restart_fixes_a_pod_that_crashed_once_without_a_replacement() {
     assert_eq!(history[0].action, RepairAction::Restart);
     assert!(history[0].finished.is_some());
     assert!(
-        !events_about(&env, &victim, reason::RESTARTING)
+        env.events_about(&victim)
             .await
-            .is_empty()
+            .iter()
+            .any(|e| e.reason.as_deref() == Some(reason::RESTARTING))
     );
     let inst = env.instance(&victim).await.unwrap();
     assert_eq!(restart_count(&inst), 1);
@@ -292,7 +266,11 @@ async fn dry_run_acts_on_nothing_and_lists_what_auto_then_repairs() {
     }
     for n in &sick {
         assert_eq!(
-            events_about(&env, n, reason::WOULD_REPAIR).await.len(),
+            env.events_about(n)
+                .await
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some(reason::WOULD_REPAIR))
+                .count(),
             1,
             "one WouldRepair Event on {n}"
         );

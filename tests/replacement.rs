@@ -20,7 +20,6 @@ use autoheal::api::{
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -87,29 +86,6 @@ async fn wait_condition(env: &Env, group: &str, status: &str, reason: &str) -> C
         },
     )
     .await
-}
-
-async fn events_about(env: &Env, name: &str) -> Vec<Event> {
-    let api: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
-    api.list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .collect()
-}
-
-async fn set_pod_behavior(env: &Env, pod: &str, behavior: &str) {
-    let api = env.pods();
-    let patch = serde_json::json!({ "metadata": { "annotations": { BEHAVIOR: behavior } } });
-    api.patch(
-        pod,
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(&patch),
-    )
-    .await
-    .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -316,7 +292,7 @@ async fn manual_unhealthy_is_replaced_after_leaving_service() {
         Some(&victim),
         "the replacement names the instance it replaces"
     );
-    let events = events_about(&env, &victim).await;
+    let events = env.events_about(&victim).await;
     assert!(
         events
             .iter()
@@ -348,9 +324,9 @@ async fn failing_probe_is_replaced_after_the_threshold() {
     let before = env.wait_in_service("web", 3).await;
     wait_healthy_without(&env, "web", 3, &[]).await;
     let victim = before[0].name_any();
-    set_pod_behavior(&env, &victim, "fail").await;
+    env.set_pod_behavior(&victim, "fail").await;
     wait_healthy_without(&env, "web", 3, std::slice::from_ref(&victim)).await;
-    let events = events_about(&env, &victim).await;
+    let events = env.events_about(&victim).await;
     assert!(
         events
             .iter()
@@ -376,7 +352,7 @@ async fn circuit_breaker_holds_when_too_many_are_unhealthy_and_resumes() {
     wait_healthy_without(&env, "web", 3, &[]).await;
     let names: Vec<String> = before.iter().map(|i| i.name_any()).collect();
     for n in &names {
-        set_pod_behavior(&env, n, "fail").await;
+        env.set_pod_behavior(n, "fail").await;
     }
     wait_for("all three Unhealthy", TIMEOUT, || async {
         let all = env.group_instances("web").await;
@@ -422,7 +398,7 @@ async fn circuit_breaker_holds_when_too_many_are_unhealthy_and_resumes() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let group_events = events_about(&env, "web").await;
+    let group_events = env.events_about("web").await;
     let warning = group_events
         .iter()
         .find(|e| e.reason.as_deref() == Some(reason::TOO_MANY_UNHEALTHY))
@@ -433,8 +409,8 @@ async fn circuit_breaker_holds_when_too_many_are_unhealthy_and_resumes() {
     }
 
     // Two recover: the third is replaced, the condition returns to True.
-    set_pod_behavior(&env, &names[0], "healthy").await;
-    set_pod_behavior(&env, &names[1], "healthy").await;
+    env.set_pod_behavior(&names[0], "healthy").await;
+    env.set_pod_behavior(&names[1], "healthy").await;
     wait_healthy_without(&env, "web", 3, std::slice::from_ref(&names[2])).await;
     wait_condition(&env, "web", "True", reason::ALLOWED).await;
 }
@@ -597,7 +573,7 @@ async fn crashing_template_stops_after_max_consecutive_failures() {
     let looked = op.reconciles("scalinggroup").await.expect("metrics") - group_reconciles;
     assert!(looked > 0, "the group was reconciled while stopped");
     assert!(
-        events_about(&env, "web")
+        env.events_about("web")
             .await
             .iter()
             .any(|e| e.reason.as_deref() == Some(reason::KEEP_FAILING))
@@ -683,7 +659,7 @@ async fn replacements_survive_operator_sigkills() {
         "more than maxInFlight leaving: {stats:?}"
     );
     for victim in &replaced {
-        let events = events_about(&env, victim).await;
+        let events = env.events_about(victim).await;
         assert!(
             events
                 .iter()

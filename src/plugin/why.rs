@@ -160,16 +160,7 @@ impl<'a> GroupFacts<'a> {
                 ),
             ));
         }
-        let suspended: Vec<&str> = [
-            (Process::HealthCheck, "HealthCheck"),
-            (Process::ReplaceUnhealthy, "ReplaceUnhealthy"),
-            (Process::Terminate, "Terminate"),
-            (Process::Launch, "Launch"),
-        ]
-        .into_iter()
-        .filter(|(p, _)| spec.is_suspended(*p))
-        .map(|(_, n)| n)
-        .collect();
+        let suspended = crate::plan::replacement::breaker::suspended_for_replacement(spec);
         if !suspended.is_empty() {
             let what = if spec.is_suspended(Process::HealthCheck) {
                 "health verdicts are shown but not acted on"

@@ -535,6 +535,30 @@ impl Env {
         .unwrap();
     }
 
+    /// Sets podsim's behavior annotation (`podsim.autoheal.dev/behavior`) on a Pod.
+    pub async fn set_pod_behavior(&self, pod: &str, behavior: &str) {
+        let patch = serde_json::json!({
+            "metadata": { "annotations": { "podsim.autoheal.dev/behavior": behavior } }
+        });
+        self.pods()
+            .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("annotating Pod {pod}: {e}"));
+    }
+
+    /// The Events (events.k8s.io) of the namespace about the object named `name`.
+    pub async fn events_about(&self, name: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        api.list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect()
+    }
+
     /// Starts the operator for this namespace.
     pub fn operator(&self) -> Operator {
         Operator::start(self.cp, &self.ns)

@@ -391,10 +391,10 @@ pub fn paused(paused: bool, unhealthy: &[String]) -> Option<DesiredCondition> {
     })
 }
 
-/// `Suspended` while `HealthCheck`, `ReplaceUnhealthy`, `Terminate` or `Launch` is suspended
-/// (replacement needs both Terminate and Launch), naming them.
-pub fn suspended(spec: &ScalingGroupSpec, unhealthy: &[String]) -> Option<DesiredCondition> {
-    let suspended: Vec<&str> = [
+/// The suspended processes that stop replacement (`HealthCheck`, `ReplaceUnhealthy`,
+/// `Terminate`, `Launch`), by name.
+pub fn suspended_for_replacement(spec: &ScalingGroupSpec) -> Vec<&'static str> {
+    [
         (Process::HealthCheck, "HealthCheck"),
         (Process::ReplaceUnhealthy, "ReplaceUnhealthy"),
         (Process::Terminate, "Terminate"),
@@ -403,7 +403,13 @@ pub fn suspended(spec: &ScalingGroupSpec, unhealthy: &[String]) -> Option<Desire
     .into_iter()
     .filter(|(p, _)| spec.is_suspended(*p))
     .map(|(_, n)| n)
-    .collect();
+    .collect()
+}
+
+/// `Suspended` while `HealthCheck`, `ReplaceUnhealthy`, `Terminate` or `Launch` is suspended
+/// (replacement needs both Terminate and Launch), naming them.
+pub fn suspended(spec: &ScalingGroupSpec, unhealthy: &[String]) -> Option<DesiredCondition> {
+    let suspended = suspended_for_replacement(spec);
     if suspended.is_empty() {
         return None;
     }
