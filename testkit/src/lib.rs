@@ -42,6 +42,29 @@ pub use launch::KCM_CONTROLLERS;
 use launch::Layout;
 use process::{Component, Lifetime};
 
+/// One process of the control plane, for [`ControlPlane::pause`], [`ControlPlane::resume`]
+/// and [`ControlPlane::restart`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// etcd.
+    Etcd,
+    /// kube-apiserver.
+    ApiServer,
+    /// kube-controller-manager.
+    ControllerManager,
+}
+
+impl Part {
+    /// The executable's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Etcd => "etcd",
+            Part::ApiServer => "kube-apiserver",
+            Part::ControllerManager => "kube-controller-manager",
+        }
+    }
+}
+
 /// Set (to anything non-empty) to keep a test control plane's directory (logs,
 /// audit log, etcd data) after it stops; its path is printed to stderr.
 pub const KEEP_ENV: &str = "AUTOHEAL_TESTKIT_KEEP";
@@ -239,6 +262,55 @@ impl ControlPlane {
         let mut cmd = Command::new(self.bin_dir.join("kubectl"));
         cmd.arg("--kubeconfig").arg(&self.kubeconfig);
         cmd
+    }
+
+    /// Runs `f` on the running component named `name`.
+    fn with_component<T>(
+        &self,
+        part: Part,
+        f: impl FnOnce(&mut process::Component) -> Result<T>,
+    ) -> Result<T> {
+        let mut guard = self.components.lock().unwrap_or_else(|e| e.into_inner());
+        let component = guard
+            .as_mut()
+            .and_then(|cs| cs.iter_mut().find(|c| c.name == part.name()))
+            .with_context(|| format!("{} is not running", part.name()))?;
+        f(component)
+    }
+
+    /// Stops a component with SIGSTOP (it keeps its connections but answers nothing) until
+    /// [`ControlPlane::resume`].
+    pub fn pause(&self, part: Part) -> Result<()> {
+        self.with_component(part, |c| c.signal(libc::SIGSTOP))
+    }
+
+    /// Lets a component paused by [`ControlPlane::pause`] go on (SIGCONT).
+    pub fn resume(&self, part: Part) -> Result<()> {
+        self.with_component(part, |c| c.signal(libc::SIGCONT))
+    }
+
+    /// SIGKILLs a component and starts it again with the same arguments, except `overrides`
+    /// (`--flag=value`, replacing that flag's argument or appended), e.g.
+    /// `["--kube-api-qps=20", "--kube-api-burst=30"]` for kube-controller-manager. Etcd keeps
+    /// its data directory, the API server its port. Returns once the API server's `/readyz`
+    /// answers ok again (within 120 s).
+    pub async fn restart(&self, part: Part, overrides: &[&str]) -> Result<()> {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        self.with_component(part, |c| c.restart(&overrides))?;
+        let client = launch::client_for(&self.kubeconfig, true).await?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            self.with_component(part, |c| c.check_alive())?;
+            match launch::readyz(&client).await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(
+                        e.context(format!("the API server after restarting {}", part.name()))
+                    );
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// Kills the processes and removes the directory (idempotent).

@@ -29,6 +29,10 @@ pub(crate) struct Component {
     pub child: Child,
     /// Its combined stdout and stderr.
     pub log: PathBuf,
+    /// The executable and arguments it was started with (to start it again).
+    pub bin: PathBuf,
+    pub args: Vec<String>,
+    pub lifetime: Lifetime,
 }
 
 impl Component {
@@ -44,6 +48,32 @@ impl Component {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGSTOP`) to the process.
+    pub fn signal(&self, signal: libc::c_int) -> Result<()> {
+        // SAFETY: plain kill(2) on our own child's pid.
+        if unsafe { libc::kill(self.child.id() as libc::pid_t, signal) } != 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("signalling {}", self.name));
+        }
+        Ok(())
+    }
+
+    /// Kills the process and starts it again with its arguments, where each of `overrides`
+    /// (`--flag=value`) replaces the argument of the same flag or is appended.
+    pub fn restart(&mut self, overrides: &[String]) -> Result<()> {
+        self.kill();
+        let mut args = self.args.clone();
+        for o in overrides {
+            let flag = o.split('=').next().unwrap_or(o);
+            match args.iter_mut().find(|a| a.split('=').next() == Some(flag)) {
+                Some(a) => a.clone_from(o),
+                None => args.push(o.clone()),
+            }
+        }
+        *self = spawn(self.name, &self.bin, &args, &self.log, self.lifetime)?;
+        Ok(())
     }
 }
 
@@ -125,6 +155,9 @@ pub(crate) fn spawn(
         name,
         child,
         log: log.to_path_buf(),
+        bin: bin.to_path_buf(),
+        args: args.to_vec(),
+        lifetime,
     })
 }
 
