@@ -297,8 +297,12 @@ pub fn detection_seconds(
 }
 
 /// How long a starting Instance's observation-only status change may wait for the next
-/// write (see [`observations_only`]).
-pub const OBSERVATION_DELAY: Duration = Duration::from_secs(3);
+/// write (see [`observations_only`]). Under load a Pod takes seconds from its creation to
+/// running (5 s on average when 150 launch at once on the test machine): with 3 s, most
+/// launches wrote their Node and address on their own, a third status write each; 10 s
+/// covers the launches of a busy API server, and a Pod stuck Pending still shows where
+/// and why within 10 s. Decisions (state, health, condition status) never wait.
+pub const OBSERVATION_DELAY: Duration = Duration::from_secs(10);
 
 /// Whether `status` differs from `stored` only in what is observed of a starting Instance
 /// (Pending or Pending:Wait, staying there): its Pod's Node, zone and address, and the
@@ -621,6 +625,15 @@ async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Resu
     Ok(Action::await_change())
 }
 
+/// Whether entering `state` for `reason` goes without an Event of the Instance's own: a
+/// launch (Pending, `Launched`) is announced by the group's `Launched` Event, which a burst of
+/// launches aggregates into one series (as a ReplicaSet's `SuccessfulCreate`); an Event per
+/// launched Instance was a quarter of a scale-up's API writes. Every other entry (InService,
+/// a restart's Pending, hooks, termination) has its Event.
+pub fn announced_by_the_group(state: LifecycleState, reason: &str) -> bool {
+    state == LifecycleState::Pending && reason == crate::plan::lifecycle::REASON_LAUNCHED
+}
+
 /// What a state entry's Event says of the Pod action it brings.
 fn action_phrase(action: PodAction, pod: &str) -> Option<String> {
     match action {
@@ -674,6 +687,11 @@ async fn report_notes(
         match note {
             Note::Entered { state, reason } => {
                 tracing::info!(namespace = %key.0, instance = %key.1, %state, reason, "state entered");
+                if announced_by_the_group(*state, reason) {
+                    // Its Pod action goes unannounced with it: the launch says it all.
+                    action = None;
+                    continue;
+                }
                 let r = format!("Entered{}", state.as_str().replace(':', ""));
                 let mut text = format!("entered {state} ({reason})");
                 if let Some(phrase) = action.take() {
@@ -881,6 +899,27 @@ mod tests {
         let mut moved = in_service.clone();
         moved.address = Some("10.0.0.8".into());
         assert!(!observations_only(&in_service, &moved));
+    }
+
+    #[test]
+    fn only_a_launch_goes_without_an_instance_event() {
+        use crate::plan::lifecycle::REASON_LAUNCHED;
+        assert!(announced_by_the_group(
+            LifecycleState::Pending,
+            REASON_LAUNCHED
+        ));
+        assert!(!announced_by_the_group(
+            LifecycleState::Pending,
+            crate::api::REASON_RESTART
+        ));
+        assert!(!announced_by_the_group(
+            LifecycleState::PendingWait,
+            REASON_LAUNCHED
+        ));
+        assert!(!announced_by_the_group(
+            LifecycleState::InService,
+            "PodRunning"
+        ));
     }
 
     #[test]

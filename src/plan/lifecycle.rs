@@ -410,6 +410,9 @@ fn start_termination(step: &mut Step, reason: TerminationReason, now: Timestamp)
     enter(step, LifecycleState::Terminating, reason.as_str(), now);
 }
 
+/// The reason of the first state, Pending, of an Instance the group launched.
+pub const REASON_LAUNCHED: &str = "Launched";
+
 fn enter(step: &mut Step, state: LifecycleState, reason: &str, now: Timestamp) {
     step.record.enter(state, reason, now);
     step.notes.push(Note::Entered {
@@ -425,7 +428,7 @@ fn advance(facts: &Facts<'_>, step: &mut Step, now: Timestamp) {
     match step.record.state {
         None => match requested {
             Some(reason) => start_termination(step, reason, now),
-            None => enter(step, Pending, "Launched", now),
+            None => enter(step, Pending, REASON_LAUNCHED, now),
         },
         Some(Pending) => {
             let restarting = step
