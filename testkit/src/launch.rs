@@ -242,7 +242,11 @@ pub(crate) fn launch(layout: &Layout, bin_dir: &Path, lifetime: Lifetime) -> Res
         "--audit-log-format=json".to_string(),
         "--audit-log-mode=blocking".to_string(),
         "--audit-log-maxsize=0".to_string(),
-        "--profiling=false".to_string(),
+        // `/debug/pprof` (admin only) when PROFILING_ENV is set: `go tool pprof` of a bench.
+        format!(
+            "--profiling={}",
+            std::env::var_os(crate::PROFILING_ENV).is_some_and(|v| !v.is_empty())
+        ),
     ];
     let kcm_args = vec![
         format!("--kubeconfig={}", p(&layout.kcm_kubeconfig())),

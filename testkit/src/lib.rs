@@ -65,6 +65,10 @@ impl Part {
     }
 }
 
+/// Set (to anything non-empty) to serve kube-apiserver's `/debug/pprof` (to admin only), e.g.
+/// `kubectl get --raw '/debug/pprof/profile?seconds=20' > cpu.pprof` during a benchmark.
+pub const PROFILING_ENV: &str = "AUTOHEAL_TESTKIT_PROFILING";
+
 /// Set (to anything non-empty) to keep a test control plane's directory (logs,
 /// audit log, etcd data) after it stops; its path is printed to stderr.
 pub const KEEP_ENV: &str = "AUTOHEAL_TESTKIT_KEEP";
