@@ -425,7 +425,13 @@ pub fn by_operator(writes: &[AuditWrite]) -> impl Iterator<Item = &AuditWrite> {
 
 /// How many of the operator's writes in `writes` are `verb` on `resource` (subresource `sub`,
 /// empty: the main resource) named `name` (empty: any name).
-pub fn count_writes(writes: &[AuditWrite], verb: &str, resource: &str, sub: &str, name: &str) -> usize {
+pub fn count_writes(
+    writes: &[AuditWrite],
+    verb: &str,
+    resource: &str,
+    sub: &str,
+    name: &str,
+) -> usize {
     by_operator(writes)
         .filter(|w| {
             w.verb == verb

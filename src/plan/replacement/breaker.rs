@@ -80,10 +80,10 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use super::{
     EventType, Index, Limits, PlannedEvent, ReplacementInputs, ReplacementMemory, add, excluded,
 };
-use crate::api::{HealthDetail, HealthStatus};
 use crate::api::conditions::DesiredCondition;
 use crate::api::names::reason;
 use crate::api::{CONDITION_REPLACEMENT_ALLOWED, Process, ScalingGroupSpec};
+use crate::api::{HealthDetail, HealthStatus};
 use crate::plan::{InstanceView, NodeView};
 
 /// Whether replacement may proceed.
