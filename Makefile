@@ -4,7 +4,7 @@ CARGO ?= cargo
 LOCAL := $(CURDIR)/.local
 export KUBECONFIG := $(LOCAL)/kubeconfig
 
-.PHONY: all build test crds cluster-up cluster-down demo k8s-bins tools image bench-probe bench-replace bench-refresh fuzz fmt lint clean
+.PHONY: all build test test-chaos crds cluster-up cluster-down demo k8s-bins tools image bench-probe bench-replace bench-refresh fuzz fmt lint clean
 
 all: build
 
@@ -34,6 +34,12 @@ test: k8s-bins tools
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) lint
+
+## test-chaos: the long version of tests/chaos.rs (API server restart, probe blackout, etcd
+## pause, leader kill mid-drain, 60 s of conflicting writers, 3000 garbage inputs); `make test`
+## runs its short version. AUTOHEAL_CHAOS_SEED=N replays a fuzzer run.
+test-chaos: k8s-bins
+	AUTOHEAL_CHAOS_LONG=1 $(CARGO) test --test chaos -- --nocapture
 
 ## chart-tools: build (once, cached) helm and promtool, which the chart tests use
 .PHONY: chart-tools manifests

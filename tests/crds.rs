@@ -336,12 +336,17 @@ async fn invalid_specs_are_refused_with_a_human_message() {
         (
             "percent above 100",
             group("a", "  replacement:\n    maxUnhealthy: \"150%\"\n"),
-            "maxUnhealthy must be a non-negative integer or a percentage from 0% to 100%",
+            "maxUnhealthy must be an integer from 0 to 10000 or a percentage from 0% to 100%",
         ),
         (
             "not an int or percent",
             group("a", "  replacement:\n    maxInFlight: \"two\"\n"),
-            "maxInFlight must be a non-negative integer or a percentage from 0% to 100%",
+            "maxInFlight must be an integer from 0 to 10000 or a percentage from 0% to 100%",
+        ),
+        (
+            "an int beyond 32 bits",
+            group("a", "  replacement:\n    maxInFlight: 1099511627776\n"),
+            "maxInFlight must be an integer from 0 to 10000 or a percentage from 0% to 100%",
         ),
         (
             "unknown strategy",

@@ -19,7 +19,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use support::invariants::{Invariants, Limits, State};
 use support::*;
-use testkit::{AuditWrite, wait_for};
+use testkit::wait_for;
 
 /// The Lease's duration in the SIGKILL test: short, so the test does not wait long for it.
 const SHORT_LEASE_SECONDS: u64 = 6;
@@ -41,24 +41,6 @@ enum Stop {
 struct Failover {
     /// From the signal to the follower holding the Lease.
     handover: Duration,
-}
-
-/// The operator's writes (User-Agent `autoheal/…`) in `writes`.
-fn by_operator(writes: &[AuditWrite]) -> impl Iterator<Item = &AuditWrite> {
-    writes
-        .iter()
-        .filter(|w| w.user_agent.starts_with("autoheal/"))
-}
-
-fn count(writes: &[AuditWrite], verb: &str, resource: &str, sub: &str, name: &str) -> usize {
-    by_operator(writes)
-        .filter(|w| {
-            w.verb == verb
-                && w.resource == resource
-                && w.subresource == sub
-                && (name.is_empty() || w.name == name)
-        })
-        .count()
 }
 
 /// Two replicas; a group of 2; one Instance marked Unhealthy; the leader stopped by `stop`
@@ -221,27 +203,27 @@ async fn replace_across_failover(prefix: &str, stop: Stop, lease_seconds: u64) -
         .map(|w| format!("{} {} {}/{}", w.user_agent, w.verb, w.resource, w.name))
         .collect();
     assert_eq!(
-        count(&writes, "create", "instances", "", ""),
+        count_writes(&writes, "create", "instances", "", ""),
         1,
         "one Instance launched: {summary:#?}"
     );
     assert_eq!(
-        count(&writes, "create", "pods", "", ""),
+        count_writes(&writes, "create", "pods", "", ""),
         1,
         "one Pod created: {summary:#?}"
     );
     assert_eq!(
-        count(&writes, "patch", "pods", "", &victim),
+        count_writes(&writes, "patch", "pods", "", &victim),
         1,
         "the victim's Pod taken out of service once: {summary:#?}"
     );
     assert_eq!(
-        count(&writes, "delete", "pods", "", &victim),
+        count_writes(&writes, "delete", "pods", "", &victim),
         1,
         "the victim's Pod deleted once: {summary:#?}"
     );
     assert!(
-        count(&writes, "delete", "instances", "", &victim) <= 1,
+        count_writes(&writes, "delete", "instances", "", &victim) <= 1,
         "the victim deleted at most once (the finalizer's removal ends it): {summary:#?}"
     );
     // The delay was honoured, and not started over by the new leader.

@@ -39,3 +39,24 @@ pub fn crds_yaml() -> anyhow::Result<String> {
         .collect::<Vec<_>>()
         .join("---\n"))
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    /// Found by tests/chaos.rs: `maxInFlight: 1099511627776` passed the schema, was stored, and
+    /// no client could read the group back (int-or-string holds 32 bits): the operator's
+    /// ScalingGroup watch failed until the group was fixed.
+    #[test]
+    fn int_or_percent_rules_bound_the_integer_to_what_clients_can_read() {
+        let crd = serde_json::to_value(super::ScalingGroup::crd()).unwrap();
+        let replacement = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["replacement"]["properties"];
+        for field in ["maxInFlight", "maxUnhealthy"] {
+            let rule = replacement[field]["x-kubernetes-validations"][0]["rule"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{field} has a rule"));
+            assert!(rule.contains("self <= 10000"), "{field}: {rule}");
+        }
+    }
+}

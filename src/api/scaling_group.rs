@@ -368,12 +368,12 @@ pub struct Replacement {
     /// When more Instances than this are Unhealthy, nothing is replaced (circuit breaker).
     /// An integer or a percentage of desiredCapacity such as "40%".
     #[serde(default = "default_max_unhealthy")]
-    #[x_kube(validation = Rule::new(INT_OR_PERCENT_RULE).message("maxUnhealthy must be a non-negative integer or a percentage from 0% to 100%"))]
+    #[x_kube(validation = Rule::new(INT_OR_PERCENT_RULE).message("maxUnhealthy must be an integer from 0 to 10000 or a percentage from 0% to 100%"))]
     pub max_unhealthy: IntOrString,
     /// How many Instances may be replaced at once: an integer or a percentage of
     /// desiredCapacity (rounded up, at least 1).
     #[serde(default = "default_max_in_flight")]
-    #[x_kube(validation = Rule::new(INT_OR_PERCENT_RULE).message("maxInFlight must be a non-negative integer or a percentage from 0% to 100%"))]
+    #[x_kube(validation = Rule::new(INT_OR_PERCENT_RULE).message("maxInFlight must be an integer from 0 to 10000 or a percentage from 0% to 100%"))]
     pub max_in_flight: IntOrString,
     /// TerminateThenLaunch (the replacement is launched when the old Instance starts
     /// Terminating) or LaunchBeforeTerminate (the replacement is InService before the old one
@@ -397,9 +397,11 @@ pub struct Replacement {
     pub max_consecutive_failures: i32,
 }
 
-/// CEL rule shared by the int-or-percent fields.
-const INT_OR_PERCENT_RULE: &str =
-    "type(self) == int ? self >= 0 : self.matches('^(100|[1-9]?[0-9])%$')";
+/// CEL rule shared by the int-or-percent fields. The integer is bounded as maxSize is: the
+/// schema alone would store any int64, which no client's int-or-string (32 bits) can read, and
+/// one such group broke the operator's ScalingGroup watch (found by tests/chaos.rs).
+pub const INT_OR_PERCENT_RULE: &str =
+    "type(self) == int ? self >= 0 && self <= 10000 : self.matches('^(100|[1-9]?[0-9])%$')";
 
 impl Default for Replacement {
     fn default() -> Self {

@@ -24,7 +24,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 
 use super::{Env, TIMEOUT, pod_in_service, state_of};
 
@@ -339,7 +339,8 @@ impl Invariants {
             let stream = watcher(
                 Api::<Instance>::namespaced(env.client.clone(), &env.ns),
                 config.clone(),
-            );
+            )
+            .default_backoff();
             tokio::spawn(async move {
                 let mut stream = std::pin::pin!(stream);
                 while let Some(event) = stream.next().await {
@@ -372,7 +373,8 @@ impl Invariants {
         let pods = {
             let state = state.clone();
             let ready = ready_tx;
-            let stream = watcher(Api::<Pod>::namespaced(env.client.clone(), &env.ns), config);
+            let stream = watcher(Api::<Pod>::namespaced(env.client.clone(), &env.ns), config)
+                .default_backoff();
             tokio::spawn(async move {
                 let mut stream = std::pin::pin!(stream);
                 while let Some(event) = stream.next().await {

@@ -49,7 +49,13 @@ const TEST_MANAGER: &str = "autoheal-tests";
 /// are Established. Runs once per test binary; later calls return at once.
 pub async fn install_crds(cp: &ControlPlane) {
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    DONE.get_or_init(|| async {
+    DONE.get_or_init(|| apply_crds(cp)).await;
+}
+
+/// Installs the CRDs on `cp` as [`install_crds`] does, every time it is called (for a
+/// private control plane besides the shared one).
+pub async fn apply_crds(cp: &ControlPlane) {
+    {
         let client = cp.client().await;
         let crds: Api<CustomResourceDefinition> = Api::all(client);
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
@@ -84,8 +90,7 @@ pub async fn install_crds(cp: &ControlPlane) {
             .unwrap_or_else(|_| panic!("CRD {name} not Established"))
             .unwrap();
         }
-    })
-    .await;
+    }
 }
 
 /// The zone label value of zone `short` in the test namespace `ns`: `<ns>-<short>`.
@@ -411,6 +416,32 @@ pub fn is_audit_marker(w: &AuditWrite) -> bool {
     w.resource == "configmaps" && w.name.starts_with(AUDIT_MARKER)
 }
 
+/// The operator's writes (User-Agent `autoheal/…`) in `writes`.
+pub fn by_operator(writes: &[AuditWrite]) -> impl Iterator<Item = &AuditWrite> {
+    writes
+        .iter()
+        .filter(|w| w.user_agent.starts_with("autoheal/"))
+}
+
+/// How many of the operator's writes in `writes` are `verb` on `resource` (subresource `sub`,
+/// empty: the main resource) named `name` (empty: any name).
+pub fn count_writes(
+    writes: &[AuditWrite],
+    verb: &str,
+    resource: &str,
+    sub: &str,
+    name: &str,
+) -> usize {
+    by_operator(writes)
+        .filter(|w| {
+            w.verb == verb
+                && w.resource == resource
+                && w.subresource == sub
+                && (name.is_empty() || w.name == name)
+        })
+        .count()
+}
+
 /// A port on 127.0.0.1 that was free a moment ago (bound to port 0, read, released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -486,6 +517,12 @@ impl Env {
     pub async fn with_nodes(prefix: &str, nodes: usize, zones: &[&str]) -> Env {
         let cp = ControlPlane::shared().await;
         install_crds(cp).await;
+        Self::on(cp, prefix, nodes, zones).await
+    }
+
+    /// Like [`Env::with_nodes`], on the control plane `cp` (its CRDs already installed, see
+    /// [`apply_crds`]): e.g. a private one a test may restart or pause.
+    pub async fn on(cp: &'static ControlPlane, prefix: &str, nodes: usize, zones: &[&str]) -> Env {
         let client = cp.client().await;
         let ns = test_namespace(&client, prefix).await;
         let zones: Vec<String> = zones.iter().map(|z| zone_name(&ns, z)).collect();

@@ -48,6 +48,13 @@
 //!      seen as one (this covers `unhealthyThreshold: 1`, where there is no `Warning` stage,
 //!      and verdicts still on their way to the store). The planner looks again when it ends.
 //!
+//!    * a **recovery still arriving settles** too: while another Instance's verdict turned
+//!      `Healthy` less than one probe interval plus the probe timeout ago, an Instance
+//!      Unhealthy by its probe counts but is not replaced yet: when a mass failure ends, the
+//!      last targets recover up to that long after the first (a probe that hung when the
+//!      endpoint came back still times out), and the breaker, no longer tripped by the first
+//!      recoveries, must not replace them in that moment.
+//!
 //!    Settling applies only when the breaker can trip (`maxUnhealthy` below 100%) and only to
 //!    probe verdicts, the only ones whose arrival is spread out on purpose: a Pod deleted out
 //!    of band or gone, a Pod that exited or an `autoheal.dev/health=Unhealthy` mark is known
@@ -73,10 +80,10 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use super::{
     EventType, Index, Limits, PlannedEvent, ReplacementInputs, ReplacementMemory, add, excluded,
 };
-use crate::api::HealthDetail;
 use crate::api::conditions::DesiredCondition;
 use crate::api::names::reason;
 use crate::api::{CONDITION_REPLACEMENT_ALLOWED, Process, ScalingGroupSpec};
+use crate::api::{HealthDetail, HealthStatus};
 use crate::plan::{InstanceView, NodeView};
 
 /// Whether replacement may proceed.
@@ -247,6 +254,30 @@ impl View {
             .as_ref()
             .filter(|_| limits.max_unhealthy.is_some())
             .map(|p| SignedDuration::from_secs(i64::from(p.interval_seconds.max(1))));
+        // A recovery arrives as spread out as a failure (each target has its own phase, and a
+        // probe that hung when the endpoint came back still has to time out): while another
+        // Instance's verdict turned Healthy less than one probe interval plus timeout ago, a
+        // probe verdict of Unhealthy may be the next to recover, so it settles until then.
+        let recovery_settles_at = inputs
+            .spec
+            .health_check
+            .probe
+            .as_ref()
+            .filter(|_| limits.max_unhealthy.is_some())
+            .and_then(|p| {
+                let window = SignedDuration::from_secs(
+                    i64::from(p.interval_seconds.max(1)) + i64::from(p.timeout_seconds.max(1)),
+                );
+                index
+                    .values()
+                    .filter(|i| {
+                        i.counts_toward_capacity() && i.health == Some(HealthStatus::Healthy)
+                    })
+                    .filter_map(|i| i.health_since)
+                    .max()
+                    .and_then(|t| add(t, window))
+            })
+            .filter(|end| *end > inputs.now);
         let mut settle_until = None;
         let mut members = Vec::new();
         for i in index.values() {
@@ -270,10 +301,12 @@ impl View {
                 .and_then(|n| n.since)
                 .and_then(|t| add(t, NODE_SETTLE))
                 .filter(|end| *end > inputs.now);
+            let probe_failed = i.health_reason.as_deref() == Some(PROBE_FAILED);
             let settles_at = settle
-                .filter(|_| i.health_reason.as_deref() == Some(PROBE_FAILED))
+                .filter(|_| probe_failed)
                 .and_then(|d| i.health_since.and_then(|t| add(t, d)))
-                .filter(|end| *end > inputs.now);
+                .filter(|end| *end > inputs.now)
+                .max(recovery_settles_at.filter(|_| probe_failed && candidate));
             let mut settles = |end: Timestamp| {
                 settle_until = Some(settle_until.map_or(end, |u: Timestamp| u.min(end)));
             };

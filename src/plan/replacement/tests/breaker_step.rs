@@ -562,6 +562,35 @@ fn a_fresh_probe_verdict_settles_for_one_probe_interval() {
 }
 
 #[test]
+fn a_recovery_still_arriving_settles_for_one_probe_interval_plus_timeout() {
+    // Found by tests/chaos.rs (probe blackout): a mass failure ends, three of four targets
+    // have recovered, the fourth (Unhealthy since the blackout) recovers up to one interval
+    // plus the probe timeout later. The breaker no longer trips (1 <= maxUnhealthy 1), yet
+    // the last one must not be replaced in that moment.
+    let now = t(1000);
+    let recovered = now.checked_sub(SignedDuration::from_millis(500)).unwrap();
+    let mut instances: Vec<InstanceView> = spread().into_iter().take(4).collect();
+    for i in instances.iter_mut().skip(1) {
+        i.health_since = Some(recovered);
+    }
+    instances[0] = probe_failed(instances[0].clone(), t(900));
+    // interval 1 s, timeout 1 s: settles until 2 s after the latest recovery.
+    let mut case = Case::new(probed(4, IntOrString::Int(1), 4, 1), instances);
+    case.nodes = three_nodes([true, true, true]);
+    let plan = case.plan();
+    assert!(plan.terminate.is_empty(), "a recovery may still arrive");
+    assert_eq!(plan.condition.status, "True", "nothing trips");
+    assert_eq!(plan.requeue_after, Some(Duration::from_millis(1500)));
+    // No recovery in sight: replaced.
+    case.now = now.checked_add(SignedDuration::from_millis(1500)).unwrap();
+    assert_eq!(case.plan().terminate, vec!["a0"]);
+    // A marked-Unhealthy Instance does not wait for the probes of others.
+    case.now = now;
+    case.instances[0].health_reason = Some("MarkedUnhealthy".into());
+    assert_eq!(case.plan().terminate, vec!["a0"]);
+}
+
+#[test]
 fn settling_is_only_for_probe_verdicts_and_a_breaker_that_can_trip() {
     let now = t(1000);
     let fresh = |mut i: InstanceView, reason_: &str| {
