@@ -49,7 +49,8 @@
 //!      and verdicts still on their way to the store). The planner looks again when it ends.
 //!
 //!    * a **recovery still arriving settles** too: while another Instance's verdict turned
-//!      `Healthy` less than one probe interval plus the probe timeout ago, an Instance
+//!      `Healthy` (after it went in service: a launch is no recovery) less than one probe
+//!      interval plus the probe timeout ago, an Instance
 //!      Unhealthy by its probe counts but is not replaced yet: when a mass failure ends, the
 //!      last targets recover up to that long after the first (a probe that hung when the
 //!      endpoint came back still times out), and the breaker, no longer tripped by the first
@@ -268,12 +269,15 @@ impl View {
                 let window = SignedDuration::from_secs(
                     i64::from(p.interval_seconds.max(1)) + i64::from(p.timeout_seconds.max(1)),
                 );
+                // A recovery is a verdict turned Healthy after the Instance went in service; a
+                // launch (Healthy from its first status, before it is in service) is none, so
+                // a group that keeps launching does not hold its probe failures.
                 index
                     .values()
                     .filter(|i| {
                         i.counts_toward_capacity() && i.health == Some(HealthStatus::Healthy)
                     })
-                    .filter_map(|i| i.health_since)
+                    .filter_map(|i| i.health_since.filter(|t| Some(*t) > i.in_service_since))
                     .max()
                     .and_then(|t| add(t, window))
             })

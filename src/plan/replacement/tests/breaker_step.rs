@@ -588,6 +588,17 @@ fn a_recovery_still_arriving_settles_for_one_probe_interval_plus_timeout() {
     case.now = now;
     case.instances[0].health_reason = Some("MarkedUnhealthy".into());
     assert_eq!(case.plan().terminate, vec!["a0"]);
+    // Launches are no recoveries: Instances Healthy since before they went in service (a
+    // group that keeps launching) do not hold a probe failure.
+    case.instances[0].health_reason = Some("ProbeFailed".into());
+    for i in case.instances.iter_mut().skip(1) {
+        i.in_service_since = Some(
+            recovered
+                .checked_add(SignedDuration::from_millis(100))
+                .unwrap(),
+        );
+    }
+    assert_eq!(case.plan().terminate, vec!["a0"]);
 }
 
 #[test]
