@@ -75,7 +75,7 @@ impl Sizes {
         }
     }
 
-    fn runs(&self, scenario: usize) -> bool {
+    fn has(&self, scenario: usize) -> bool {
         self.only.contains(&scenario)
     }
 }
@@ -195,14 +195,14 @@ async fn timed(b: &mut Bench, s: &Sizes) -> Timed {
     // The Kubernetes side with kube-controller-manager's defaults first...
     kcm_limits(b, &KCM_DEFAULTS, DEFAULTS_TAG).await;
     for run in 1..=s.runs {
-        if s.runs(1) || s.runs(2) {
+        if s.has(1) || s.has(2) {
             for &k in &s.ks {
                 let r = rs_lose(b, n, k).await;
                 log_run(&format!("lose {k} of {n}"), "RS (kcm defaults)", run, &r);
                 t.lose.entry(k).or_default().kube_defaults.push(r);
             }
         }
-        if s.runs(3) {
+        if s.has(3) {
             let r = rs_scale(b, s.scale).await;
             log_run(&format!("scale 0 → {}", s.scale), "RS (kcm defaults)", run, &r);
             t.scale.kube_defaults.push(r);
@@ -214,23 +214,23 @@ async fn timed(b: &mut Bench, s: &Sizes) -> Timed {
     kcm_limits(b, &raised, RAISED_TAG).await;
     for run in 1..=s.runs {
         for &k in &s.ks {
-            if s.runs(1) || s.runs(2) {
+            if s.has(1) || s.has(2) {
                 let r = rs_lose(b, n, k).await;
                 log_run(&format!("lose {k} of {n}"), "RS (kcm raised)", run, &r);
                 t.lose.entry(k).or_default().kube_raised.push(r);
             }
-            if s.runs(1) {
+            if s.has(1) {
                 let (r, _) = sg_lose(b, n, k, false).await;
                 log_run(&format!("lose {k} of {n}"), "SG", run, &r);
                 t.lose.entry(k).or_default().autoheal.push(r);
             }
-            if s.runs(2) {
+            if s.has(2) {
                 let (r, _) = sg_lose(b, n, k, true).await;
                 log_run(&format!("replace {k} of {n} on a verdict"), "SG", run, &r);
                 t.verdict.entry(k).or_default().push(r);
             }
         }
-        if s.runs(3) {
+        if s.has(3) {
             let r = rs_scale(b, s.scale).await;
             log_run(&format!("scale 0 → {}", s.scale), "RS (kcm raised)", run, &r);
             t.scale.kube_raised.push(r);
@@ -564,21 +564,18 @@ async fn big(b: &mut Bench, s: &Sizes) -> Big {
                 .map_err(|e| e.to_string())?;
         }
         let changed = [&*insts.changed];
-        let up = until("all InService+Healthy", &changed, || {
-            all_healthy(&insts.state())
-        });
-        // Scaling to 10,000 takes minutes: its own, longer limit.
+        // Scaling to 10,000 takes minutes: up to four of `until`'s time limits.
         let mut tries = 0;
-        let mut up = Box::pin(up);
         let done = loop {
-            match (&mut up).await {
+            match until("all InService+Healthy", &changed, || {
+                all_healthy(&insts.state())
+            })
+            .await
+            {
                 Ok(t) => break t,
                 Err(e) if tries < 3 => {
                     tries += 1;
                     eprintln!("10k: still coming up: {e}");
-                    up = Box::pin(until("all InService+Healthy", &changed, || {
-                        all_healthy(&insts.state())
-                    }));
                 }
                 Err(e) => return Err(e),
             }
@@ -759,17 +756,17 @@ pub(super) async fn run() {
         kcm: "",
         profiles: Mutex::new(Vec::new()),
     };
-    let timed = if s.runs(1) || s.runs(2) || s.runs(3) {
+    let timed = if s.has(1) || s.has(2) || s.has(3) {
         Some(self::timed(&mut b, &s).await)
     } else {
         None
     };
-    let detect = if s.runs(4) {
+    let detect = if s.has(4) {
         Some(detection(&mut b, &s).await)
     } else {
         None
     };
-    let big = if s.runs(5) || s.runs(6) {
+    let big = if s.has(5) || s.has(6) {
         Some(self::big(&mut b, &s).await)
     } else {
         None
@@ -782,7 +779,7 @@ pub(super) async fn run() {
     let n = s.n;
     if let Some(t) = &timed {
         for (k, race) in &t.lose {
-            if s.runs(1) {
+            if s.has(1) {
                 lines.push(time_line(
                     format!("1. lose {k} of {n}: until {n} Ready / InService+Healthy"),
                     race,
@@ -804,7 +801,7 @@ pub(super) async fn run() {
                 ));
             }
         }
-        if s.runs(3) {
+        if s.has(3) {
             lines.push(time_line(
                 format!("3. scale 0 → {}: until all Running+Ready / InService", s.scale),
                 &t.scale,
@@ -852,7 +849,7 @@ pub(super) async fn run() {
                 runs_list(runs)
             );
         }
-        if s.runs(3) {
+        if s.has(3) {
             let _ = writeln!(
                 details,
                 "| scale 0 → {} | {} | {} | {} |",
@@ -864,7 +861,7 @@ pub(super) async fn run() {
         }
         details.push_str("\n### API writes inside the timed windows\n\nFrom the API server's audit log (its policy records writes only: create, update, patch, delete; reads are not counted on either side), mean per run; `podsim + bench` is podsim's bindings and status writes and the bench's own deletes, annotations and scale requests.\n\n");
         details.push_str(&writes_table(&b));
-        if s.runs(3) {
+        if s.has(3) {
             details.push_str("\n### Where the CPU goes in the scale-ups\n\n");
             details.push_str(&profile_table(&b.profiles.lock().unwrap()));
         }
@@ -916,7 +913,7 @@ pub(super) async fn run() {
         let total = g.total;
         let ok = g.error.is_none();
         let f = |ok: bool, text: String| if ok { text } else { "fail".into() };
-        if s.runs(5) {
+        if s.has(5) {
             let steady = ok || g.window_s > 0.0;
             lines.push(Line {
                 scenario: format!("5. {total} Instances in {} groups, probed every 10 s: operator RSS", s.groups),
@@ -949,7 +946,7 @@ pub(super) async fn run() {
                 met: if steady && g.writes_per_min == 0.0 { "yes" } else { "no" }.into(),
             });
         }
-        if s.runs(6) {
+        if s.has(6) {
             let caught = g.restart.map(|d| d.as_secs_f64());
             lines.push(Line {
                 scenario: format!("6. SIGKILL + restart at {total}: until every Instance re-evaluated; spurious terminations"),
