@@ -636,7 +636,10 @@ async fn run(runs: usize, kcm_variants: bool) {
         tokio::time::sleep(Duration::from_secs(3)).await;
         for run in 1..=runs {
             let d = deployment_run(&mut b).await;
-            eprintln!("refresh {N}, run {run}: Deployment (kcm defaults) {}", secs(&d));
+            eprintln!(
+                "refresh {N}, run {run}: Deployment (kcm defaults) {}",
+                secs(&d)
+            );
             deploy_defaults.push(d);
         }
         let raised = common::kcm_raised();
@@ -721,7 +724,10 @@ async fn run(runs: usize, kcm_variants: bool) {
         );
         let json_runs = |v: &[Result<Duration, String>]| -> Vec<serde_json::Value> {
             v.iter()
-                .map(|r| r.as_ref().map_or(serde_json::Value::Null, |d| d.as_secs_f64().into()))
+                .map(|r| {
+                    r.as_ref()
+                        .map_or(serde_json::Value::Null, |d| d.as_secs_f64().into())
+                })
                 .collect()
         };
         let json = serde_json::json!({

@@ -661,7 +661,11 @@ async fn rs_lose(b: &mut Bench, n: usize, lose: usize) -> Result<Duration, Strin
             rs_whole(&w.pods.state(), n)
         })
         .await?;
-        b.window(label(format!("RS{} lose {lose} of {n}", b.kcm)), &w.ns, wall);
+        b.window(
+            label(format!("RS{} lose {lose} of {n}", b.kcm)),
+            &w.ns,
+            wall,
+        );
         Ok(t1 - t0)
     }
     .await;
@@ -677,7 +681,13 @@ async fn sg_lose(
     lose: usize,
     verdict: bool,
 ) -> (Result<Duration, String>, Option<SgTrace>) {
-    let w = b.world(if verdict { "bench-sg-verdict" } else { "bench-sg-lose" }).await;
+    let w = b
+        .world(if verdict {
+            "bench-sg-verdict"
+        } else {
+            "bench-sg-lose"
+        })
+        .await;
     let op = b.operator(&w.ns);
     op.wait_ready().await;
     let insts = Watched::start(

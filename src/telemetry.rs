@@ -456,7 +456,11 @@ impl Metrics {
     /// Counts an Instance as evaluated since the start (once per Instance; the gauge
     /// `autoheal_instances_evaluated` shows when a restarted operator has caught up).
     pub fn mark_evaluated(&self, key: &(String, String)) {
-        let mut seen = self.inner.evaluated.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self
+            .inner
+            .evaluated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if !seen.contains(key) {
             seen.insert(key.clone());
             self.inner

@@ -54,11 +54,7 @@ impl Sizes {
             .unwrap_or_else(|| vec![1, 10]);
         let only = std::env::var("BENCH_ONLY")
             .ok()
-            .map(|v| {
-                v.split(',')
-                    .filter_map(|k| k.trim().parse().ok())
-                    .collect()
-            })
+            .map(|v| v.split(',').filter_map(|k| k.trim().parse().ok()).collect())
             .filter(|v: &BTreeSet<usize>| !v.is_empty())
             .unwrap_or_else(|| (1..=6).collect());
         Sizes {
@@ -166,7 +162,10 @@ fn log_run(what: &str, side: &str, run: usize, r: &Result<Duration, String>) {
 /// Restarts kube-controller-manager with these client limits and gives it time to start its
 /// controllers.
 async fn kcm_limits(b: &mut Bench, flags: &[&str], tag: &'static str) {
-    eprintln!("kube-controller-manager: restarting with {}", flags.join(" "));
+    eprintln!(
+        "kube-controller-manager: restarting with {}",
+        flags.join(" ")
+    );
     b.cp.restart(testkit::Part::ControllerManager, flags)
         .await
         .expect("restarting kube-controller-manager");
@@ -204,7 +203,12 @@ async fn timed(b: &mut Bench, s: &Sizes) -> Timed {
         }
         if s.has(3) {
             let r = rs_scale(b, s.scale).await;
-            log_run(&format!("scale 0 → {}", s.scale), "RS (kcm defaults)", run, &r);
+            log_run(
+                &format!("scale 0 → {}", s.scale),
+                "RS (kcm defaults)",
+                run,
+                &r,
+            );
             t.scale.kube_defaults.push(r);
         }
     }
@@ -232,7 +236,12 @@ async fn timed(b: &mut Bench, s: &Sizes) -> Timed {
         }
         if s.has(3) {
             let r = rs_scale(b, s.scale).await;
-            log_run(&format!("scale 0 → {}", s.scale), "RS (kcm raised)", run, &r);
+            log_run(
+                &format!("scale 0 → {}", s.scale),
+                "RS (kcm raised)",
+                run,
+                &r,
+            );
             t.scale.kube_raised.push(r);
             let r = sg_scale(b, s.scale).await;
             log_run(&format!("scale 0 → {}", s.scale), "SG", run, &r);
@@ -295,7 +304,13 @@ const DETECT_THRESHOLD: i32 = 2;
 
 /// A group with an HTTP probe every `interval` s (timeout 1 s, unhealthy after `unhealthy`
 /// failures, healthy after one success); `replace` false suspends ReplaceUnhealthy.
-fn probed_group(name: &str, n: usize, interval: i32, unhealthy: i32, replace: bool) -> ScalingGroup {
+fn probed_group(
+    name: &str,
+    n: usize,
+    interval: i32,
+    unhealthy: i32,
+    replace: bool,
+) -> ScalingGroup {
     let mut v = serde_json::to_value(scaling_group(name, n as i32, n as i32)).unwrap();
     v["spec"]["healthCheck"]["probe"] = serde_json::json!({
         "http": { "port": 8080, "path": "/healthz" },
@@ -494,7 +509,13 @@ fn writes_summary<'a>(writes: impl Iterator<Item = &'a testkit::AuditWrite>) -> 
         let r = if w.subresource.is_empty() {
             format!("{} {} {}", writer_of(w), w.verb, w.resource)
         } else {
-            format!("{} {} {}/{}", writer_of(w), w.verb, w.resource, w.subresource)
+            format!(
+                "{} {} {}/{}",
+                writer_of(w),
+                w.verb,
+                w.resource,
+                w.subresource
+            )
         };
         *by.entry(r).or_default() += 1;
     }
@@ -581,7 +602,10 @@ async fn big(b: &mut Bench, s: &Sizes) -> Big {
             }
         };
         out.setup = Some(done - t0);
-        eprintln!("10k: {total} InService+Healthy after {:.1} s", (done - t0).as_secs_f64());
+        eprintln!(
+            "10k: {total} InService+Healthy after {:.1} s",
+            (done - t0).as_secs_f64()
+        );
 
         // Scenario 5: steady state.
         tokio::time::sleep(Duration::from_secs(30)).await;
@@ -678,7 +702,9 @@ async fn big(b: &mut Bench, s: &Sizes) -> Big {
             .count();
         let deletes = after
             .iter()
-            .filter(|w| w.verb.starts_with("delete") && (w.resource == "pods" || w.resource == "instances"))
+            .filter(|w| {
+                w.verb.starts_with("delete") && (w.resource == "pods" || w.resource == "instances")
+            })
             .count();
         out.spurious = deletes.max(terminating) + total.saturating_sub(insts.state().len());
         out.restart_writes = writes_summary(after.into_iter());
@@ -803,7 +829,10 @@ pub(super) async fn run() {
         }
         if s.has(3) {
             lines.push(time_line(
-                format!("3. scale 0 → {}: until all Running+Ready / InService", s.scale),
+                format!(
+                    "3. scale 0 → {}: until all Running+Ready / InService",
+                    s.scale
+                ),
                 &t.scale,
                 Some(1.0),
             ));
@@ -815,7 +844,9 @@ pub(super) async fn run() {
             let own = |x: Option<(f64, f64)>| x.map(|x| x.0);
             let (rd, rr) = (ratio(own(d), own(a)), ratio(own(r), own(a)));
             let f = |x: Option<(f64, f64)>| {
-                x.map_or("n/a".into(), |(o, all)| format!("{o:.2} ({all:.2} with podsim's)"))
+                x.map_or("n/a".into(), |(o, all)| {
+                    format!("{o:.2} ({all:.2} with podsim's)")
+                })
             };
             lines.push(Line {
                 scenario: format!(
@@ -885,11 +916,8 @@ pub(super) async fn run() {
                 let mut v = v.clone();
                 v.sort_by(f64::total_cmp);
                 let (p50, p99) = (percentile(&v, 50.0), percentile(&v, 99.0));
-                line.autoheal = format!(
-                    "median {:.0} ms, p99 {:.0} ms",
-                    p50 * 1000.0,
-                    p99 * 1000.0
-                );
+                line.autoheal =
+                    format!("median {:.0} ms, p99 {:.0} ms", p50 * 1000.0, p99 * 1000.0);
                 line.met = if p99 < 0.1 { "yes" } else { "no" }.into();
                 let _ = writeln!(
                     details,
@@ -916,14 +944,22 @@ pub(super) async fn run() {
         if s.has(5) {
             let steady = ok || g.window_s > 0.0;
             lines.push(Line {
-                scenario: format!("5. {total} Instances in {} groups, probed every 10 s: operator RSS", s.groups),
+                scenario: format!(
+                    "5. {total} Instances in {} groups, probed every 10 s: operator RSS",
+                    s.groups
+                ),
                 kube_defaults: "—".into(),
                 kube_raised: "—".into(),
                 autoheal: f(steady, format!("{:.0} MB", g.rss_mb)),
                 ratio_defaults: "—".into(),
                 ratio_raised: "—".into(),
                 goal: "< 200 MB".into(),
-                met: if steady && g.rss_mb < 200.0 { "yes" } else { "no" }.into(),
+                met: if steady && g.rss_mb < 200.0 {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
             });
             lines.push(Line {
                 scenario: "5. … operator CPU".into(),
@@ -933,7 +969,12 @@ pub(super) async fn run() {
                 ratio_defaults: "—".into(),
                 ratio_raised: "—".into(),
                 goal: "< 10 % of a core".into(),
-                met: if steady && g.cpu_share < 0.10 { "yes" } else { "no" }.into(),
+                met: if steady && g.cpu_share < 0.10 {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
             });
             lines.push(Line {
                 scenario: "5. … API writes at steady state".into(),
@@ -943,7 +984,12 @@ pub(super) async fn run() {
                 ratio_defaults: "—".into(),
                 ratio_raised: "—".into(),
                 goal: "0 per minute".into(),
-                met: if steady && g.writes_per_min == 0.0 { "yes" } else { "no" }.into(),
+                met: if steady && g.writes_per_min == 0.0 {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
             });
         }
         if s.has(6) {
@@ -971,7 +1017,8 @@ pub(super) async fn run() {
         let _ = writeln!(
             details,
             "- coming up from nothing to all InService+Healthy: {}\n- steady state, measured over {:.0} s after 30 s of settling: RSS {:.0} MB (peak since start, VmHWM: {:.0} MB), CPU {:.1} % of one core (/proc/PID/stat utime+stime), {:.0} probes per second (`autoheal_probe_results_total`)\n- autoheal's API writes in that window ({:.1} per minute): {}\n- restart: SIGKILL, then the same command again (same leader identity, as a container restart in its Pod): caches synced after {}, every Instance evaluated (`autoheal_instances_evaluated` ≥ {total}) after {}\n- spurious terminations (autoheal's Pod/Instance deletes in the 15 s after catching up, Instances Terminating or gone): {}\n- autoheal's API writes from the SIGKILL to 15 s after catching up: {}",
-            g.setup.map_or("fail".into(), |d| format!("{:.1} s", d.as_secs_f64())),
+            g.setup
+                .map_or("fail".into(), |d| format!("{:.1} s", d.as_secs_f64())),
             g.window_s,
             g.rss_mb,
             g.hwm_mb,
@@ -979,8 +1026,10 @@ pub(super) async fn run() {
             g.probes_per_s,
             g.writes_per_min,
             g.writes_detail,
-            g.synced.map_or("n/a".into(), |d| format!("{:.2} s", d.as_secs_f64())),
-            g.restart.map_or("fail".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+            g.synced
+                .map_or("n/a".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+            g.restart
+                .map_or("fail".into(), |d| format!("{:.2} s", d.as_secs_f64())),
             g.spurious,
             g.restart_writes,
         );
@@ -1034,7 +1083,10 @@ pub(super) async fn run() {
         refresh.as_ref().map_or(0, |r| r.runs),
         s.detect_samples,
         wall.as_secs_f64() / 60.0,
-        s.ks.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(" and "),
+        s.ks.iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(" and "),
         s.scale,
         s.groups,
         s.group_size,
@@ -1062,6 +1114,10 @@ pub(super) async fn run() {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/RESULTS.md");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     std::fs::write(&out, &md).unwrap();
-    eprintln!("written to {} after {:.1} min", out.display(), wall.as_secs_f64() / 60.0);
+    eprintln!(
+        "written to {} after {:.1} min",
+        out.display(),
+        wall.as_secs_f64() / 60.0
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
