@@ -585,17 +585,6 @@ fn secs(d: &Result<Duration, String>) -> String {
     }
 }
 
-fn git(args: &[&str]) -> String {
-    Command::new("git")
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 fn main() {
     let mut runs = 3usize;
     let args: Vec<String> = std::env::args().collect();
@@ -663,16 +652,7 @@ async fn run(runs: usize, kcm_variants: bool) {
         }
         sg.push(s);
     }
-    let commit = git(&["rev-parse", "--short", "HEAD"]);
-    let dirty = if git(&["status", "--porcelain"]).is_empty() {
-        ""
-    } else {
-        " (with uncommitted changes)"
-    };
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let date = jiff::Timestamp::now()
-        .strftime("%Y-%m-%d %H:%M UTC")
-        .to_string();
+    let (commit, nproc, date) = common::stamp();
     let (md_d, md_s) = (median(&deploy), median(&sg));
     let ratio = match (md_d, md_s) {
         (Some(d), Some(s)) if d > 0.0 => format!("{:.2}x", s / d),
@@ -690,7 +670,7 @@ async fn run(runs: usize, kcm_variants: bool) {
     );
     let _ = writeln!(
         md,
-        "- machine: {nproc} CPUs, {}\n- date: {date}\n- commit: {commit}{dirty}\n- {N} replicas / Instances; the image changes; Pods: terminationGracePeriodSeconds {}\n- Deployment: RollingUpdate maxSurge 25%, maxUnavailable 25%, minReadySeconds 0; timed until 50 Ready Pods of the new template, none terminating, status updated/ready/available 50\n- ScalingGroup: refresh.maxHealthyPercentage 125, minHealthyPercentage 75, instanceWarmupSeconds 0, healthCheck.gracePeriodSeconds 0, deregistrationDelaySeconds 0, no probe; timed until status.refresh Successful and 50 Instances InService+Healthy on the new revision with Ready Pods, nothing else\n",
+        "- machine: {nproc} CPUs, {}\n- date: {date}\n- commit: {commit}\n- {N} replicas / Instances; the image changes; Pods: terminationGracePeriodSeconds {}\n- Deployment: RollingUpdate maxSurge 25%, maxUnavailable 25%, minReadySeconds 0; timed until 50 Ready Pods of the new template, none terminating, status updated/ready/available 50\n- ScalingGroup: refresh.maxHealthyPercentage 125, minHealthyPercentage 75, instanceWarmupSeconds 0, healthCheck.gracePeriodSeconds 0, deregistrationDelaySeconds 0, no probe; timed until status.refresh Successful and 50 Instances InService+Healthy on the new revision with Ready Pods, nothing else\n",
         std::env::consts::ARCH,
         grace_seconds()
     );

@@ -417,6 +417,27 @@ struct World {
 }
 
 impl Bench {
+    /// A fresh control plane with the CRDs, and a scratch directory `<tmp>/<name>-<pid>`.
+    async fn start(name: &str) -> Bench {
+        let cp = ControlPlane::start()
+            .await
+            .expect("starting the control plane");
+        let client = cp.client().await;
+        install_crds(&cp, &client).await;
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Bench {
+            cp,
+            client,
+            operator_bin: PathBuf::from(env!("CARGO_BIN_EXE_autoheal")),
+            dir,
+            next_prefix: 99,
+            windows: Mutex::new(Vec::new()),
+            kcm: "",
+            profiles: Mutex::new(Vec::new()),
+        }
+    }
+
     async fn world(&mut self, prefix: &str) -> World {
         let ns = test_namespace(&self.client, prefix).await;
         self.next_prefix = self.next_prefix.wrapping_add(1).max(100);
@@ -1103,17 +1124,6 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn git(args: &[&str]) -> String {
-    Command::new("git")
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 // ---- reporting -----------------------------------------------------------------------------
 
 fn secs(d: &Result<Duration, String>) -> String {
@@ -1313,25 +1323,9 @@ fn main() {
 }
 
 async fn run(runs: usize, only: Option<&str>) {
-    let operator_bin = PathBuf::from(env!("CARGO_BIN_EXE_autoheal"));
-    eprintln!("bench-replace: operator {}", operator_bin.display());
-    let cp = ControlPlane::start()
-        .await
-        .expect("starting the control plane");
-    let client = cp.client().await;
-    install_crds(&cp, &client).await;
-    let dir = std::env::temp_dir().join(format!("autoheal-bench-replace-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut b = Bench {
-        cp,
-        client,
-        operator_bin,
-        dir: dir.clone(),
-        next_prefix: 99,
-        windows: Mutex::new(Vec::new()),
-        kcm: "",
-        profiles: Mutex::new(Vec::new()),
-    };
+    eprintln!("bench-replace: operator {}", env!("CARGO_BIN_EXE_autoheal"));
+    let mut b = Bench::start("autoheal-bench-replace").await;
+    let dir = b.dir.clone();
     let mut lose = Row {
         scenario: "lose 10 of 100",
         rs: vec![],
@@ -1369,16 +1363,7 @@ async fn run(runs: usize, only: Option<&str>) {
         scale.sg.push(s);
     }
     let rows = [lose, scale];
-    let commit = git(&["rev-parse", "--short", "HEAD"]);
-    let dirty = if git(&["status", "--porcelain"]).is_empty() {
-        ""
-    } else {
-        " (with uncommitted changes)"
-    };
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let date = jiff::Timestamp::now()
-        .strftime("%Y-%m-%d %H:%M UTC")
-        .to_string();
+    let (commit, nproc, date) = common::stamp();
     let mut md = String::new();
     md.push_str("# Replacement benchmark: ReplicaSet vs ScalingGroup\n\n");
     md.push_str(
@@ -1391,7 +1376,7 @@ async fn run(runs: usize, only: Option<&str>) {
     );
     let _ = writeln!(
         md,
-        "- machine: {nproc} CPUs ({}), {}\n- date: {date}\n- commit: {commit}{dirty}\n- Pods: terminationGracePeriodSeconds {} (both); ScalingGroup: healthCheck.gracePeriodSeconds 0, replacement.deregistrationDelaySeconds 0, replacement.maxInFlight 100%, no probe\n- lose 10 of 100: from the 10 concurrent Pod DELETEs until 100 Running+Ready Pods and nothing terminating (RS) / 100 Instances InService+Healthy with Running Pods and nothing else (SG)\n- scale 0 → 300: from the scale request until 300 Running+Ready Pods (RS) / 300 Instances InService (SG)\n",
+        "- machine: {nproc} CPUs ({}), {}\n- date: {date}\n- commit: {commit}\n- Pods: terminationGracePeriodSeconds {} (both); ScalingGroup: healthCheck.gracePeriodSeconds 0, replacement.deregistrationDelaySeconds 0, replacement.maxInFlight 100%, no probe\n- lose 10 of 100: from the 10 concurrent Pod DELETEs until 100 Running+Ready Pods and nothing terminating (RS) / 100 Instances InService+Healthy with Running Pods and nothing else (SG)\n- scale 0 → 300: from the scale request until 300 Running+Ready Pods (RS) / 300 Instances InService (SG)\n",
         cpu_model(),
         std::env::consts::ARCH,
         grace_seconds()

@@ -49,3 +49,28 @@ pub fn median_secs(values: &[Result<Duration, String>]) -> Option<f64> {
 pub fn refresh_results_path() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-refresh.json")
 }
+
+/// The commit (with " (with uncommitted changes)" when the tree is dirty), the number of
+/// CPUs and the date, for a report's header.
+pub fn stamp() -> (String, usize, String) {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = if git(&["status", "--porcelain"]).is_some_and(|s| s.is_empty()) {
+        ""
+    } else {
+        " (with uncommitted changes)"
+    };
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let date = jiff::Timestamp::now()
+        .strftime("%Y-%m-%d %H:%M UTC")
+        .to_string();
+    (format!("{commit}{dirty}"), nproc, date)
+}

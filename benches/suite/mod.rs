@@ -764,24 +764,8 @@ pub(super) async fn run() {
     let s = Sizes::from_env();
     eprintln!("make bench: {s:?}");
     let started = Instant::now();
-    let operator_bin = PathBuf::from(env!("CARGO_BIN_EXE_autoheal"));
-    let cp = ControlPlane::start()
-        .await
-        .expect("starting the control plane");
-    let client = cp.client().await;
-    install_crds(&cp, &client).await;
-    let dir = std::env::temp_dir().join(format!("autoheal-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut b = Bench {
-        cp,
-        client,
-        operator_bin,
-        dir: dir.clone(),
-        next_prefix: 99,
-        windows: Mutex::new(Vec::new()),
-        kcm: "",
-        profiles: Mutex::new(Vec::new()),
-    };
+    let mut b = Bench::start("autoheal-bench").await;
+    let dir = b.dir.clone();
     let timed = if s.has(1) || s.has(2) || s.has(3) {
         Some(self::timed(&mut b, &s).await)
     } else {
@@ -1056,16 +1040,7 @@ pub(super) async fn run() {
         ),
     }
 
-    let commit = git(&["rev-parse", "--short", "HEAD"]);
-    let dirty = if git(&["status", "--porcelain"]).is_empty() {
-        ""
-    } else {
-        " (with uncommitted changes)"
-    };
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let date = jiff::Timestamp::now()
-        .strftime("%Y-%m-%d %H:%M UTC")
-        .to_string();
+    let (commit, nproc, date) = super::common::stamp();
     let raised = kcm_raised().join(" ");
     let mut md = String::new();
     md.push_str("# Proof at scale: Kubernetes' controllers vs autoheal\n\n");
@@ -1076,7 +1051,7 @@ pub(super) async fn run() {
     );
     let _ = writeln!(
         md,
-        "- machine: {} ({nproc} CPUs, {})\n- date: {date}\n- commit: {commit}{dirty}\n- runs: {} per figure of scenarios 1–3 (medians), {} for scenario 7; detection samples: {}; this run took {:.1} min\n- sizes: N = {n}, K = {}, scale-up to {}, {} × {} Instances for scenarios 5–6 (env `BENCH_RUNS`, `BENCH_N`, `BENCH_K`, `BENCH_SCALE`, `BENCH_DETECT_SAMPLES`, `BENCH_GROUPS`, `BENCH_GROUP_SIZE`, `BENCH_STEADY_SECONDS`)\n- Kubernetes runs twice: kube-controller-manager's own defaults `{}` (what users get), and raised to autoheal's own client limits `{raised}` (autoheal's `--kube-api-qps`/`--kube-api-burst` defaults: the fair race); ratio = autoheal / Kubernetes, lower is better\n- Pods: terminationGracePeriodSeconds {} on both sides; ScalingGroups: healthCheck.gracePeriodSeconds 0, replacement.deregistrationDelaySeconds 0, replacement.maxInFlight 100% (≥ K), no probe unless said\n",
+        "- machine: {} ({nproc} CPUs, {})\n- date: {date}\n- commit: {commit}\n- runs: {} per figure of scenarios 1–3 (medians), {} for scenario 7; detection samples: {}; this run took {:.1} min\n- sizes: N = {n}, K = {}, scale-up to {}, {} × {} Instances for scenarios 5–6 (env `BENCH_RUNS`, `BENCH_N`, `BENCH_K`, `BENCH_SCALE`, `BENCH_DETECT_SAMPLES`, `BENCH_GROUPS`, `BENCH_GROUP_SIZE`, `BENCH_STEADY_SECONDS`)\n- Kubernetes runs twice: kube-controller-manager's own defaults `{}` (what users get), and raised to autoheal's own client limits `{raised}` (autoheal's `--kube-api-qps`/`--kube-api-burst` defaults: the fair race); ratio = autoheal / Kubernetes, lower is better\n- Pods: terminationGracePeriodSeconds {} on both sides; ScalingGroups: healthCheck.gracePeriodSeconds 0, replacement.deregistrationDelaySeconds 0, replacement.maxInFlight 100% (≥ K), no probe unless said\n",
         cpu_model(),
         std::env::consts::ARCH,
         s.runs,
