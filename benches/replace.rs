@@ -598,6 +598,20 @@ fn sg_whole(
     }
 }
 
+/// Err while any of `names` is still among `objects`.
+fn gone<K: Resource>(names: &[String], objects: &[Arc<K>]) -> Result<(), String> {
+    match objects
+        .iter()
+        .find(|o| names.contains(&o.meta().name.clone().unwrap_or_default()))
+    {
+        Some(o) => Err(format!(
+            "{} still there",
+            o.meta().name.as_deref().unwrap_or("")
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Deletes `count` Pods (the first by name) concurrently; returns their names and the start.
 async fn delete_pods(
     client: &Client,
@@ -677,8 +691,10 @@ async fn rs_lose(b: &mut Bench, n: usize, lose: usize) -> Result<Duration, Strin
         .await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let wall = jiff::Timestamp::now();
-        let (_, t0) = delete_pods(&b.client, &w.ns, &w.pods.state(), lose).await;
+        let (victims, t0) = delete_pods(&b.client, &w.ns, &w.pods.state(), lose).await;
+        // Whole again, and without the victims (the watch may not have seen the deletes yet).
         let t1 = until("RS whole again", &[&*w.pods.changed], || {
+            gone(&victims, &w.pods.state())?;
             rs_whole(&w.pods.state(), n)
         })
         .await?;
@@ -740,7 +756,10 @@ async fn sg_lose(
         } else {
             delete_pods(&b.client, &w.ns, &w.pods.state(), lose).await
         };
+        // Whole again, and without the victims (the watch may not have seen the change yet).
         let t1 = until("SG whole again", &changed, || {
+            gone(&victims, &insts.state())?;
+            gone(&victims, &w.pods.state())?;
             sg_whole(&insts.state(), &w.pods.state(), n, true)
         })
         .await?;
