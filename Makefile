@@ -4,7 +4,7 @@ CARGO ?= cargo
 LOCAL := $(CURDIR)/.local
 export KUBECONFIG := $(LOCAL)/kubeconfig
 
-.PHONY: all build test test-chaos crds cluster-up cluster-down demo k8s-bins tools image bench-probe bench-replace bench-refresh fuzz fmt lint clean
+.PHONY: all build test test-chaos crds cluster-up cluster-down demo k8s-bins tools image bench bench-probe bench-replace bench-refresh fuzz fmt lint clean
 
 all: build
 
@@ -72,6 +72,16 @@ bench-probe:
 ## the bench spawns that binary: CARGO_BIN_EXE_autoheal)
 bench-replace: k8s-bins
 	$(CARGO) bench --bench replace
+
+## bench: every "proof at scale" scenario (release builds; writes bench/RESULTS.md): ReplicaSet vs
+## ScalingGroup with kube-controller-manager's default and raised client limits, detection, 10,000
+## Instances, restart, refresh. Sizes from env: BENCH_RUNS (5), BENCH_N (100), BENCH_K (1,10),
+## BENCH_SCALE (1000), BENCH_DETECT_SAMPLES (100), BENCH_GROUPS (100), BENCH_GROUP_SIZE (100),
+## BENCH_STEADY_SECONDS (60), BENCH_ONLY (scenario numbers 1-6; 7, refresh, runs unless BENCH_SKIP_REFRESH=1)
+BENCH_RUNS ?= 5
+bench: k8s-bins
+	@if [ -z "$$BENCH_SKIP_REFRESH" ]; then $(CARGO) bench --bench refresh -- --runs $(BENCH_RUNS) --kcm-variants; fi
+	BENCH_RUNS=$(BENCH_RUNS) $(CARGO) bench --bench replace -- --suite
 
 ## bench-refresh: Deployment vs ScalingGroup rolling 50 to a new template with the same bounds
 ## (maxSurge 25 % / maxUnavailable 25 % ⇔ maxHealthy 125 / minHealthy 75); writes bench/REFRESH.md

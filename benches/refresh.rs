@@ -15,7 +15,11 @@
 //! Successful, 50 Instances InService+Healthy on the new revision with Running Pods, nothing
 //! else (no other Instance or Pod).
 //!
-//! `cargo bench --bench refresh [-- --runs N]`; writes `bench/REFRESH.md`. With
+//! `cargo bench --bench refresh [-- --runs N] [-- --kcm-variants]`; writes `bench/REFRESH.md`.
+//! With `--kcm-variants` (`make bench`) the Deployment runs twice: first with
+//! kube-controller-manager's own client limits (qps 20, burst 30), then with them raised to
+//! autoheal's, alternating with the ScalingGroup; the runs also go to
+//! `target/bench-refresh.json` for `bench/RESULTS.md`. With
 //! `REFRESH_BENCH_KEEP=1` the operator logs are kept (their directory is printed).
 
 use std::fmt::Write as _;
@@ -44,6 +48,11 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use testkit::{ControlPlane, test_namespace};
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::median_secs as median;
 
 const MANAGER: &str = "autoheal-bench";
 const N: usize = 50;
@@ -576,35 +585,6 @@ fn secs(d: &Result<Duration, String>) -> String {
     }
 }
 
-fn median(values: &[Result<Duration, String>]) -> Option<f64> {
-    let mut ok: Vec<f64> = values
-        .iter()
-        .filter_map(|v| v.as_ref().ok())
-        .map(Duration::as_secs_f64)
-        .collect();
-    if ok.is_empty() {
-        return None;
-    }
-    ok.sort_by(f64::total_cmp);
-    let m = ok.len() / 2;
-    Some(if ok.len() % 2 == 1 {
-        ok[m]
-    } else {
-        (ok[m - 1] + ok[m]) / 2.0
-    })
-}
-
-fn git(args: &[&str]) -> String {
-    Command::new("git")
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 fn main() {
     let mut runs = 3usize;
     let args: Vec<String> = std::env::args().collect();
@@ -615,10 +595,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap()
-        .block_on(run(runs.max(1)));
+        .block_on(run(runs.max(1), args.iter().any(|a| a == "--kcm-variants")));
 }
 
-async fn run(runs: usize) {
+async fn run(runs: usize, kcm_variants: bool) {
     let operator_bin = PathBuf::from(env!("CARGO_BIN_EXE_autoheal"));
     eprintln!("bench-refresh: operator {}", operator_bin.display());
     let cp = ControlPlane::start()
@@ -637,6 +617,27 @@ async fn run(runs: usize) {
     };
     let mut deploy = Vec::new();
     let mut sg = Vec::new();
+    let mut deploy_defaults = Vec::new();
+    if kcm_variants {
+        b.cp.restart(testkit::Part::ControllerManager, &common::KCM_DEFAULTS)
+            .await
+            .expect("restarting kube-controller-manager");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for run in 1..=runs {
+            let d = deployment_run(&mut b).await;
+            eprintln!(
+                "refresh {N}, run {run}: Deployment (kcm defaults) {}",
+                secs(&d)
+            );
+            deploy_defaults.push(d);
+        }
+        let raised = common::kcm_raised();
+        let raised: Vec<&str> = raised.iter().map(String::as_str).collect();
+        b.cp.restart(testkit::Part::ControllerManager, &raised)
+            .await
+            .expect("restarting kube-controller-manager");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
     for run in 1..=runs {
         let d = deployment_run(&mut b).await;
         eprintln!("refresh {N}, run {run}: Deployment {}", secs(&d));
@@ -651,16 +652,7 @@ async fn run(runs: usize) {
         }
         sg.push(s);
     }
-    let commit = git(&["rev-parse", "--short", "HEAD"]);
-    let dirty = if git(&["status", "--porcelain"]).is_empty() {
-        ""
-    } else {
-        " (with uncommitted changes)"
-    };
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let date = jiff::Timestamp::now()
-        .strftime("%Y-%m-%d %H:%M UTC")
-        .to_string();
+    let (commit, nproc, date) = common::stamp();
     let (md_d, md_s) = (median(&deploy), median(&sg));
     let ratio = match (md_d, md_s) {
         (Some(d), Some(s)) if d > 0.0 => format!("{:.2}x", s / d),
@@ -678,7 +670,7 @@ async fn run(runs: usize) {
     );
     let _ = writeln!(
         md,
-        "- machine: {nproc} CPUs, {}\n- date: {date}\n- commit: {commit}{dirty}\n- {N} replicas / Instances; the image changes; Pods: terminationGracePeriodSeconds {}\n- Deployment: RollingUpdate maxSurge 25%, maxUnavailable 25%, minReadySeconds 0; timed until 50 Ready Pods of the new template, none terminating, status updated/ready/available 50\n- ScalingGroup: refresh.maxHealthyPercentage 125, minHealthyPercentage 75, instanceWarmupSeconds 0, healthCheck.gracePeriodSeconds 0, deregistrationDelaySeconds 0, no probe; timed until status.refresh Successful and 50 Instances InService+Healthy on the new revision with Ready Pods, nothing else\n",
+        "- machine: {nproc} CPUs, {}\n- date: {date}\n- commit: {commit}\n- {N} replicas / Instances; the image changes; Pods: terminationGracePeriodSeconds {}\n- Deployment: RollingUpdate maxSurge 25%, maxUnavailable 25%, minReadySeconds 0; timed until 50 Ready Pods of the new template, none terminating, status updated/ready/available 50\n- ScalingGroup: refresh.maxHealthyPercentage 125, minHealthyPercentage 75, instanceWarmupSeconds 0, healthCheck.gracePeriodSeconds 0, deregistrationDelaySeconds 0, no probe; timed until status.refresh Successful and 50 Instances InService+Healthy on the new revision with Ready Pods, nothing else\n",
         std::env::consts::ARCH,
         grace_seconds()
     );
@@ -691,6 +683,44 @@ async fn run(runs: usize) {
         runs_of(&deploy),
         runs_of(&sg)
     );
+    if kcm_variants {
+        let _ = writeln!(
+            md,
+            "| refresh {N}, Deployment with kube-controller-manager's defaults ({}) | {} | {} | {} | {} | {} |",
+            common::KCM_DEFAULTS.join(" "),
+            fmt(median(&deploy_defaults)),
+            fmt(md_s),
+            match (median(&deploy_defaults), md_s) {
+                (Some(d), Some(s)) if d > 0.0 => format!("{:.2}x", s / d),
+                _ => "n/a".into(),
+            },
+            runs_of(&deploy_defaults),
+            runs_of(&sg)
+        );
+        let _ = writeln!(
+            md,
+            "\nThe first row's Deployment ran with kube-controller-manager's client limits raised to autoheal's ({}).",
+            common::kcm_raised().join(" ")
+        );
+        let json_runs = |v: &[Result<Duration, String>]| -> Vec<serde_json::Value> {
+            v.iter()
+                .map(|r| {
+                    r.as_ref()
+                        .map_or(serde_json::Value::Null, |d| d.as_secs_f64().into())
+                })
+                .collect()
+        };
+        let json = serde_json::json!({
+            "date": date,
+            "commit": commit,
+            "deployment_kcm_defaults": json_runs(&deploy_defaults),
+            "deployment_kcm_raised": json_runs(&deploy),
+            "scalinggroup": json_runs(&sg),
+        });
+        let path = common::refresh_results_path();
+        let _ = std::fs::create_dir_all(path.parent().unwrap());
+        std::fs::write(&path, json.to_string()).unwrap();
+    }
     println!("\n{md}");
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/REFRESH.md");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();

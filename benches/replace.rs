@@ -51,6 +51,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use testkit::{ControlPlane, test_namespace};
 
+#[path = "common/mod.rs"]
+mod common;
+mod suite;
+
+use common::median_secs as median;
+
 /// Field manager of the bench's applies.
 const MANAGER: &str = "autoheal-bench";
 /// How long one wait may take before the run counts as failed.
@@ -316,11 +322,32 @@ fn scaling_group(name: &str, desired: i32, max: i32) -> ScalingGroup {
 struct Operator {
     child: Child,
     log: PathBuf,
+    /// Its admin endpoint (`/metrics`), `127.0.0.1:PORT`.
+    admin: String,
+}
+
+/// A free local port (bound, then released) for an operator's admin endpoint.
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
 }
 
 impl Operator {
     fn start(bin: &Path, kubeconfig: &Path, ns: &str, dir: &Path) -> Operator {
-        let log = dir.join(format!("operator-{ns}.log"));
+        Operator::launch(bin, kubeconfig, ns, dir, "operator", "info,autoheal=debug")
+    }
+
+    /// Starts the operator for `ns`, logging at `log_filter` to `<dir>/<name>-<ns>.log`.
+    fn launch(
+        bin: &Path,
+        kubeconfig: &Path,
+        ns: &str,
+        dir: &Path,
+        name: &str,
+        log_filter: &str,
+    ) -> Operator {
+        let log = dir.join(format!("{name}-{ns}.log"));
+        let admin = free_addr();
         let out = std::fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
         let child = Command::new(bin)
@@ -329,20 +356,20 @@ impl Operator {
                 "--namespace",
                 ns,
                 "--admin-addr",
-                "127.0.0.1:0",
+                &admin,
                 "--lease-namespace",
                 ns,
                 "--leader-identity",
                 &format!("bench-{ns}"),
             ])
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,autoheal=debug")
+            .env("RUST_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-        Operator { child, log }
+        Operator { child, log, admin }
     }
 
     async fn wait_ready(&self) {
@@ -376,6 +403,8 @@ struct Bench {
     next_prefix: u8,
     /// Timed windows (label, namespace, from, to) whose API writes are counted at the end.
     windows: Mutex<Vec<(&'static str, String, jiff::Timestamp, jiff::Timestamp)>>,
+    /// Appended to the RS labels: which kube-controller-manager client limits ran them.
+    kcm: &'static str,
     /// CPU and API server time of the scale-up windows.
     profiles: Mutex<Vec<Profile>>,
 }
@@ -388,6 +417,27 @@ struct World {
 }
 
 impl Bench {
+    /// A fresh control plane with the CRDs, and a scratch directory `<tmp>/<name>-<pid>`.
+    async fn start(name: &str) -> Bench {
+        let cp = ControlPlane::start()
+            .await
+            .expect("starting the control plane");
+        let client = cp.client().await;
+        install_crds(&cp, &client).await;
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Bench {
+            cp,
+            client,
+            operator_bin: PathBuf::from(env!("CARGO_BIN_EXE_autoheal")),
+            dir,
+            next_prefix: 99,
+            windows: Mutex::new(Vec::new()),
+            kcm: "",
+            profiles: Mutex::new(Vec::new()),
+        }
+    }
+
     async fn world(&mut self, prefix: &str) -> World {
         let ns = test_namespace(&self.client, prefix).await;
         self.next_prefix = self.next_prefix.wrapping_add(1).max(100);
@@ -548,6 +598,20 @@ fn sg_whole(
     }
 }
 
+/// Err while any of `names` is still among `objects`.
+fn gone<K: Resource>(names: &[String], objects: &[Arc<K>]) -> Result<(), String> {
+    match objects
+        .iter()
+        .find(|o| names.contains(&o.meta().name.clone().unwrap_or_default()))
+    {
+        Some(o) => Err(format!(
+            "{} still there",
+            o.meta().name.as_deref().unwrap_or("")
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Deletes `count` Pods (the first by name) concurrently; returns their names and the start.
 async fn delete_pods(
     client: &Client,
@@ -568,6 +632,40 @@ async fn delete_pods(
         r.expect("deleting a Pod");
     }
     (names, started)
+}
+
+/// Annotates `count` Instances (the first by name) `autoheal.dev/health=Unhealthy`,
+/// concurrently; returns their names and the start.
+async fn mark_unhealthy(
+    client: &Client,
+    ns: &str,
+    insts: &[Arc<Instance>],
+    count: usize,
+) -> (Vec<String>, Instant) {
+    let mut names: Vec<String> = insts.iter().map(|i| i.name_any()).collect();
+    names.sort();
+    names.truncate(count);
+    let api: Api<Instance> = Api::namespaced(client.clone(), ns);
+    let patch = serde_json::json!({
+        "metadata": { "annotations": { autoheal::api::ANNOTATION_HEALTH: "Unhealthy" } }
+    });
+    let started = Instant::now();
+    let patches = names.iter().map(|n| {
+        let (api, patch) = (api.clone(), patch.clone());
+        async move {
+            api.patch(n, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+        }
+    });
+    for r in futures::future::join_all(patches).await {
+        r.expect("annotating an Instance");
+    }
+    (names, started)
+}
+
+/// A label for the reports (they live as long as the bench).
+fn label(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
 }
 
 /// What one ScalingGroup "lose 10" run leaves for the per-step trace.
@@ -593,12 +691,18 @@ async fn rs_lose(b: &mut Bench, n: usize, lose: usize) -> Result<Duration, Strin
         .await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let wall = jiff::Timestamp::now();
-        let (_, t0) = delete_pods(&b.client, &w.ns, &w.pods.state(), lose).await;
+        let (victims, t0) = delete_pods(&b.client, &w.ns, &w.pods.state(), lose).await;
+        // Whole again, and without the victims (the watch may not have seen the deletes yet).
         let t1 = until("RS whole again", &[&*w.pods.changed], || {
+            gone(&victims, &w.pods.state())?;
             rs_whole(&w.pods.state(), n)
         })
         .await?;
-        b.window("RS lose 10 of 100", &w.ns, wall);
+        b.window(
+            label(format!("RS{} lose {lose} of {n}", b.kcm)),
+            &w.ns,
+            wall,
+        );
         Ok(t1 - t0)
     }
     .await;
@@ -606,12 +710,21 @@ async fn rs_lose(b: &mut Bench, n: usize, lose: usize) -> Result<Duration, Strin
     result
 }
 
+/// SG: `lose` of `n` go: their Pods deleted out of band or, with `verdict`, the Instances
+/// annotated `autoheal.dev/health=Unhealthy`; timed until the group is whole again.
 async fn sg_lose(
     b: &mut Bench,
     n: usize,
     lose: usize,
+    verdict: bool,
 ) -> (Result<Duration, String>, Option<SgTrace>) {
-    let w = b.world("bench-sg-lose").await;
+    let w = b
+        .world(if verdict {
+            "bench-sg-verdict"
+        } else {
+            "bench-sg-lose"
+        })
+        .await;
     let op = b.operator(&w.ns);
     op.wait_ready().await;
     let insts = Watched::start(
@@ -638,12 +751,20 @@ async fn sg_lose(
         .await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let wall = jiff::Timestamp::now();
-        let (victims, t0) = delete_pods(&b.client, &w.ns, &w.pods.state(), lose).await;
+        let (victims, t0) = if verdict {
+            mark_unhealthy(&b.client, &w.ns, &insts.state(), lose).await
+        } else {
+            delete_pods(&b.client, &w.ns, &w.pods.state(), lose).await
+        };
+        // Whole again, and without the victims (the watch may not have seen the change yet).
         let t1 = until("SG whole again", &changed, || {
+            gone(&victims, &insts.state())?;
+            gone(&victims, &w.pods.state())?;
             sg_whole(&insts.state(), &w.pods.state(), n, true)
         })
         .await?;
-        b.window("SG lose 10 of 100", &w.ns, wall);
+        let what = if verdict { "replace" } else { "lose" };
+        b.window(label(format!("SG {what} {lose} of {n}")), &w.ns, wall);
         let victim = victims[0].clone();
         let replacement = insts
             .state()
@@ -699,8 +820,9 @@ async fn rs_scale(b: &mut Bench, n: usize) -> Result<Duration, String> {
             rs_whole(&w.pods.state(), n)
         })
         .await?;
-        b.window("RS scale 0 → 300", &w.ns, wall);
-        b.profile("RS scale 0 → 300", t1 - t0, &before, None).await;
+        let l = label(format!("RS{} scale 0 → {n}", b.kcm));
+        b.window(l, &w.ns, wall);
+        b.profile(l, t1 - t0, &before, None).await;
         Ok(t1 - t0)
     }
     .await;
@@ -767,9 +889,9 @@ async fn sg_scale(b: &mut Bench, n: usize) -> Result<Duration, String> {
             }
         })
         .await?;
-        b.window("SG scale 0 → 300", &w.ns, wall);
-        b.profile("SG scale 0 → 300", t1 - t0, &before, Some(op.child.id()))
-            .await;
+        let l = label(format!("SG scale 0 → {n}"));
+        b.window(l, &w.ns, wall);
+        b.profile(l, t1 - t0, &before, Some(op.child.id())).await;
         Ok(t1 - t0)
     }
     .await;
@@ -1021,17 +1143,6 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn git(args: &[&str]) -> String {
-    Command::new("git")
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 // ---- reporting -----------------------------------------------------------------------------
 
 fn secs(d: &Result<Duration, String>) -> String {
@@ -1039,24 +1150,6 @@ fn secs(d: &Result<Duration, String>) -> String {
         Ok(d) => format!("{:.3}", d.as_secs_f64()),
         Err(_) => "fail".into(),
     }
-}
-
-fn median(values: &[Result<Duration, String>]) -> Option<f64> {
-    let mut ok: Vec<f64> = values
-        .iter()
-        .filter_map(|v| v.as_ref().ok())
-        .map(Duration::as_secs_f64)
-        .collect();
-    if ok.is_empty() {
-        return None;
-    }
-    ok.sort_by(f64::total_cmp);
-    let m = ok.len() / 2;
-    Some(if ok.len() % 2 == 1 {
-        ok[m]
-    } else {
-        (ok[m - 1] + ok[m]) / 2.0
-    })
 }
 
 struct Row {
@@ -1161,6 +1254,17 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// Who made a write: `autoheal`, `kube-controller-manager` or `podsim + bench`.
+fn writer_of(w: &testkit::AuditWrite) -> &'static str {
+    if w.user_agent.starts_with("autoheal") {
+        "autoheal"
+    } else if w.user.contains("kube-controller-manager") {
+        "kube-controller-manager"
+    } else {
+        "podsim + bench"
+    }
+}
+
 /// API writes (from the audit log) inside each timed window, mean per run, by writer and
 /// resource.
 fn writes_table(b: &Bench) -> String {
@@ -1178,13 +1282,7 @@ fn writes_table(b: &Bench) -> String {
             if at < *from || at > *to {
                 continue;
             }
-            let writer = if w.user_agent.starts_with("autoheal") {
-                "autoheal".to_string()
-            } else if w.user.contains("kube-controller-manager") {
-                "kube-controller-manager".to_string()
-            } else {
-                "podsim + bench".to_string()
-            };
+            let writer = writer_of(w).to_string();
             let resource = if w.subresource.is_empty() {
                 format!("{} {}", w.verb, w.resource)
             } else {
@@ -1231,32 +1329,22 @@ fn main() {
         runs = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(3);
     }
     raise_nofile();
-    tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .unwrap()
-        .block_on(run(runs, only.as_deref()));
+        .unwrap();
+    // `--suite`: `make bench`, every scenario, writes bench/RESULTS.md.
+    if args.iter().any(|a| a == "--suite") {
+        rt.block_on(suite::run());
+    } else {
+        rt.block_on(run(runs, only.as_deref()));
+    }
 }
 
 async fn run(runs: usize, only: Option<&str>) {
-    let operator_bin = PathBuf::from(env!("CARGO_BIN_EXE_autoheal"));
-    eprintln!("bench-replace: operator {}", operator_bin.display());
-    let cp = ControlPlane::start()
-        .await
-        .expect("starting the control plane");
-    let client = cp.client().await;
-    install_crds(&cp, &client).await;
-    let dir = std::env::temp_dir().join(format!("autoheal-bench-replace-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut b = Bench {
-        cp,
-        client,
-        operator_bin,
-        dir: dir.clone(),
-        next_prefix: 99,
-        windows: Mutex::new(Vec::new()),
-        profiles: Mutex::new(Vec::new()),
-    };
+    eprintln!("bench-replace: operator {}", env!("CARGO_BIN_EXE_autoheal"));
+    let mut b = Bench::start("autoheal-bench-replace").await;
+    let dir = b.dir.clone();
     let mut lose = Row {
         scenario: "lose 10 of 100",
         rs: vec![],
@@ -1272,7 +1360,7 @@ async fn run(runs: usize, only: Option<&str>) {
         let r = rs_lose(&mut b, 100, 10).await;
         eprintln!("lose 10 of 100, run {run}: RS {}", secs(&r));
         lose.rs.push(r);
-        let (s, t) = sg_lose(&mut b, 100, 10).await;
+        let (s, t) = sg_lose(&mut b, 100, 10, false).await;
         eprintln!("lose 10 of 100, run {run}: SG {}", secs(&s));
         if let Err(e) = &s {
             eprintln!("  {e}");
@@ -1294,16 +1382,7 @@ async fn run(runs: usize, only: Option<&str>) {
         scale.sg.push(s);
     }
     let rows = [lose, scale];
-    let commit = git(&["rev-parse", "--short", "HEAD"]);
-    let dirty = if git(&["status", "--porcelain"]).is_empty() {
-        ""
-    } else {
-        " (with uncommitted changes)"
-    };
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let date = jiff::Timestamp::now()
-        .strftime("%Y-%m-%d %H:%M UTC")
-        .to_string();
+    let (commit, nproc, date) = common::stamp();
     let mut md = String::new();
     md.push_str("# Replacement benchmark: ReplicaSet vs ScalingGroup\n\n");
     md.push_str(
@@ -1316,7 +1395,7 @@ async fn run(runs: usize, only: Option<&str>) {
     );
     let _ = writeln!(
         md,
-        "- machine: {nproc} CPUs ({}), {}\n- date: {date}\n- commit: {commit}{dirty}\n- Pods: terminationGracePeriodSeconds {} (both); ScalingGroup: healthCheck.gracePeriodSeconds 0, replacement.deregistrationDelaySeconds 0, replacement.maxInFlight 100%, no probe\n- lose 10 of 100: from the 10 concurrent Pod DELETEs until 100 Running+Ready Pods and nothing terminating (RS) / 100 Instances InService+Healthy with Running Pods and nothing else (SG)\n- scale 0 → 300: from the scale request until 300 Running+Ready Pods (RS) / 300 Instances InService (SG)\n",
+        "- machine: {nproc} CPUs ({}), {}\n- date: {date}\n- commit: {commit}\n- Pods: terminationGracePeriodSeconds {} (both); ScalingGroup: healthCheck.gracePeriodSeconds 0, replacement.deregistrationDelaySeconds 0, replacement.maxInFlight 100%, no probe\n- lose 10 of 100: from the 10 concurrent Pod DELETEs until 100 Running+Ready Pods and nothing terminating (RS) / 100 Instances InService+Healthy with Running Pods and nothing else (SG)\n- scale 0 → 300: from the scale request until 300 Running+Ready Pods (RS) / 300 Instances InService (SG)\n",
         cpu_model(),
         std::env::consts::ARCH,
         grace_seconds()

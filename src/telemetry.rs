@@ -156,6 +156,9 @@ struct Inner {
     would_repair: Family<GroupLabels, Gauge>,
     detection: Histogram,
     repair: Histogram,
+    /// The Instances (namespace, name) evaluated since the process started, and their count.
+    evaluated: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    instances_evaluated: Gauge,
 }
 
 impl Default for Metrics {
@@ -207,6 +210,7 @@ impl Metrics {
         // 50 ms .. ~27 min
         let detection = Histogram::new(exponential_buckets(0.05, 2.0, 16));
         let repair = Histogram::new(exponential_buckets(0.05, 2.0, 16));
+        let instances_evaluated = Gauge::default();
 
         registry.register(
             "probe_duration_seconds",
@@ -283,6 +287,11 @@ impl Metrics {
             "Time from an Unhealthy verdict to its group being back at desired capacity, all InService and Healthy (MTTR)",
             repair.clone(),
         );
+        registry.register(
+            "instances_evaluated",
+            "Distinct Instances this process has reconciled through a health evaluation since it started",
+            instances_evaluated.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -301,6 +310,8 @@ impl Metrics {
                 would_repair,
                 detection,
                 repair,
+                evaluated: Default::default(),
+                instances_evaluated,
             }),
         }
     }
@@ -440,6 +451,22 @@ impl Metrics {
     /// Records the time from an Instance's first failing signal to its Unhealthy verdict.
     pub fn observe_detection(&self, seconds: f64) {
         self.inner.detection.observe(seconds.max(0.0));
+    }
+
+    /// Counts an Instance as evaluated since the start (once per Instance; the gauge
+    /// `autoheal_instances_evaluated` shows when a restarted operator has caught up).
+    pub fn mark_evaluated(&self, key: &(String, String)) {
+        let mut seen = self
+            .inner
+            .evaluated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !seen.contains(key) {
+            seen.insert(key.clone());
+            self.inner
+                .instances_evaluated
+                .set(i64::try_from(seen.len()).unwrap_or(i64::MAX));
+        }
     }
 
     /// Records the time from an Unhealthy verdict to its group being whole again.

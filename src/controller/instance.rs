@@ -193,6 +193,7 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
     if paced.is_none() {
         ctx.instance_observations.forget(&key);
     }
+    ctx.metrics.mark_evaluated(&key);
     // MTTD: counted once, when the Unhealthy verdict is recorded.
     if verdict.status == HealthStatus::Unhealthy
         && stored.health_status != Some(HealthStatus::Unhealthy)
