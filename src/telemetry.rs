@@ -289,7 +289,7 @@ impl Metrics {
         );
         registry.register(
             "instances_evaluated",
-            "Distinct Instances this process has reconciled through a health evaluation since it started",
+            "Present Instances this process has reconciled through a health evaluation since it started (a restarted operator has caught up when it equals the number of Instances)",
             instances_evaluated.clone(),
         );
         Self {
@@ -463,6 +463,21 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner());
         if !seen.contains(key) {
             seen.insert(key.clone());
+            self.inner
+                .instances_evaluated
+                .set(i64::try_from(seen.len()).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Forgets an Instance that is gone (so the gauge counts present Instances only, and a
+    /// restarted operator has caught up when it equals their number).
+    pub fn forget_evaluated(&self, key: &(String, String)) {
+        let mut seen = self
+            .inner
+            .evaluated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if seen.remove(key) {
             self.inner
                 .instances_evaluated
                 .set(i64::try_from(seen.len()).unwrap_or(i64::MAX));

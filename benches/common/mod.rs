@@ -26,14 +26,15 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Median of the successful runs, in seconds.
+/// Median of the successful runs, in seconds; `None` when fewer than half succeeded.
 pub fn median_secs(values: &[Result<Duration, String>]) -> Option<f64> {
     let mut ok: Vec<f64> = values
         .iter()
         .filter_map(|v| v.as_ref().ok())
         .map(Duration::as_secs_f64)
         .collect();
-    if ok.is_empty() {
+    // Fewer than half the runs succeeded: no median (the failed ones are the slow ones).
+    if ok.is_empty() || ok.len() * 2 < values.len() {
         return None;
     }
     ok.sort_by(f64::total_cmp);

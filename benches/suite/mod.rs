@@ -270,11 +270,18 @@ fn writes_per_object(
     if windows.is_empty() {
         return None;
     }
+    // The controller of the side: ReplicaSet windows are kube-controller-manager's, the
+    // others autoheal's (the other controller's writes in the namespace are nobody's own).
+    let controller = if label.starts_with("RS") {
+        "kube-controller-manager"
+    } else {
+        "autoheal"
+    };
     let (mut own, mut all) = (0usize, 0usize);
     for (_, ns, from, to) in &windows {
         for w in writes_in(writes, ns, *from, *to) {
             all += 1;
-            if writer_of(w) != "podsim + bench" {
+            if writer_of(w) == controller {
                 own += 1;
             }
         }

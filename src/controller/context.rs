@@ -355,7 +355,7 @@ pub async fn apply_status<K: Reconciled>(
         )));
     match written {
         Ok(written) => {
-            fresh.remember(written);
+            fresh.remember(written, obj.resource_version().as_deref());
             Ok(())
         }
         Err(e) => {
@@ -483,18 +483,25 @@ where
         self.store.get(&reference)
     }
 
-    /// Remembers an object as returned by its create.
+    /// Remembers an object as returned by its create. When the store already holds it, the
+    /// watch delivered the create (or a later change) before the answer was handled: nothing
+    /// to remember.
     pub fn remember_created(&self, obj: K) {
-        self.insert(obj, true);
+        self.insert(obj, true, None);
     }
 
-    /// Remembers an object as returned by an update, patch or delete. An object the store
-    /// does not hold (and this process did not just create) is gone: nothing to remember.
-    pub fn remember(&self, obj: K) {
-        self.insert(obj, false);
+    /// Remembers an object as returned by an update, patch or delete, written over the copy
+    /// of resourceVersion `over` (the one the decision was made on; `None` when unknown). An
+    /// object the store does not hold (and this process did not just create) is gone: nothing
+    /// to remember. When the store shows a version that is neither `over` nor one of this
+    /// process's writes it has yet to show, it has moved past this write (the watch delivered
+    /// the write and a later change before the answer was handled): nothing to remember
+    /// either, or the older answer would hide the newer object.
+    pub fn remember(&self, obj: K, over: Option<&str>) {
+        self.insert(obj, false, over);
     }
 
-    fn insert(&self, obj: K, created: bool) {
+    fn insert(&self, obj: K, created: bool, over: Option<&str>) {
         let ns = obj.namespace().unwrap_or_default();
         let name = obj.name_any();
         let stored = self
@@ -503,8 +510,9 @@ where
             .and_then(|s| s.meta().resource_version.clone());
         let key = (ns, name);
         let mut entries = self.lock();
-        if stored.is_some() && stored == obj.meta().resource_version {
-            // The store already shows this write.
+        if stored.is_some() && (stored == obj.meta().resource_version || created) {
+            // The store already shows this write (or, for a create, the object: this write or
+            // a later one).
             entries.remove(&key);
             return;
         }
@@ -532,8 +540,18 @@ where
             }
             _ => None,
         };
+        let moved_past = match (&stored, over) {
+            (Some(shown), Some(base)) => shown != base,
+            _ => false,
+        };
         let (superseded, created) = match chained {
             Some(chain) => chain,
+            // The store shows neither the base of this write nor an earlier write of this
+            // process: it has this write and a later change.
+            None if moved_past => {
+                entries.remove(&key);
+                return;
+            }
             // Updated, but not in the store: deleted meanwhile (never a stand-in for it).
             None if stored.is_none() && !created => {
                 entries.remove(&key);
@@ -835,7 +853,7 @@ mod tests {
     fn a_write_stands_until_the_store_moves_off_the_version_it_was_made_over() {
         let (s, mut w) = store(&[cm("9", "u")]);
         let fresh = Fresh::new(s);
-        fresh.remember(cm("10", "u"));
+        fresh.remember(cm("10", "u"), None);
         assert_eq!(
             rv(fresh.get("ns", "x")).as_deref(),
             Some("10"),
@@ -849,13 +867,44 @@ mod tests {
         assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("9"));
     }
 
+    /// The watch delivered a write and a later change before the write's answer was
+    /// handled: the answer must not stand in for the newer object (it once pinned a Pod's
+    /// creation answer over its Running status, and its Instance stayed Pending).
+    #[test]
+    fn an_answer_the_store_has_moved_past_is_not_a_stand_in() {
+        // A create answered after the store shows the object bound and running.
+        let (s, _w) = store(&[cm("12", "u")]);
+        let fresh = Fresh::new(s);
+        fresh.remember_created(cm("10", "u"));
+        assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("12"));
+        assert!(fresh.lock().is_empty());
+        // A patch made over version 9, answered as 10, after the store shows 11.
+        let (s, _w) = store(&[cm("11", "u")]);
+        let fresh = Fresh::new(s);
+        fresh.remember(cm("10", "u"), Some("9"));
+        assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("11"));
+        assert!(fresh.lock().is_empty());
+        // The store still shows the base: the answer stands until it moves.
+        let (s, mut w) = store(&[cm("9", "u")]);
+        let fresh = Fresh::new(s);
+        fresh.remember(cm("10", "u"), Some("9"));
+        assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("10"));
+        // A second write made over the first (the overlay's copy), the store still at 9.
+        fresh.remember(cm("11", "u"), Some("10"));
+        assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("11"));
+        w.apply_watcher_event(&Event::Apply(cm("10", "u")));
+        assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("11"));
+        w.apply_watcher_event(&Event::Apply(cm("12", "u")));
+        assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("12"));
+    }
+
     #[test]
     fn chained_writes_stand_until_the_store_shows_the_last() {
         let (s, mut w) = store(&[cm("5", "u")]);
         let fresh = Fresh::new(s);
-        fresh.remember(cm("6", "u"));
+        fresh.remember(cm("6", "u"), None);
         // A second write computed from the first, before the store showed either.
-        fresh.remember(cm("7", "u"));
+        fresh.remember(cm("7", "u"), None);
         assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("7"));
         // The store shows the first write: still behind the second.
         w.apply_watcher_event(&Event::Apply(cm("6", "u")));
@@ -864,7 +913,7 @@ mod tests {
         assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("7"));
         assert!(fresh.lock().is_empty(), "caught up: no entry left");
         // Someone else's write after ours: the store wins at once.
-        fresh.remember(cm("8", "u"));
+        fresh.remember(cm("8", "u"), None);
         w.apply_watcher_event(&Event::Apply(cm("9", "u")));
         assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("9"));
     }
@@ -874,7 +923,7 @@ mod tests {
         let (s, mut w) = store(&[]);
         let fresh = Fresh::new(s);
         fresh.remember_created(cm("1", "u"));
-        fresh.remember(cm("2", "u"));
+        fresh.remember(cm("2", "u"), None);
         assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("2"));
         w.apply_watcher_event(&Event::Apply(cm("1", "u")));
         assert_eq!(rv(fresh.get("ns", "x")).as_deref(), Some("2"));
@@ -889,7 +938,7 @@ mod tests {
     fn an_update_answer_for_an_object_the_store_dropped_is_not_a_stand_in() {
         let (s, _w) = store(&[]);
         let fresh = Fresh::new(s);
-        fresh.remember(cm("10", "u"));
+        fresh.remember(cm("10", "u"), None);
         assert!(fresh.get("ns", "x").is_none());
         assert!(fresh.lock().is_empty());
     }
@@ -898,7 +947,7 @@ mod tests {
     fn a_write_the_store_already_shows_leaves_no_entry() {
         let (s, _w) = store(&[cm("10", "u")]);
         let fresh = Fresh::new(s);
-        fresh.remember(cm("10", "u"));
+        fresh.remember(cm("10", "u"), None);
         assert!(fresh.lock().is_empty());
     }
 
@@ -906,7 +955,7 @@ mod tests {
     fn a_new_object_under_the_same_name_is_never_shadowed() {
         let (s, mut w) = store(&[cm("9", "old")]);
         let fresh = Fresh::new(s);
-        fresh.remember(cm("10", "old"));
+        fresh.remember(cm("10", "old"), None);
         w.apply_watcher_event(&Event::Delete(cm("9", "old")));
         w.apply_watcher_event(&Event::Apply(cm("3", "new")));
         let got = fresh.get("ns", "x").unwrap();
@@ -955,7 +1004,7 @@ mod tests {
         // An update of an object the store had: once the store drops it, it is gone.
         let (s, mut w) = store(&[cm("1", "u")]);
         let fresh = Fresh::new(s);
-        fresh.remember(cm("2", "u"));
+        fresh.remember(cm("2", "u"), None);
         w.apply_watcher_event(&Event::Delete(cm("1", "u")));
         assert!(fresh.get("ns", "x").is_none(), "gone from the store: gone");
     }

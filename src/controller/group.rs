@@ -97,7 +97,8 @@ async fn reconcile_inner(
             .map_err(kube_err(format!(
                 "adding the finalizer to ScalingGroup {ns}/{name}"
             )))?;
-        ctx.fresh_groups.remember(written);
+        ctx.fresh_groups
+            .remember(written, group.metadata.resource_version.as_deref());
         return Ok(Action::requeue(Duration::ZERO));
     }
 
@@ -524,12 +525,15 @@ async fn launch(
 async fn request_restart(ctx: &Context, ns: &str, name: &str, token: &str) -> Result<(), Error> {
     let api: Api<Instance> = Api::namespaced(ctx.client.clone(), ns);
     let patch = json!({ "metadata": { "annotations": { ANNOTATION_RESTART: token } } });
+    let base = ctx
+        .instance(ns, name)
+        .and_then(|i| i.metadata.resource_version.clone());
     match api
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(written) => {
-            ctx.fresh_instances.remember(written);
+            ctx.fresh_instances.remember(written, base.as_deref());
             Ok(())
         }
         Err(e) if is_status(&e, 404) => Ok(()),
@@ -551,6 +555,7 @@ async fn terminate(
     let ns = inst.namespace().unwrap_or_default();
     let name = inst.name_any();
     let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut base = inst.metadata.resource_version.clone();
     if inst
         .annotations()
         .get(ANNOTATION_TERMINATION_REASON)
@@ -562,7 +567,11 @@ async fn terminate(
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(written) => ctx.fresh_instances.remember(written),
+            Ok(written) => {
+                let version = written.metadata.resource_version.clone();
+                ctx.fresh_instances.remember(written, base.as_deref());
+                base = version;
+            }
             Err(e) if is_status(&e, 404) => return Ok(()),
             Err(e) => return Err(kube_err(format!("annotating Instance {ns}/{name}"))(e)),
         }
@@ -571,7 +580,7 @@ async fn terminate(
     match api.delete(&name, &DeleteParams::default()).await {
         Ok(outcome) => {
             if let Some(obj) = outcome.left() {
-                ctx.fresh_instances.remember(obj);
+                ctx.fresh_instances.remember(obj, base.as_deref());
             }
         }
         Err(e) if is_status(&e, 404) => {

@@ -56,6 +56,7 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
         ctx.probes.set_target(&key, None);
         ctx.reported.forget(&key);
         ctx.instance_observations.forget(&key);
+        ctx.metrics.forget_evaluated(&key);
         return Ok(store_lags_or_gone(
             ctx.instances
                 .get(&ObjectRef::new(&name).within(&ns))
@@ -184,7 +185,9 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
             let seen = ctx
                 .instance_observations
                 .get_or_set(&key, std::time::Instant::now());
-            paced = OBSERVATION_DELAY.checked_sub(seen.elapsed());
+            paced = OBSERVATION_DELAY
+                .checked_sub(seen.elapsed())
+                .filter(|d| !d.is_zero());
         }
         if paced.is_none() {
             apply_status(&ctx.client, &ctx.fresh_instances, inst.as_ref(), &status).await?;
@@ -403,10 +406,22 @@ async fn add_finalizer(api: &Api<Instance>, inst: &Instance, ctx: &Context) -> R
             &PatchParams::default(),
             &Patch::Merge(finalizer_patch(inst, &finalizers)),
         )
-        .await
-        .map_err(kube_err(format!("adding the finalizer to Instance {name}")))?;
-    ctx.fresh_instances.remember(written);
-    Ok(())
+        .await;
+    match written {
+        Ok(written) => {
+            ctx.fresh_instances
+                .remember(written, inst.metadata.resource_version.as_deref());
+            Ok(())
+        }
+        Err(e) => {
+            if is_status(&e, 409) {
+                // The copy it was made over is stale: read the store's next time.
+                let ns = inst.namespace().unwrap_or_default();
+                ctx.fresh_instances.forget(&ns, &name);
+            }
+            Err(kube_err(format!("adding the finalizer to Instance {name}"))(e))
+        }
+    }
 }
 
 /// A merge patch setting the finalizers, guarded by the resourceVersion (a concurrent change
@@ -453,7 +468,16 @@ async fn act(
                     }
                 }
                 Err(e) if is_status(&e, 409) => {
-                    tracing::debug!(namespace = %ns, instance = %name, "Pod already exists");
+                    // Ours, and the store has yet to show it; or someone else's Pod under
+                    // this name, which this Instance never adopts: say so.
+                    match ctx.pod(&ns, &name) {
+                        Some(other) if !controlled_by(other.as_ref(), inst.uid().as_deref()) => {
+                            tracing::warn!(namespace = %ns, instance = %name, "a Pod of this name exists and is not controlled by this Instance: it is never adopted; delete it or the Instance");
+                        }
+                        _ => {
+                            tracing::debug!(namespace = %ns, instance = %name, "Pod already exists");
+                        }
+                    }
                 }
                 Err(e) => {
                     ctx.events
@@ -481,7 +505,10 @@ async fn act(
                 .await
             {
                 Ok(written) => {
-                    ctx.fresh_pods.remember(written);
+                    ctx.fresh_pods.remember(
+                        written,
+                        pod.and_then(|p| p.metadata.resource_version.as_deref()),
+                    );
                     let (reason, note) = if add {
                         (
                             "AddedToService",
@@ -515,7 +542,9 @@ async fn act(
             match pods.delete(&name, &params).await {
                 Ok(outcome) => {
                     match outcome.left() {
-                        Some(p) => ctx.fresh_pods.remember(p),
+                        Some(p) => ctx
+                            .fresh_pods
+                            .remember(p, pod.metadata.resource_version.as_deref()),
                         None => ctx.fresh_pods.deleted(&ns, &name, pod.uid()),
                     }
                     let grace = pod
@@ -613,6 +642,7 @@ async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Resu
     }
     ctx.fresh_instances.deleted(&ns, &name, inst.uid());
     ctx.reported.forget(&key);
+    ctx.metrics.forget_evaluated(&key);
     let reason = status.termination_reason.as_deref().unwrap_or("Deleted");
     ctx.events
         .normal(

@@ -50,7 +50,8 @@
 //!
 //!    * a **recovery still arriving settles** too: while another Instance's verdict turned
 //!      `Healthy` (after it went in service: a launch is no recovery) less than one probe
-//!      interval plus the probe timeout ago, an Instance
+//!      interval plus the probe timeout ago, and the breaker holds or let go less than that
+//!      long ago (so flaky members of a healthy group never hold a dead one), an Instance
 //!      Unhealthy by its probe counts but is not replaced yet: when a mass failure ends, the
 //!      last targets recover up to that long after the first (a probe that hung when the
 //!      endpoint came back still times out), and the breaker, no longer tripped by the first
@@ -272,6 +273,17 @@ impl View {
                 // A recovery is a verdict turned Healthy after the Instance went in service; a
                 // launch (Healthy from its first status, before it is in service) is none, so
                 // a group that keeps launching does not hold its probe failures.
+                // Only while the breaker holds, or within one window of its last change (it
+                // has just let go): in a group whose breaker is far from tripping, the
+                // recoveries of flaky members must not hold a dead Instance for ever.
+                let tripped_lately = inputs.previous_condition.is_some_and(|c| {
+                    (c.status == "False" && c.reason == reason::TOO_MANY_UNHEALTHY)
+                        || (c.status == "True"
+                            && add(c.last_transition_time.0, window).is_some_and(|end| end > inputs.now))
+                });
+                if !tripped_lately {
+                    return None;
+                }
                 index
                     .values()
                     .filter(|i| {

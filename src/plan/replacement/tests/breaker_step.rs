@@ -577,6 +577,20 @@ fn a_recovery_still_arriving_settles_for_one_probe_interval_plus_timeout() {
     // interval 1 s, timeout 1 s: settles until 2 s after the latest recovery.
     let mut case = Case::new(probed(4, IntOrString::Int(1), 4, 1), instances);
     case.nodes = three_nodes([true, true, true]);
+    // The breaker held until this step (the blackout).
+    let tripped = |status: &str, since: Timestamp| Condition {
+        type_: crate::api::CONDITION_REPLACEMENT_ALLOWED.into(),
+        status: status.into(),
+        reason: if status == "False" {
+            reason::TOO_MANY_UNHEALTHY.into()
+        } else {
+            reason::ALLOWED.into()
+        },
+        message: String::new(),
+        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(since),
+        observed_generation: None,
+    };
+    case.previous = Some(tripped("False", t(900)));
     let plan = case.plan();
     assert!(plan.terminate.is_empty(), "a recovery may still arrive");
     assert_eq!(plan.condition.status, "True", "nothing trips");
@@ -584,8 +598,18 @@ fn a_recovery_still_arriving_settles_for_one_probe_interval_plus_timeout() {
     // No recovery in sight: replaced.
     case.now = now.checked_add(SignedDuration::from_millis(1500)).unwrap();
     assert_eq!(case.plan().terminate, vec!["a0"]);
-    // A marked-Unhealthy Instance does not wait for the probes of others.
+    // Let go half a second ago: still settling.
     case.now = now;
+    case.previous = Some(tripped("True", recovered));
+    assert!(case.plan().terminate.is_empty(), "the breaker just let go");
+    // A breaker that has not held lately (flaky members of a healthy group recovering now
+    // and then): a dead Instance is replaced at once, never held by their recoveries.
+    case.previous = Some(tripped("True", t(0)));
+    assert_eq!(case.plan().terminate, vec!["a0"], "not held by others' flapping");
+    case.previous = None;
+    assert_eq!(case.plan().terminate, vec!["a0"]);
+    case.previous = Some(tripped("False", t(900)));
+    // A marked-Unhealthy Instance does not wait for the probes of others.
     case.instances[0].health_reason = Some("MarkedUnhealthy".into());
     assert_eq!(case.plan().terminate, vec!["a0"]);
     // Launches are no recoveries: Instances Healthy since before they went in service (a
