@@ -279,7 +279,8 @@ impl View {
                 let tripped_lately = inputs.previous_condition.is_some_and(|c| {
                     (c.status == "False" && c.reason == reason::TOO_MANY_UNHEALTHY)
                         || (c.status == "True"
-                            && add(c.last_transition_time.0, window).is_some_and(|end| end > inputs.now))
+                            && add(c.last_transition_time.0, window)
+                                .is_some_and(|end| end > inputs.now))
                 });
                 if !tripped_lately {
                     return None;

@@ -605,7 +605,11 @@ fn a_recovery_still_arriving_settles_for_one_probe_interval_plus_timeout() {
     // A breaker that has not held lately (flaky members of a healthy group recovering now
     // and then): a dead Instance is replaced at once, never held by their recoveries.
     case.previous = Some(tripped("True", t(0)));
-    assert_eq!(case.plan().terminate, vec!["a0"], "not held by others' flapping");
+    assert_eq!(
+        case.plan().terminate,
+        vec!["a0"],
+        "not held by others' flapping"
+    );
     case.previous = None;
     assert_eq!(case.plan().terminate, vec!["a0"]);
     case.previous = Some(tripped("False", t(900)));
