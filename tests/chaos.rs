@@ -200,19 +200,7 @@ fn assert_one_replacement(
         }
     }
     let (writes, _) = env.writes_after(audit_from);
-    let summary: Vec<String> = by_operator(&writes)
-        .map(|w| format!("{} {} {}/{}", w.user_agent, w.verb, w.resource, w.name))
-        .collect();
-    assert_eq!(
-        count_writes(&writes, "create", "instances", "", ""),
-        1,
-        "one Instance launched: {summary:#?}"
-    );
-    assert_eq!(
-        count_writes(&writes, "create", "pods", "", ""),
-        1,
-        "one Pod created: {summary:#?}"
-    );
+    let summary = assert_one_launch(&writes);
     assert_eq!(
         count_writes(&writes, "delete", "pods", "", ""),
         1,

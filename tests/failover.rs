@@ -199,19 +199,7 @@ async fn replace_across_failover(prefix: &str, stop: Stop, lease_seconds: u64) -
 
     // Each action once, whoever took it.
     let (writes, _) = env.writes_after(audit_from);
-    let summary: Vec<String> = by_operator(&writes)
-        .map(|w| format!("{} {} {}/{}", w.user_agent, w.verb, w.resource, w.name))
-        .collect();
-    assert_eq!(
-        count_writes(&writes, "create", "instances", "", ""),
-        1,
-        "one Instance launched: {summary:#?}"
-    );
-    assert_eq!(
-        count_writes(&writes, "create", "pods", "", ""),
-        1,
-        "one Pod created: {summary:#?}"
-    );
+    let summary = assert_one_launch(&writes);
     assert_eq!(
         count_writes(&writes, "patch", "pods", "", &victim),
         1,

@@ -442,6 +442,25 @@ pub fn count_writes(
         .count()
 }
 
+/// Asserts that the operator's `writes` launched exactly one Instance and one Pod (one
+/// replacement), and returns a summary of its writes for the caller's further messages.
+pub fn assert_one_launch(writes: &[AuditWrite]) -> Vec<String> {
+    let summary: Vec<String> = by_operator(writes)
+        .map(|w| format!("{} {} {}/{}", w.user_agent, w.verb, w.resource, w.name))
+        .collect();
+    assert_eq!(
+        count_writes(writes, "create", "instances", "", ""),
+        1,
+        "one Instance launched: {summary:#?}"
+    );
+    assert_eq!(
+        count_writes(writes, "create", "pods", "", ""),
+        1,
+        "one Pod created: {summary:#?}"
+    );
+    summary
+}
+
 /// A port on 127.0.0.1 that was free a moment ago (bound to port 0, read, released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
