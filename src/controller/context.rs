@@ -22,6 +22,12 @@ use crate::telemetry::Metrics;
 
 use super::error::{BackoffConfig, Error, ErrorBackoff, ErrorKind};
 use super::events::EventSink;
+use super::streams::Index;
+
+/// The key of an Instance in [`Context::instances_by_group`]: (namespace, group name).
+pub fn group_of_instance(instance: &Instance) -> Option<Key> {
+    Some((instance.namespace()?, instance.spec.group_name.clone()))
+}
 
 /// (namespace, name) of an object.
 pub type Key = (String, String);
@@ -60,6 +66,8 @@ pub struct Context {
     pub groups: Store<ScalingGroup>,
     /// Every Instance watched.
     pub instances: Store<Instance>,
+    /// The watched Instances by (namespace, group name).
+    pub instances_by_group: Index<Instance>,
     /// Every Pod labelled `autoheal.dev/group`.
     pub pods: Store<Pod>,
     /// Every Node.
@@ -102,6 +110,7 @@ impl Context {
         client: Client,
         groups: Store<ScalingGroup>,
         instances: Store<Instance>,
+        instances_by_group: Index<Instance>,
         pods: Store<Pod>,
         nodes: Store<Node>,
         probes: ProbeEngine,
@@ -117,6 +126,7 @@ impl Context {
             fresh_pods: Fresh::new(pods.clone()),
             groups,
             instances,
+            instances_by_group,
             pods,
             nodes,
             revisions: kube::runtime::reflector::store::Writer::default().as_reader(),
@@ -281,14 +291,12 @@ impl Context {
 
     /// The Instances controlled by `group` (owner reference with its uid), freshest copies.
     pub fn members(&self, group: &ScalingGroup) -> Vec<Arc<Instance>> {
-        let ns = group.namespace().unwrap_or_default();
+        let key = (group.namespace().unwrap_or_default(), group.name_any());
         let uid = group.uid();
-        let name = group.name_any();
         let mut members: Vec<Arc<Instance>> = self
-            .instances
-            .state()
+            .instances_by_group
+            .lookup(&key, &self.instances)
             .into_iter()
-            .filter(|i| i.namespace().as_deref() == Some(ns.as_str()) && i.spec.group_name == name)
             .filter(|i| controlled_by(i.as_ref(), uid.as_deref()))
             // An Instance this process just finished (finalizer removed) may linger in the
             // store until the watch delivers its deletion: resolve() leaves it out.

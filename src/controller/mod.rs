@@ -311,23 +311,32 @@ async fn run_controllers(
         api::<ScalingGroup>(&client, ns),
         watcher::Config::default(),
         2,
+        Vec::new(),
     );
-    let (instances, mut instance_triggers, instance_watch) =
-        streams::fan_out(api::<Instance>(&client, ns), watcher::Config::default(), 2);
+    let instances_by_group = streams::Index::new(context::group_of_instance);
+    let (instances, mut instance_triggers, instance_watch) = streams::fan_out(
+        api::<Instance>(&client, ns),
+        watcher::Config::default(),
+        2,
+        vec![instances_by_group.clone()],
+    );
     let (pods, mut pod_triggers, pod_watch) = streams::fan_out(
         api::<Pod>(&client, ns),
         watcher::Config::default().labels(LABEL_GROUP),
         1,
+        Vec::new(),
     );
     let (nodes, mut node_triggers, node_watch) = streams::fan_out(
         Api::<Node>::all(client.clone()),
         watcher::Config::default(),
         1,
+        Vec::new(),
     );
     let (revisions, _, revision_watch) = streams::fan_out(
         api::<ControllerRevision>(&client, ns),
         watcher::Config::default().labels(LABEL_GROUP),
         0,
+        Vec::new(),
     );
     let mut watches = tokio::task::JoinSet::new();
     for w in [
@@ -372,6 +381,7 @@ async fn run_controllers(
             client.clone(),
             groups.clone(),
             instances.clone(),
+            instances_by_group,
             pods,
             nodes,
             probes.clone(),

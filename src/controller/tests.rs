@@ -22,10 +22,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::health::ProbeEngine;
 use crate::telemetry::Metrics;
 
-use super::context::{Context, STALLED_MANAGER, Settings};
+use super::context::{Context, STALLED_MANAGER, Settings, group_of_instance};
 use super::error::{ErrorKind, kube_err};
 use super::events::EventSink;
 use super::group;
+use super::streams::Index;
 
 /// One request the fake API server received.
 #[derive(Debug, Clone)]
@@ -163,10 +164,12 @@ fn context(fake: &FakeApi) -> Arc<Context> {
     let client = fake.client();
     let metrics = Metrics::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let instances = store_of(&[]);
     Arc::new(Context::new(
         client.clone(),
         store_of(&[group_fixture()]),
-        store_of(&[]),
+        instances.clone(),
+        Index::of_store(group_of_instance, &instances),
         store_of(&[]),
         store_of(&[]),
         ProbeEngine::start(metrics.clone()),
