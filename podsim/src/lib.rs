@@ -31,6 +31,7 @@ mod status;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -255,8 +256,9 @@ struct Retry {
 struct Sim {
     client: Client,
     nodes: Vec<SimNode>,
-    /// Pods seen by the watch, keyed `namespace/name`.
-    cache: HashMap<String, Pod>,
+    /// Pods seen by the watch, keyed `namespace/name` (shared: the resync every
+    /// [`RESYNC_INTERVAL`] takes each without copying it).
+    cache: HashMap<String, Arc<Pod>>,
     /// Pods listed since the watch (re)started, until the list is complete.
     relist: Option<HashMap<String, Pod>>,
     runtimes: HashMap<String, PodRuntime>,
@@ -648,7 +650,7 @@ impl Sim {
         match self.cache.get(&key) {
             Some(cached) if !not_older(&pod, cached) => {}
             _ => {
-                self.cache.insert(key.clone(), pod);
+                self.cache.insert(key.clone(), Arc::new(pod));
             }
         }
         key
@@ -737,18 +739,26 @@ impl Sim {
 
     /// Binds an unscheduled Pod to the least loaded ready Node; returns the Node.
     async fn bind(&mut self, pod: &Pod) -> anyhow::Result<Option<String>> {
-        let load = |name: &str| {
-            self.cache
-                .values()
-                .filter(|p| !is_terminal(p))
-                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name))
-                .count()
-        };
         let n = self.nodes.len();
-        let choice = (0..n)
+        let candidates: Vec<usize> = (0..n)
             .map(|k| (self.round_robin + k) % n)
             .filter(|&i| !self.nodes[i].not_ready && self.nodes[i].observed.is_some())
-            .min_by_key(|&i| load(&self.nodes[i].name));
+            .collect();
+        // The Pods on each Node, counted in one pass (only when there is a choice).
+        let choice = if candidates.len() > 1 {
+            let mut load: HashMap<&str, usize> = HashMap::new();
+            for p in self.cache.values().filter(|p| !is_terminal(p)) {
+                if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+                    *load.entry(node).or_default() += 1;
+                }
+            }
+            candidates
+                .iter()
+                .copied()
+                .min_by_key(|&i| load.get(self.nodes[i].name.as_str()).copied().unwrap_or(0))
+        } else {
+            candidates.first().copied()
+        };
         self.round_robin = self.round_robin.wrapping_add(1);
         let key = key_of(pod);
         let Some(i) = choice else {
@@ -785,7 +795,11 @@ impl Sim {
         match result {
             Ok(_) => {
                 info!(pod = key, node, "bound Pod");
-                if let Some(spec) = self.cache.get_mut(&key).and_then(|p| p.spec.as_mut()) {
+                if let Some(spec) = self
+                    .cache
+                    .get_mut(&key)
+                    .and_then(|p| Arc::make_mut(p).spec.as_mut())
+                {
                     spec.node_name = Some(node.clone());
                 }
                 Ok(Some(node))
