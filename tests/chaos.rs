@@ -11,8 +11,10 @@
 //!    completes, each old Instance terminated exactly once, nothing extra left;
 //! 4. the leader SIGKILLed while a victim waits on a Terminate lifecycle hook, with two
 //!    replicas: the follower takes over and nothing is done twice;
-//! 5. conflicting writers (the spec, the scale subresource, health annotations) racing the
-//!    reconciles: no user write lost or overwritten, no crash, convergence afterwards;
+//! 5. conflicting writers, all at once and racing the reconciles: an editor of the spec, a
+//!    scaler (the scale subresource) and an annotator of health marks: no user write lost or
+//!    overwritten (the desired capacity is the one of the write answered last), no crash,
+//!    convergence afterwards;
 //! 6. garbage in: seeded random ScalingGroup specs and annotation values through the API
 //!    server: no panic, a refusal changes nothing and says why, garbage never acts.
 //!
@@ -200,7 +202,7 @@ fn assert_one_replacement(
         }
     }
     let (writes, _) = env.writes_after(audit_from);
-    let summary = assert_one_launch(&writes);
+    let summary = assert_one_launch(&writes, &report);
     assert_eq!(
         count_writes(&writes, "delete", "pods", "", ""),
         1,
@@ -688,57 +690,90 @@ async fn conflicting_writers_lose_no_update_and_the_group_converges() {
         .unwrap_or_else(rand::random);
     eprintln!("conflicting writers: seed {seed} (AUTOHEAL_CHAOS_SEED={seed} replays it)");
     let window = Duration::from_secs(pick(15, 60));
-    let last = Arc::new(Mutex::new(Written::of(&env.group("web").await)));
+    let first = env.group("web").await;
+    // What was last written: the editor's other fields (it alone writes them), and the
+    // desired capacity both writers race on, with the resourceVersion of the answer that
+    // wrote it (etcd's revision: the highest is the last write).
+    let last = Arc::new(Mutex::new(Written::of(&first)));
+    let desired_written = Arc::new(Mutex::new((0u64, Written::of(&first).desired)));
+    let record_desired = |rv: Option<String>, desired: i64| {
+        let rv: u64 = rv
+            .expect("a write's answer has a resourceVersion")
+            .parse()
+            .expect("etcd's resourceVersions are revisions");
+        let mut d = desired_written.lock().unwrap();
+        if rv > d.0 {
+            *d = (rv, desired);
+        }
+    };
     let end = Instant::now() + window;
 
-    // The spec writer: desiredCapacity (spec and scale subresource) and harmless fields.
+    // The scaler: desiredCapacity through the scale subresource, as `kubectl scale` does.
+    let scaler = {
+        let groups = env.groups();
+        let record_desired = &record_desired;
+        async move {
+            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(2));
+            let mut writes = 0;
+            while Instant::now() < end {
+                let desired = rng.random_range(min..=max);
+                let scale = groups
+                    .patch_scale(
+                        "web",
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({ "spec": { "replicas": desired } })),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("a user's scale was refused: {e}"));
+                record_desired(scale.metadata.resource_version, desired);
+                writes += 1;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(20..400))).await;
+            }
+            writes
+        }
+    };
+    // The editor: the spec (desiredCapacity sometimes, harmless fields otherwise), at the same
+    // time as the scaler.
     let spec_writer = {
         let groups = env.groups();
         let last = last.clone();
+        let record_desired = &record_desired;
         async move {
             let mut rng = StdRng::seed_from_u64(seed);
             let mut writes = 0;
             while Instant::now() < end {
                 let mut next = last.lock().unwrap().clone();
-                let result = match rng.random_range(0..4) {
+                let mut spec = json!({});
+                match rng.random_range(0..3) {
                     0 => {
-                        next.desired = rng.random_range(min..=max);
-                        groups
-                            .patch_scale(
-                                "web",
-                                &PatchParams::default(),
-                                &Patch::Merge(json!({ "spec": { "replicas": next.desired } })),
-                            )
-                            .await
-                            .map(|_| ())
+                        let desired = rng.random_range(min..=max);
+                        spec["desiredCapacity"] = json!(desired);
+                        next.desired = desired;
                     }
-                    op => {
-                        match op {
-                            1 => next.desired = rng.random_range(min..=max),
-                            2 => next.deregistration_delay = rng.random_range(0..=2),
-                            _ => {
-                                next.revision_history_limit = rng.random_range(5..=15);
-                                next.max_consecutive_failures = rng.random_range(3..=9);
-                            }
-                        }
-                        let patch = json!({
-                            "metadata": { "labels": { "chaos/write": writes.to_string() } },
-                            "spec": {
-                                "desiredCapacity": next.desired,
-                                "revisionHistoryLimit": next.revision_history_limit,
-                                "replacement": {
-                                    "deregistrationDelaySeconds": next.deregistration_delay,
-                                    "maxConsecutiveFailures": next.max_consecutive_failures,
-                                },
-                            },
-                        });
-                        groups
-                            .patch("web", &PatchParams::default(), &Patch::Merge(patch))
-                            .await
-                            .map(|_| ())
+                    1 => {
+                        next.deregistration_delay = rng.random_range(0..=2);
+                        spec["replacement"] =
+                            json!({ "deregistrationDelaySeconds": next.deregistration_delay });
                     }
-                };
-                result.unwrap_or_else(|e| panic!("a user write was refused: {e}"));
+                    _ => {
+                        next.revision_history_limit = rng.random_range(5..=15);
+                        next.max_consecutive_failures = rng.random_range(3..=9);
+                        spec["revisionHistoryLimit"] = json!(next.revision_history_limit);
+                        spec["replacement"] =
+                            json!({ "maxConsecutiveFailures": next.max_consecutive_failures });
+                    }
+                }
+                let patch = json!({
+                    "metadata": { "labels": { "chaos/write": writes.to_string() } },
+                    "spec": spec,
+                });
+                let written = groups
+                    .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                    .unwrap_or_else(|e| panic!("a user's edit was refused: {e}"));
+                if spec.get("desiredCapacity").is_some() {
+                    record_desired(written.metadata.resource_version, next.desired);
+                }
                 *last.lock().unwrap() = next;
                 writes += 1;
                 tokio::time::sleep(Duration::from_millis(rng.random_range(20..300))).await;
@@ -775,12 +810,15 @@ async fn conflicting_writers_lose_no_update_and_the_group_converges() {
             marks
         }
     };
-    let (writes, marks) = futures::join!(spec_writer, annotator);
-    eprintln!("{writes} spec writes and {marks} health marks in {window:?}");
+    let (edits, scales, marks) = futures::join!(spec_writer, scaler, annotator);
+    eprintln!(
+        "{edits} spec edits, {scales} scales and {marks} health marks in {window:?}, at once"
+    );
     assert_alive(&mut op);
 
-    // No lost update: the spec is what was last written.
-    let want = last.lock().unwrap().clone();
+    // No lost update: the spec is what was last written, field by field.
+    let mut want = last.lock().unwrap().clone();
+    want.desired = desired_written.lock().unwrap().1;
     assert_eq!(
         Written::of(&env.group("web").await),
         want,

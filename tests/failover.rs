@@ -199,19 +199,10 @@ async fn replace_across_failover(prefix: &str, stop: Stop, lease_seconds: u64) -
 
     // Each action once, whoever took it.
     let (writes, _) = env.writes_after(audit_from);
-    let summary = assert_one_launch(&writes);
-    eprintln!("the operators' writes: {summary:#?}");
-    let writes: Vec<_> = writes.into_iter().filter(took_effect).collect();
-    assert_eq!(
-        count_writes(&writes, "patch", "pods", "", &victim),
-        1,
-        "the victim's Pod taken out of service once: {summary:#?}"
-    );
-    assert_eq!(
-        count_writes(&writes, "delete", "pods", "", &victim),
-        1,
-        "the victim's Pod deleted once: {summary:#?}"
-    );
+    let summary = assert_one_launch(&writes, &report);
+    // The victim's Pod taken out of service, and deleted, once.
+    assert_once(&writes, "patch", "pods", &victim, &summary);
+    assert_once(&writes, "delete", "pods", &victim, &summary);
     assert!(
         count_writes(&writes, "delete", "instances", "", &victim) <= 1,
         "the victim deleted at most once (the finalizer's removal ends it): {summary:#?}"

@@ -442,16 +442,50 @@ pub fn count_writes(
         .count()
 }
 
-/// Whether an audited write took effect (2xx). A request cut off by a killed client is
-/// audited with an error code: its retry by the next leader is no repeat.
+/// Whether an audited write took effect (2xx).
 pub fn took_effect(w: &AuditWrite) -> bool {
     (200..300).contains(&w.code)
 }
 
-/// Asserts that the operator's `writes` launched exactly one Instance and one Pod (one
-/// replacement) that took effect, and returns a summary of its writes (with each answer's
-/// code) for the caller's further messages.
-pub fn assert_one_launch(writes: &[AuditWrite]) -> Vec<String> {
+/// Whether an audited write was cut off: its client went away mid-request (a SIGKILLed
+/// leader), and the API server answered nobody 504. etcd may still have committed it.
+pub fn cut_off(w: &AuditWrite) -> bool {
+    w.code == 504
+}
+
+/// Asserts that the operator did `verb` on `resource` named `name` (empty: any name) once:
+/// at most one such write took effect, or none and one was cut off by a kill (it may have
+/// been committed, and the next leader found it done). `summary` goes into the message.
+pub fn assert_once(
+    writes: &[AuditWrite],
+    verb: &str,
+    resource: &str,
+    name: &str,
+    summary: &[String],
+) {
+    let tries: Vec<&AuditWrite> = by_operator(writes)
+        .filter(|w| {
+            w.verb == verb
+                && w.resource == resource
+                && w.subresource.is_empty()
+                && (name.is_empty() || w.name == name)
+        })
+        .collect();
+    let took = tries.iter().filter(|w| took_effect(w)).count();
+    let cut = tries.iter().filter(|w| cut_off(w)).count();
+    assert!(
+        took == 1 || (took == 0 && cut >= 1),
+        "{verb} {resource}/{name} once (took effect: {took}, cut off: {cut}): {summary:#?}"
+    );
+}
+
+/// Asserts that the operator's `writes` launched one Instance and one Pod (one replacement),
+/// and returns a summary of its writes (with each answer's code) for the caller's further
+/// messages. Of each kind, at most one create took effect; a create a killed leader left cut
+/// off counts too, as it may have been committed (then the follower finds the object and
+/// creates none) or not (then the follower creates it, no repeat). Whichever happened, the
+/// watch (`report`) saw one Pod under each name created.
+pub fn assert_one_launch(writes: &[AuditWrite], report: &invariants::Report) -> Vec<String> {
     let summary: Vec<String> = by_operator(writes)
         .map(|w| {
             format!(
@@ -460,17 +494,19 @@ pub fn assert_one_launch(writes: &[AuditWrite]) -> Vec<String> {
             )
         })
         .collect();
-    let effective: Vec<AuditWrite> = writes.iter().filter(|w| took_effect(w)).cloned().collect();
-    assert_eq!(
-        count_writes(&effective, "create", "instances", "", ""),
-        1,
-        "one Instance launched: {summary:#?}"
-    );
-    assert_eq!(
-        count_writes(&effective, "create", "pods", "", ""),
-        1,
-        "one Pod created: {summary:#?}"
-    );
+    for resource in ["instances", "pods"] {
+        assert_once(writes, "create", resource, "", &summary);
+    }
+    for w in by_operator(writes).filter(|w| w.verb == "create" && w.resource == "pods") {
+        if let Some(seen) = report.pods.get(&w.name) {
+            assert_eq!(
+                seen.uids.len(),
+                1,
+                "one Pod under the name {}: {summary:#?}",
+                w.name
+            );
+        }
+    }
     summary
 }
 
