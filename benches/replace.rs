@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use autoheal::api::{
     ANNOTATION_REPLACES, HealthStatus, Instance, InstanceTemplate, InstanceTemplateSpec,
-    LifecycleState, PodTemplate, ScalingGroup, ScalingGroupSpec,
+    LABEL_GROUP, LifecycleState, PodTemplate, ScalingGroup, ScalingGroupSpec,
 };
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
@@ -439,15 +439,46 @@ impl Bench {
     }
 
     async fn world(&mut self, prefix: &str) -> World {
+        self.world_sharded(prefix, &[]).await
+    }
+
+    /// A world whose Pods are run by one podsim per entry of `shards` (each the group names
+    /// whose Pods it runs, with its own Node and IP prefix), or by one podsim for the whole
+    /// namespace when `shards` is empty. podsim handles one Pod at a time, as a kubelet its
+    /// own Node's: at 10,000 Pods a single one is what a scale-up waits for.
+    async fn world_sharded(&mut self, prefix: &str, shards: &[Vec<String>]) -> World {
         let ns = test_namespace(&self.client, prefix).await;
-        self.next_prefix = self.next_prefix.wrapping_add(1).max(100);
-        let config = podsim::Config {
-            namespace: Some(ns.clone()),
-            node_prefix: format!("podsim-{ns}"),
-            ip_prefix: Some([127, self.next_prefix]),
-            ..Default::default()
+        let selectors: Vec<Option<String>> = if shards.is_empty() {
+            vec![None]
+        } else {
+            shards
+                .iter()
+                .map(|groups| Some(format!("{LABEL_GROUP} in ({})", groups.join(","))))
+                .collect()
         };
-        let podsim = tokio::spawn(podsim::run(self.client.clone(), config));
+        let mut podsims = tokio::task::JoinSet::new();
+        for (k, selector) in selectors.into_iter().enumerate() {
+            self.next_prefix = self.next_prefix.wrapping_add(1).max(100);
+            let node_prefix = match k {
+                0 => format!("podsim-{ns}"),
+                k => format!("podsim-{ns}-{k}"),
+            };
+            let config = podsim::Config {
+                namespace: Some(ns.clone()),
+                selector,
+                node_prefix,
+                ip_prefix: Some([127, self.next_prefix]),
+                ..Default::default()
+            };
+            podsims.spawn(podsim::run(self.client.clone(), config));
+        }
+        // Aborting this task drops the set, which aborts every podsim in it.
+        let podsim = tokio::spawn(async move {
+            while let Some(ended) = podsims.join_next().await {
+                ended??;
+            }
+            Ok(())
+        });
         let pods = Watched::start(
             Api::namespaced(self.client.clone(), &ns),
             "Pod",

@@ -202,7 +202,7 @@ fn assert_one_replacement(
         }
     }
     let (writes, _) = env.writes_after(audit_from);
-    let summary = assert_one_launch(&writes, &report);
+    let summary = assert_one_launch(&writes, report);
     assert_eq!(
         count_writes(&writes, "delete", "pods", "", ""),
         1,

@@ -544,7 +544,11 @@ async fn big(b: &mut Bench, s: &Sizes) -> Big {
         total,
         ..Big::default()
     };
-    let w = b.world("bench-big").await;
+    // One podsim per 10 groups (its own Node): one podsim would bind and start 10,000 Pods one
+    // at a time.
+    let names: Vec<String> = (0..s.groups).map(|g| format!("g{g:03}")).collect();
+    let shards: Vec<Vec<String>> = names.chunks(10).map(<[String]>::to_vec).collect();
+    let w = b.world_sharded("bench-big", &shards).await;
     let mut op = Operator::launch(
         &b.operator_bin,
         b.cp.kubeconfig_path(),

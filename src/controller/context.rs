@@ -97,8 +97,9 @@ pub struct Context {
     pub expectations: Expectations,
     /// Warnings already reported, so each is reported once per process.
     pub reported: Reported,
-    /// When each group's status was last written (paces observation-only writes).
-    pub group_writes: Pacer,
+    /// When each group's status was last written, and how long that took (paces
+    /// observation-only writes).
+    pub group_writes: WritePace,
     /// Since when each Instance has had an observation-only status change left unwritten.
     pub instance_observations: Pacer,
 }
@@ -138,7 +139,7 @@ impl Context {
             settings,
             expectations: Expectations::default(),
             reported: Reported::default(),
-            group_writes: Pacer::default(),
+            group_writes: WritePace::default(),
             instance_observations: Pacer::default(),
         }
     }
@@ -782,6 +783,43 @@ impl Pacer {
         let since = self.get(key)?;
         let due = since + interval;
         (due > now).then(|| due - now)
+    }
+}
+
+/// When each object's status was last written and how long the write took, in memory only:
+/// the group reconciler holds observation-only writes back for an interval that grows when
+/// the API server answers slowly (see [`crate::controller::group::observation_interval`]).
+#[derive(Default)]
+pub struct WritePace {
+    inner: Mutex<HashMap<Key, (Instant, Duration)>>,
+}
+
+impl WritePace {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (Instant, Duration)>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that `key`'s status was written at `at`, in `took`.
+    pub fn record(&self, key: &Key, at: Instant, took: Duration) {
+        self.lock().insert(key.clone(), (at, took));
+    }
+
+    /// How long from `now` until the interval `interval_after(took)` has passed since the last
+    /// write of `key`: `None` when it has (or nothing is recorded).
+    pub fn wait(
+        &self,
+        key: &Key,
+        interval_after: impl Fn(Duration) -> Duration,
+        now: Instant,
+    ) -> Option<Duration> {
+        let (at, took) = self.lock().get(key).copied()?;
+        let due = at + interval_after(took);
+        (due > now).then(|| due - now)
+    }
+
+    /// Forgets `key`.
+    pub fn forget(&self, key: &Key) {
+        self.lock().remove(key);
     }
 }
 

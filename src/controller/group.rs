@@ -49,6 +49,24 @@ pub const CONTROLLER: &str = "scalinggroup";
 /// [`group_plan::observations_only`]); a write with a decision in it is never held back.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The most [`observation_interval`] stretches to.
+pub const MAX_STATUS_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How many times its own duration a group's status write holds the next observation-only
+/// write back.
+const SLOWNESS_FACTOR: u32 = 20;
+
+/// The least time between two observation-only status writes of a group after a write that
+/// took `took`: [`STATUS_INTERVAL`], stretched to [`SLOWNESS_FACTOR`] times the write's
+/// duration (at most [`MAX_STATUS_INTERVAL`]) when the API server answers slowly. When 100
+/// groups come up at once a status with a 100-entry `instances[]` is costly to apply, and a
+/// fixed pace would keep the API server as busy as it already is; decisions still go out at
+/// once.
+pub fn observation_interval(took: Duration) -> Duration {
+    took.saturating_mul(SLOWNESS_FACTOR)
+        .clamp(STATUS_INTERVAL, MAX_STATUS_INTERVAL)
+}
+
 /// Reconciles one ScalingGroup.
 pub async fn reconcile(obj: Arc<ScalingGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key: Key = (obj.namespace().unwrap_or_default(), obj.name_any());
@@ -154,9 +172,10 @@ async fn reconcile_inner(
     let mut paced = None;
     if plan.status_changed {
         // A change that only carries observations (counts, `instances[]`, condition messages)
-        // while nothing is decided waits for the pace of STATUS_INTERVAL: a scale-up of 300
-        // would otherwise rewrite a 300-entry list on every Instance step. The requeue below
-        // writes it once the interval is over (or a change with a decision writes it sooner).
+        // while nothing is decided waits for the pace of `observation_interval`: a scale-up of
+        // 300 would otherwise rewrite a 300-entry list on every Instance step. The requeue
+        // below writes it once the interval is over (or a change with a decision writes it
+        // sooner).
         let stored = group.status.clone().unwrap_or_default();
         let decides = !plan.actions.is_empty()
             || plan.deleting
@@ -171,12 +190,15 @@ async fn reconcile_inner(
             None
         } else {
             ctx.group_writes
-                .wait(&key, STATUS_INTERVAL, std::time::Instant::now())
+                .wait(&key, observation_interval, std::time::Instant::now())
         };
         match paced {
             None => {
+                let started = std::time::Instant::now();
                 apply_status(&ctx.client, &ctx.fresh_groups, group.as_ref(), &plan.status).await?;
-                ctx.group_writes.set(&key, std::time::Instant::now());
+                let written = std::time::Instant::now();
+                ctx.group_writes
+                    .record(&key, written, written.duration_since(started));
             }
             Some(wait) => {
                 tracing::debug!(namespace = %ns, group = %name, ?wait, "status write paced");
@@ -714,6 +736,51 @@ pub fn build_instance(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::context::WritePace;
+
+    #[test]
+    fn observation_writes_slow_down_with_the_api_server_within_bounds() {
+        let ms = Duration::from_millis;
+        // A quick answer: the base pace.
+        assert_eq!(observation_interval(ms(0)), STATUS_INTERVAL);
+        assert_eq!(observation_interval(ms(10)), STATUS_INTERVAL);
+        // A slow one: 20 times as long.
+        assert_eq!(observation_interval(ms(100)), ms(2000));
+        assert_eq!(observation_interval(ms(900)), ms(18_000));
+        // Never past the bound, however slow.
+        assert_eq!(observation_interval(ms(5000)), MAX_STATUS_INTERVAL);
+        assert_eq!(observation_interval(Duration::MAX), MAX_STATUS_INTERVAL);
+        // Monotonic in between.
+        let mut last = Duration::ZERO;
+        for t in (0..3000).step_by(7) {
+            let i = observation_interval(ms(t));
+            assert!(i >= last && (STATUS_INTERVAL..=MAX_STATUS_INTERVAL).contains(&i));
+            last = i;
+        }
+    }
+
+    #[test]
+    fn a_group_write_paces_by_how_long_it_took() {
+        let pace = WritePace::default();
+        let key: Key = ("ns".into(), "web".into());
+        let t0 = std::time::Instant::now();
+        assert_eq!(
+            pace.wait(&key, observation_interval, t0),
+            None,
+            "nothing written yet"
+        );
+        pace.record(&key, t0, Duration::from_millis(500));
+        assert_eq!(
+            pace.wait(&key, observation_interval, t0 + Duration::from_secs(4)),
+            Some(Duration::from_secs(6))
+        );
+        assert_eq!(
+            pace.wait(&key, observation_interval, t0 + Duration::from_secs(10)),
+            None
+        );
+        pace.forget(&key);
+        assert_eq!(pace.wait(&key, observation_interval, t0), None);
+    }
 
     fn group() -> ScalingGroup {
         let mut g: ScalingGroup = serde_json::from_value(json!({

@@ -568,7 +568,7 @@ pub fn own_part(stored: &ScalingGroupStatus) -> ScalingGroupStatus {
 /// Ready message counts Instances). Such a change records no decision (no replacement
 /// memory, refresh step, revision, capacity or condition status/reason), so the reconciler
 /// may pace its writes while many Instances change at once (see
-/// `controller::group::STATUS_INTERVAL`); anything else is written at once.
+/// `controller::group::observation_interval`); anything else is written at once.
 pub fn observations_only(stored: &ScalingGroupStatus, status: &ScalingGroupStatus) -> bool {
     fn decisions(s: &ScalingGroupStatus) -> ScalingGroupStatus {
         let mut d = s.clone();
