@@ -372,6 +372,22 @@ impl Operator {
         Operator { child, log, admin }
     }
 
+    /// `Ok` while the process runs; otherwise how it ended and the end of its log.
+    fn alive(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            ended => {
+                let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                Err(format!(
+                    "the operator is not running ({ended:?}); its log ends:\n{}",
+                    tail.join("\n")
+                ))
+            }
+        }
+    }
+
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -623,6 +623,7 @@ async fn big(b: &mut Bench, s: &Sizes) -> Big {
 
         // Scenario 5: steady state.
         tokio::time::sleep(Duration::from_secs(30)).await;
+        op.alive()?;
         let pid = op.child.id();
         let (cpu0, at0, wall0) = (proc_cpu(pid), Instant::now(), jiff::Timestamp::now());
         let probes0 = metric_sum(
@@ -630,6 +631,7 @@ async fn big(b: &mut Bench, s: &Sizes) -> Big {
             "autoheal_probe_results_total",
         );
         tokio::time::sleep(Duration::from_secs(s.steady_secs as u64)).await;
+        op.alive()?;
         let (cpu1, elapsed, wall1) = (proc_cpu(pid), at0.elapsed(), jiff::Timestamp::now());
         let probes1 = metric_sum(
             &scrape(&op.admin).await.unwrap_or_default(),
@@ -732,6 +734,13 @@ async fn big(b: &mut Bench, s: &Sizes) -> Big {
     if let Err(e) = result {
         eprintln!("10k: {e}");
         out.error = Some(e);
+    }
+    // The operators' logs outlive the bench's scratch directory.
+    let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-logs");
+    let _ = std::fs::create_dir_all(&kept);
+    for name in ["operator", "restarted"] {
+        let log = b.dir.join(format!("{name}-{}.log", w.ns));
+        let _ = std::fs::copy(&log, kept.join(format!("10k-{name}.log")));
     }
     drop(op);
     drop(insts);

@@ -39,7 +39,15 @@ fn manager(client: &Client, config: &LeaderConfig) -> LeaseManagerBuilder {
         .with_namespace(&config.namespace)
         .with_identity(&config.identity)
         .with_duration(duration)
-        .with_grace((duration / 3).max(1))
+        .with_grace(renewal_margin(duration))
+}
+
+/// How many seconds before its Lease expires the leader renews it: two thirds of the
+/// duration (renewing every 5 s with 10 s to get through for the default 15 s, as client-go's
+/// renew deadline of 10 s). A renewal the API server answers later than the margin costs the
+/// leadership (and the process exits), so the margin is what a loaded API server is allowed.
+pub fn renewal_margin(duration_seconds: u64) -> u64 {
+    (duration_seconds * 2 / 3).clamp(1, duration_seconds.saturating_sub(1).max(1))
 }
 
 /// How often a follower reads the Lease to see whether it was released.
@@ -149,4 +157,22 @@ pub async fn became_leader(changes: &mut watch::Receiver<bool>) -> anyhow::Resul
 /// Resolves when this process no longer holds the lease.
 pub async fn lost_leadership(changes: &mut watch::Receiver<bool>) {
     let _ = changes.wait_for(|leader| !*leader).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leader_renews_with_two_thirds_of_the_lease_to_spare() {
+        assert_eq!(renewal_margin(15), 10);
+        assert_eq!(renewal_margin(6), 4);
+        assert_eq!(renewal_margin(3), 2);
+        // Never the whole duration (it would renew without pause), never nothing.
+        assert_eq!(renewal_margin(2), 1);
+        for d in 2..=120 {
+            let m = renewal_margin(d);
+            assert!(m >= 1 && m < d, "duration {d}: margin {m}");
+        }
+    }
 }

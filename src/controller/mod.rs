@@ -312,6 +312,7 @@ async fn run_controllers(
         watcher::Config::default(),
         2,
         Vec::new(),
+        streams::keep_all,
     );
     let instances_by_group = streams::Index::new(context::group_of_instance);
     let (instances, mut instance_triggers, instance_watch) = streams::fan_out(
@@ -319,24 +320,28 @@ async fn run_controllers(
         watcher::Config::default(),
         2,
         vec![instances_by_group.clone()],
+        streams::keep_all,
     );
     let (pods, mut pod_triggers, pod_watch) = streams::fan_out(
         api::<Pod>(&client, ns),
         watcher::Config::default().labels(LABEL_GROUP),
         1,
         Vec::new(),
+        streams::trim_pod,
     );
     let (nodes, mut node_triggers, node_watch) = streams::fan_out(
         Api::<Node>::all(client.clone()),
         watcher::Config::default(),
         1,
         Vec::new(),
+        streams::keep_all,
     );
     let (revisions, _, revision_watch) = streams::fan_out(
         api::<ControllerRevision>(&client, ns),
         watcher::Config::default().labels(LABEL_GROUP),
         0,
         Vec::new(),
+        streams::keep_all,
     );
     let mut watches = tokio::task::JoinSet::new();
     for w in [

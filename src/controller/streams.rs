@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -27,12 +28,14 @@ pub type Trigger<K> = BoxStream<'static, Result<K, watcher::Error>>;
 
 /// Watches `api`: returns the store, `subscribers` trigger streams that each receive every
 /// applied or deleted object, and the future that drives the watch (spawn it). The watch
-/// keeps each of `indexes` in step with the store.
+/// keeps each of `indexes` in step with the store, and passes every object through `trim`
+/// (what the operator never reads need not be held in memory) before anything sees it.
 pub fn fan_out<K>(
     api: Api<K>,
     config: watcher::Config,
     subscribers: usize,
     indexes: Vec<Index<K>>,
+    trim: fn(&mut K),
 ) -> (Store<K>, Vec<Trigger<K>>, BoxFuture<'static, ()>)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -48,9 +51,10 @@ where
         let before_store = indexes.clone();
         let stream = watcher(api, config)
             .default_backoff()
-            .modify(|obj: &mut K| {
+            .modify(move |obj: &mut K| {
                 // Nobody here reads managedFields: don't keep them in memory.
                 obj.managed_fields_mut().clear();
+                trim(obj);
             })
             .map(move |event| {
                 if let Ok(event) = &event {
@@ -87,6 +91,23 @@ where
     .boxed();
     let triggers = receivers.into_iter().map(|rx| rx.map(Ok).boxed()).collect();
     (reader, triggers, driver)
+}
+
+/// Keeps nothing out: for kinds whose whole object the operator reads.
+pub fn keep_all<K>(_: &mut K) {}
+
+/// What the operator keeps of a watched Pod's spec: the Node it runs on and its termination
+/// grace period. The rest of the spec (containers, volumes, tolerations: most of a Pod's
+/// size) is never read; metadata and status are kept whole. A Pod the operator creates is
+/// built from its Instance's template, never from a stored Pod.
+pub fn trim_pod(pod: &mut Pod) {
+    if let Some(spec) = pod.spec.as_mut() {
+        *spec = PodSpec {
+            node_name: spec.node_name.take(),
+            termination_grace_period_seconds: spec.termination_grace_period_seconds,
+            ..PodSpec::default()
+        };
+    }
 }
 
 /// The objects of one kind grouped by a key computed from each (e.g. Instances by their
@@ -302,6 +323,29 @@ mod tests {
                 .filter(|o| group_label(o).as_ref() == Some(key))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn a_trimmed_pod_keeps_what_the_operator_reads() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "web-1", "namespace": "ns", "labels": { "autoheal.dev/group": "web" } },
+            "spec": {
+                "nodeName": "node-a",
+                "terminationGracePeriodSeconds": 7,
+                "containers": [ { "name": "app", "image": "nginx", "ports": [ { "containerPort": 80 } ] } ],
+                "volumes": [ { "name": "data", "emptyDir": {} } ]
+            },
+            "status": { "phase": "Running", "podIP": "10.0.0.1" }
+        }))
+        .unwrap();
+        let before = pod.clone();
+        trim_pod(&mut pod);
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("node-a"));
+        assert_eq!(spec.termination_grace_period_seconds, Some(7));
+        assert!(spec.containers.is_empty() && spec.volumes.is_none());
+        assert_eq!(pod.metadata, before.metadata);
+        assert_eq!(pod.status, before.status);
     }
 
     proptest! {
