@@ -22,6 +22,9 @@
 //!
 //! `cargo bench --bench probe [-- --quick]` (`--quick`: shorter phases).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
@@ -39,26 +42,6 @@ const MAX_N: usize = 10_000;
 fn address(i: usize) -> IpAddr {
     // 127.77.0.1 .. : 250 addresses per /24, never .0 or .255.
     IpAddr::V4(Ipv4Addr::new(127, 77, (i / 250) as u8, (i % 250 + 1) as u8))
-}
-
-fn raise_nofile(want: u64) {
-    // SAFETY: plain getrlimit/setrlimit on a struct we own.
-    unsafe {
-        let lim = libc::rlimit {
-            rlim_cur: want,
-            rlim_max: want,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-            let mut cur = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) == 0 {
-                cur.rlim_cur = cur.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &cur);
-            }
-        }
-    }
 }
 
 fn cpu_time() -> Duration {
@@ -87,7 +70,7 @@ fn rss_mb() -> f64 {
 // ---- the endpoints (child process) --------------------------------------------------------
 
 fn serve(from: usize, to: usize) {
-    raise_nofile(200_000);
+    common::raise_nofile(200_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -367,7 +350,7 @@ fn main() {
     } else {
         (Duration::from_secs(3), Duration::from_secs(8))
     };
-    raise_nofile(200_000);
+    common::raise_nofile(200_000);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rss_idle = rss_mb();
     eprintln!("starting {MAX_N} endpoints on 127.77.x.y:{PORT} ...");

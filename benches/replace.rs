@@ -1166,20 +1166,6 @@ async fn install_crds(cp: &ControlPlane, client: &Client) {
     }
 }
 
-fn raise_nofile() {
-    // SAFETY: plain getrlimit/setrlimit on a struct we own.
-    unsafe {
-        let mut cur = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) == 0 {
-            cur.rlim_cur = cur.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &cur);
-        }
-    }
-}
-
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -1375,7 +1361,7 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--runs") {
         runs = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(3);
     }
-    raise_nofile();
+    common::raise_nofile(200_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

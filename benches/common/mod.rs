@@ -75,3 +75,27 @@ pub fn stamp() -> (String, usize, String) {
         .to_string();
     (format!("{commit}{dirty}"), nproc, date)
 }
+
+/// Lets this process hold `want` open files: the 10,000 scenario's podsims listen on one
+/// socket per Pod and hold the operator's probe connections (≈ 20,000 descriptors, the
+/// machine's default hard limit; past it every file and socket this process opens fails).
+/// Root may raise the hard limit; otherwise the soft limit goes up to the hard one.
+pub fn raise_nofile(want: u64) {
+    // SAFETY: plain getrlimit/setrlimit on a struct we own.
+    unsafe {
+        let lim = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: want,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            let mut cur = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) == 0 {
+                cur.rlim_cur = cur.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &cur);
+            }
+        }
+    }
+}
