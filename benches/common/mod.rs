@@ -83,9 +83,16 @@ pub fn stamp() -> (String, usize, String) {
 pub fn raise_nofile(want: u64) {
     // SAFETY: plain getrlimit/setrlimit on a struct we own.
     unsafe {
+        let mut now = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) == 0 && now.rlim_cur >= want {
+            return; // never lower it
+        }
         let lim = libc::rlimit {
             rlim_cur: want,
-            rlim_max: want,
+            rlim_max: want.max(now.rlim_max),
         };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
             let mut cur = libc::rlimit {

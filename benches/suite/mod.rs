@@ -599,7 +599,7 @@ async fn big(b: &mut Bench, s: &Sizes) -> Big {
                 .map_err(|e| e.to_string())?;
         }
         let changed = [&*insts.changed];
-        // Scaling to 10,000 takes minutes: up to four of `until`'s time limits.
+        // Scaling to 10,000 takes minutes: up to ten of `until`'s time limits.
         let mut tries = 0;
         let done = loop {
             match until("all InService+Healthy", &changed, || {
@@ -608,7 +608,7 @@ async fn big(b: &mut Bench, s: &Sizes) -> Big {
             .await
             {
                 Ok(t) => break t,
-                Err(e) if tries < 3 => {
+                Err(e) if tries < 9 => {
                     tries += 1;
                     eprintln!("10k: still coming up: {e}");
                 }

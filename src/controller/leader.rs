@@ -43,9 +43,10 @@ fn manager(client: &Client, config: &LeaderConfig) -> LeaseManagerBuilder {
 }
 
 /// How many seconds before its Lease expires the leader renews it: two thirds of the
-/// duration (renewing every 5 s with 10 s to get through for the default 15 s, as client-go's
-/// renew deadline of 10 s). A renewal the API server answers later than the margin costs the
-/// leadership (and the process exits), so the margin is what a loaded API server is allowed.
+/// duration (for the default 15 s: a renewal every 5 s, 10 s before expiry). kube-lease-manager
+/// renews once at that moment and retries only after an error; a renewal still unanswered
+/// when the Lease expires lets a follower take it over (and this process then exits), so the
+/// margin is what a loaded API server is given to answer.
 pub fn renewal_margin(duration_seconds: u64) -> u64 {
     (duration_seconds * 2 / 3).clamp(1, duration_seconds.saturating_sub(1).max(1))
 }

@@ -21,7 +21,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::context::Key;
+/// The key an [`Index`] groups objects by: (namespace, a name derived from the object).
+pub type Key = (String, String);
 
 /// A trigger stream as the kube `Controller` takes it.
 pub type Trigger<K> = BoxStream<'static, Result<K, watcher::Error>>;
@@ -99,7 +100,10 @@ pub fn keep_all<K>(_: &mut K) {}
 /// What the operator keeps of a watched Pod's spec: the Node it runs on and its termination
 /// grace period. The rest of the spec (containers, volumes, tolerations: most of a Pod's
 /// size) is never read; metadata and status are kept whole. A Pod the operator creates is
-/// built from its Instance's template, never from a stored Pod.
+/// built from its Instance's template, never from a stored Pod. Code that comes to read
+/// another Pod spec field must keep it here (the read-your-writes copies of
+/// `Fresh` in the controller context are whole API answers, so a missing field may go unnoticed
+/// until the store's copy is the one read).
 pub fn trim_pod(pod: &mut Pod) {
     if let Some(spec) = pod.spec.as_mut() {
         *spec = PodSpec {
@@ -116,9 +120,12 @@ pub fn trim_pod(pod: &mut Pod) {
 ///
 /// The store stays the truth: [`Index::lookup`] reads each indexed reference back from the
 /// store and keeps the objects whose key still matches. The index therefore may hold a
-/// reference the store has dropped (it is skipped), and never misses one the store holds: a
-/// new or changed object is indexed before the store shows it, a deleted one is unindexed
-/// after, and a relist rebuilds the index from the store it left.
+/// reference the store has dropped (it is skipped), and never misses one the store holds
+/// under the key it was indexed by: a new or changed object is indexed before the store shows
+/// it, a deleted one is unindexed after, and a relist rebuilds the index from the store it
+/// left. An object whose key changes moves to its new key at once, while the store may still
+/// show it under the old one for the event (or, in a relist, until it ends); an Instance's
+/// group never changes (its `groupName` is immutable), so its index has no such window.
 pub struct Index<K: Resource> {
     key_of: fn(&K) -> Option<Key>,
     entries: Arc<RwLock<IndexEntries<K>>>,

@@ -16,7 +16,7 @@
 pub mod helm;
 pub mod invariants;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -454,7 +454,7 @@ pub fn cut_off(w: &AuditWrite) -> bool {
 }
 
 /// Asserts that the operator did `verb` on `resource` named `name` (empty: any name) once:
-/// at most one such write took effect, or none and one was cut off by a kill (it may have
+/// exactly one such write took effect, or none did and one was cut off by a kill (it may have
 /// been committed, and the next leader found it done). `summary` goes into the message.
 pub fn assert_once(
     writes: &[AuditWrite],
@@ -481,10 +481,11 @@ pub fn assert_once(
 
 /// Asserts that the operator's `writes` launched one Instance and one Pod (one replacement),
 /// and returns a summary of its writes (with each answer's code) for the caller's further
-/// messages. Of each kind, at most one create took effect; a create a killed leader left cut
-/// off counts too, as it may have been committed (then the follower finds the object and
-/// creates none) or not (then the follower creates it, no repeat). Whichever happened, the
-/// watch (`report`) saw one Pod under each name created.
+/// messages. Of each kind, one create took effect, or none did and one was cut off by a kill
+/// (committed or not: the follower then creates none or one). Whatever the codes say, the
+/// watch (`report`) saw exactly one object of each kind among the names created, and one Pod
+/// (one uid) under that name: a cut-off create that etcd committed next to the follower's own
+/// would show as two.
 pub fn assert_one_launch(writes: &[AuditWrite], report: &invariants::Report) -> Vec<String> {
     let summary: Vec<String> = by_operator(writes)
         .map(|w| {
@@ -496,6 +497,19 @@ pub fn assert_one_launch(writes: &[AuditWrite], report: &invariants::Report) -> 
         .collect();
     for resource in ["instances", "pods"] {
         assert_once(writes, "create", resource, "", &summary);
+        let created: BTreeSet<&str> = by_operator(writes)
+            .filter(|w| w.verb == "create" && w.resource == resource && w.subresource.is_empty())
+            .map(|w| w.name.as_str())
+            .filter(|name| match resource {
+                "instances" => report.instances.contains_key(*name),
+                _ => report.pods.contains_key(*name),
+            })
+            .collect();
+        assert_eq!(
+            created.len(),
+            1,
+            "one of the {resource} created exists (seen by the watch): {created:?}; {summary:#?}"
+        );
     }
     for w in by_operator(writes).filter(|w| w.verb == "create" && w.resource == "pods") {
         if let Some(seen) = report.pods.get(&w.name) {
