@@ -378,6 +378,29 @@ pub fn is_candidate(i: &InstanceView) -> bool {
     i.counts_toward_capacity() && i.is_unhealthy() && !excluded(i)
 }
 
+/// Whether an Instance's Unhealthy verdict rests on its Node (health reason `NodeNotReady` or
+/// `NodeUnknown`) while that Node, in the planner's view, is Ready again: the verdict is
+/// outdated, and the Instance's own re-evaluation (which the Node's change triggers) is about
+/// to say Healthy. Such an Instance is neither counted nor replaced until it has been
+/// re-evaluated: when every Node comes back at once, the group may look before its Instances
+/// have, and would replace recovered Instances.
+pub fn node_verdict_outdated(i: &InstanceView, nodes: &[NodeView]) -> bool {
+    matches!(
+        i.health_reason.as_deref(),
+        Some(NODE_NOT_READY | NODE_UNKNOWN)
+    ) && i
+        .placement
+        .node
+        .as_deref()
+        .and_then(|name| nodes.iter().find(|n| n.name == name))
+        .is_some_and(|n| n.ready)
+}
+
+/// The health reasons of a verdict that rests on the Node's `Ready` condition (see
+/// `health::evaluate`).
+const NODE_NOT_READY: &str = "NodeNotReady";
+const NODE_UNKNOWN: &str = "NodeUnknown";
+
 /// Whether an Instance is leaving because it was Unhealthy: being deleted or in a Terminating
 /// state, with termination reason `Unhealthy` or while Unhealthy.
 pub fn leaving_for_health(i: &InstanceView) -> bool {

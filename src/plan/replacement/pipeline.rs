@@ -33,7 +33,16 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
         mut requeue_after,
     } = judge::judge(inputs, &limits, &index);
 
-    let unhealthy = unhealthy_candidates(&index);
+    // Verdicts a Node that is Ready again has outdated wait for the Instance's re-evaluation.
+    let outdated: BTreeSet<String> = index
+        .values()
+        .filter(|i| is_candidate(i) && node_verdict_outdated(i, inputs.nodes))
+        .map(|i| i.name.clone())
+        .collect();
+    let unhealthy: Vec<String> = unhealthy_candidates(&index)
+        .into_iter()
+        .filter(|n| !outdated.contains(n))
+        .collect();
     let repair_spec = &inputs.spec.repair;
     let seconds = |s: i32| SignedDuration::from_secs(i64::from(s.max(0)));
     let clocks = repair::Clocks {
@@ -85,7 +94,8 @@ pub fn plan_replacements(inputs: &ReplacementInputs<'_>) -> ReplacementPlan {
                 now,
             );
             // Fresh probe verdicts settle before they are acted on; look again then.
-            let settling = view.settling();
+            let mut settling = view.settling();
+            settling.extend(outdated.iter().cloned());
             if let Some(until) = view.settle_until {
                 requeue_after = earliest(requeue_after, time_until(now, until));
             }

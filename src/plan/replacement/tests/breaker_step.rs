@@ -648,7 +648,9 @@ fn settling_is_only_for_probe_verdicts_and_a_breaker_that_can_trip() {
         let mut instances: Vec<InstanceView> = spread();
         instances[0] = fresh(instances[0].clone(), why);
         let mut case = Case::new(probed(6, IntOrString::Int(1), 1, 10), instances);
-        case.nodes = three_nodes([true, true, true]);
+        // (A NodeNotReady verdict stands while its Node is NotReady; on a Ready Node it is
+        // outdated and waits for the Instance's re-evaluation.)
+        case.nodes = three_nodes([why != "NodeNotReady", true, true]);
         assert_eq!(case.plan().terminate, vec!["a0"], "{why}");
     }
     // A probe verdict without a breaker that can trip (maxUnhealthy 100%): at once.
@@ -784,4 +786,50 @@ fn a_node_failure_settles_before_its_instances_are_replaced() {
         "{}",
         plan.condition.message
     );
+}
+
+#[test]
+fn a_node_verdict_the_ready_node_has_outdated_is_neither_replaced_nor_counted() {
+    // Every Node came back at once; the group looks before its Instances were re-evaluated:
+    // b and c still say NodeNotReady, on Nodes that are Ready again.
+    let mut s = spec(4, 4);
+    s.replacement.max_unhealthy = IntOrString::String("100%".into());
+    let mut case = Case::new(
+        s,
+        vec![
+            on(inst("a"), "n1", "z"),
+            node_down(on(inst("b"), "n1", "z")),
+            node_down(on(inst("c"), "n2", "z")),
+            on(inst("d"), "n2", "z"),
+        ],
+    );
+    case.nodes = vec![node("n1", "z", true), node("n2", "z", true)];
+    let plan = case.plan();
+    assert!(
+        plan.terminate.is_empty() && plan.launch_replacements_for.is_empty(),
+        "recovered Instances replaced: {plan:?}"
+    );
+    assert_eq!(plan.in_flight, 0);
+
+    // While its Node is still down (a local failure: one of two), the same verdict stands.
+    case.nodes = vec![node("n1", "z", true), node("n2", "z", false)];
+    case.instances = vec![
+        on(inst("a"), "n1", "z"),
+        on(inst("b"), "n1", "z"),
+        node_down(on(inst("c"), "n2", "z")),
+        on(inst("d"), "n2", "z"),
+    ];
+    case.now = t(1000 + 60);
+    let plan = case.plan();
+    assert_eq!(plan.terminate, vec!["c"], "{plan:?}");
+
+    // A verdict of the workload's own on a Ready Node is acted on as always.
+    case.nodes = vec![node("n1", "z", true), node("n2", "z", true)];
+    case.instances = vec![
+        on(inst("a"), "n1", "z"),
+        on(sick("b"), "n1", "z"),
+        on(inst("c"), "n2", "z"),
+        on(inst("d"), "n2", "z"),
+    ];
+    assert_eq!(case.plan().terminate, vec!["b"]);
 }
