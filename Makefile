@@ -77,10 +77,12 @@ bench-replace: k8s-bins
 ## ScalingGroup with kube-controller-manager's default and raised client limits, detection, 10,000
 ## Instances, restart, refresh. Sizes from env: BENCH_RUNS (5), BENCH_N (100), BENCH_K (1,10),
 ## BENCH_SCALE (1000), BENCH_DETECT_SAMPLES (100), BENCH_GROUPS (100), BENCH_GROUP_SIZE (100),
-## BENCH_STEADY_SECONDS (60), BENCH_ONLY (scenario numbers 1-6; 7, refresh, runs unless BENCH_SKIP_REFRESH=1)
+## BENCH_STEADY_SECONDS (60), BENCH_ONLY (scenario numbers 1-6; 7, refresh, runs unless BENCH_SKIP_REFRESH=1).
+## Scenarios 5 and 6 run target/release/podsim as 10 processes, one per 10 groups.
 BENCH_RUNS ?= 5
 bench: k8s-bins
 	@if [ -z "$$BENCH_SKIP_REFRESH" ]; then $(CARGO) bench --bench refresh -- --runs $(BENCH_RUNS) --kcm-variants; fi
+	$(CARGO) build --release -p podsim
 	BENCH_RUNS=$(BENCH_RUNS) $(CARGO) bench --bench replace -- --suite
 
 ## bench-refresh: Deployment vs ScalingGroup rolling 50 to a new template with the same bounds

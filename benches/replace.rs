@@ -404,6 +404,23 @@ impl Operator {
     }
 }
 
+/// `target/release/podsim` beside this bench's own binary (`target/release/deps/…`): `make
+/// bench` builds it first (`cargo build --release -p podsim`).
+fn podsim_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|release| release.join("podsim"))
+        .expect("the bench runs from target/<profile>/deps");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --release -p podsim` (`make bench` does)",
+        bin.display()
+    );
+    bin
+}
+
 impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -459,42 +476,61 @@ impl Bench {
     }
 
     /// A world whose Pods are run by one podsim per entry of `shards` (each the group names
-    /// whose Pods it runs, with its own Node and IP prefix), or by one podsim for the whole
-    /// namespace when `shards` is empty. podsim handles one Pod at a time, as a kubelet its
-    /// own Node's: at 10,000 Pods a single one is what a scale-up waits for.
+    /// whose Pods it runs, with its own Node and IP prefix), or by one in-process podsim for
+    /// the whole namespace when `shards` is empty. podsim handles one Pod at a time, as a
+    /// kubelet its own Node's: at 10,000 Pods a single one is what a scale-up waits for.
+    ///
+    /// Shards run as `podsim` processes (`target/release/podsim`, built by `make bench`), each
+    /// under its own open-file limit: in this process their 10,000 listeners and the
+    /// operator's probe connections would use up the bench's descriptors (the hard limit
+    /// cannot be raised without `CAP_SYS_RESOURCE`), and with them its reads of the
+    /// operator's `/proc` and `/metrics`.
     async fn world_sharded(&mut self, prefix: &str, shards: &[Vec<String>]) -> World {
         let ns = test_namespace(&self.client, prefix).await;
-        let selectors: Vec<Option<String>> = if shards.is_empty() {
-            vec![None]
-        } else {
-            shards
-                .iter()
-                .map(|groups| Some(format!("{LABEL_GROUP} in ({})", groups.join(","))))
-                .collect()
-        };
-        let mut podsims = tokio::task::JoinSet::new();
-        for (k, selector) in selectors.into_iter().enumerate() {
+        let podsim = if shards.is_empty() {
             self.next_prefix = self.next_prefix.wrapping_add(1).max(100);
-            let node_prefix = match k {
-                0 => format!("podsim-{ns}"),
-                k => format!("podsim-{ns}-{k}"),
-            };
             let config = podsim::Config {
                 namespace: Some(ns.clone()),
-                selector,
-                node_prefix,
+                node_prefix: format!("podsim-{ns}"),
                 ip_prefix: Some([127, self.next_prefix]),
                 ..Default::default()
             };
-            podsims.spawn(podsim::run(self.client.clone(), config));
-        }
-        // Aborting this task drops the set, which aborts every podsim in it.
-        let podsim = tokio::spawn(async move {
-            while let Some(ended) = podsims.join_next().await {
-                ended??;
+            tokio::spawn(podsim::run(self.client.clone(), config))
+        } else {
+            let bin = podsim_binary();
+            let mut children = Vec::new();
+            for (k, groups) in shards.iter().enumerate() {
+                self.next_prefix = self.next_prefix.wrapping_add(1).max(100);
+                let log = std::fs::File::create(self.dir.join(format!("podsim-{ns}-{k}.log")))
+                    .expect("creating a podsim log");
+                let child = tokio::process::Command::new(&bin)
+                    .env("KUBECONFIG", self.cp.kubeconfig_path())
+                    .env("RUST_LOG", "warn")
+                    .args(["--namespace", &ns])
+                    .args([
+                        "--selector",
+                        &format!("{LABEL_GROUP} in ({})", groups.join(",")),
+                    ])
+                    .args(["--node-prefix", &format!("podsim-{ns}-{k}")])
+                    .args(["--ip-prefix", &format!("127.{}", self.next_prefix)])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .kill_on_drop(true)
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+                children.push(child);
             }
-            Ok(())
-        });
+            // Aborting this task drops the children, which kills them.
+            tokio::spawn(async move {
+                let exits = futures::future::join_all(children.iter_mut().map(|c| c.wait()));
+                for exit in exits.await {
+                    let exit = exit?;
+                    anyhow::ensure!(exit.success(), "a podsim shard ended: {exit}");
+                }
+                Ok(())
+            })
+        };
         let pods = Watched::start(
             Api::namespaced(self.client.clone(), &ns),
             "Pod",
