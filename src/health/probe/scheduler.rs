@@ -92,19 +92,21 @@ pub(super) async fn run_target(
         if let Some(observe) = &cx.lateness_observer {
             observe(lateness);
         }
-        let result =
-            match tokio::time::timeout(plan.timeout, prober.probe(&plan, &cx.clients)).await {
-                Ok(result) => result,
-                // The probe future, and with it the connection it had taken, is dropped.
-                Err(_) => ProbeResult {
-                    class: ResultClass::Timeout,
-                    evidence: format!(
-                        "timeout after {}s waiting for {}",
-                        plan.timeout.as_secs(),
-                        plan.description
-                    ),
-                },
-            };
+        // Boxed: the probe's future (connect, TLS, request, answer) is several KB, and held
+        // inline it would make every idle task that large (10,000 targets: tens of MB).
+        let probe = Box::pin(prober.probe(&plan, &cx.clients));
+        let result = match tokio::time::timeout(plan.timeout, probe).await {
+            Ok(result) => result,
+            // The probe future, and with it the connection it had taken, is dropped.
+            Err(_) => ProbeResult {
+                class: ResultClass::Timeout,
+                evidence: format!(
+                    "timeout after {}s waiting for {}",
+                    plan.timeout.as_secs(),
+                    plan.description
+                ),
+            },
+        };
         drop(permit);
         cx.metrics
             .observe_probe(plan.kind, result.class, started.elapsed());

@@ -401,3 +401,27 @@ async fn connection_close_and_chunked_answers_are_not_reused() {
         }
     }
 }
+
+/// A probe task spends nearly all its life waiting for its next slot; the probe's own future
+/// (connection, TLS, answer) is allocated only while it runs. Held inline it made every task
+/// ≈ 3.6 KB (36 MB at 10,000 targets, measured with heaptrack).
+#[tokio::test]
+async fn a_waiting_probe_task_holds_no_probe_future() {
+    for client in CLIENTS {
+        let engine = engine(client);
+        let cx = TaskContext {
+            engine: Arc::downgrade(&engine.inner),
+            metrics: engine.inner.metrics.clone(),
+            limit: engine.inner.limit.clone(),
+            clients: engine.inner.clients.clone(),
+            lateness_observer: None,
+        };
+        let target = ProbeTarget {
+            address: "127.0.0.1".parse().unwrap(),
+            probe: http_probe(8080, "/healthz"),
+        };
+        let task = run_target(cx, ("ns".into(), "i".into()), 1, TargetPlan::new(&target, None));
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1536, "{client:?}: a probe task is {size} bytes");
+    }
+}
