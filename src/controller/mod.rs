@@ -320,7 +320,7 @@ async fn run_controllers(
         watcher::Config::default(),
         2,
         vec![instances_by_group.clone()],
-        streams::keep_all,
+        streams::trim_instance,
     );
     let (pods, mut pod_triggers, pod_watch) = streams::fan_out(
         api::<Pod>(&client, ns),

@@ -21,6 +21,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use crate::api::{Instance, LifecycleState, PodTemplate};
+
 /// The key an [`Index`] groups objects by: (namespace, a name derived from the object).
 pub type Key = (String, String);
 
@@ -96,6 +98,22 @@ where
 
 /// Keeps nothing out: for kinds whose whole object the operator reads.
 pub fn keep_all<K>(_: &mut K) {}
+
+/// What the operator keeps of a watched Instance: all of it, except the Pod template of an
+/// Instance past `Pending` (`Pending:Wait` included). The template is read only to create the
+/// Pod, which happens in `Pending` alone; after that it is most of an Instance's size (a
+/// container is 2 KB in memory before its strings). A copy that still says `Pending`, or has
+/// no state yet, keeps it whole, so a decision to create the Pod always has its template.
+pub fn trim_instance(inst: &mut Instance) {
+    let launched = inst
+        .status
+        .as_ref()
+        .and_then(|s| s.lifecycle_state)
+        .is_some_and(|s| !matches!(s, LifecycleState::Pending | LifecycleState::PendingWait));
+    if launched {
+        inst.spec.pod_template = PodTemplate::default();
+    }
+}
 
 /// What the operator keeps of a watched Pod's spec: the Node it runs on and its termination
 /// grace period. The rest of the spec (containers, volumes, tolerations: most of a Pod's
@@ -416,6 +434,61 @@ mod tests {
             let indexed: usize = entries.by_key.values().map(HashSet::len).sum();
             prop_assert_eq!(indexed, truth.values().filter(|g| g.is_some()).count());
             prop_assert_eq!(entries.key_by_ref.len(), indexed);
+        }
+    }
+
+    fn instance_in(state: Option<LifecycleState>) -> Instance {
+        let template: k8s_openapi::api::core::v1::PodTemplateSpec =
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "labels": { "app": "web" } },
+                "spec": { "containers": [{ "name": "web", "image": "nginx" }] }
+            }))
+            .unwrap();
+        let mut inst = Instance::new(
+            "web-abcde",
+            crate::api::InstanceSpec {
+                group_name: "web".into(),
+                protected_from_scale_in: false,
+                pod_template: PodTemplate(template),
+            },
+        );
+        inst.status = state.map(|s| crate::api::InstanceStatus {
+            lifecycle_state: Some(s),
+            ..Default::default()
+        });
+        inst
+    }
+
+    #[test]
+    fn an_instance_keeps_its_template_until_its_pod_is_created() {
+        use LifecycleState::*;
+        for state in [None, Some(Pending), Some(PendingWait)] {
+            let mut inst = instance_in(state);
+            trim_instance(&mut inst);
+            assert_eq!(
+                serde_json::to_value(&inst).unwrap(),
+                serde_json::to_value(instance_in(state)).unwrap(),
+                "{state:?}"
+            );
+        }
+        for state in [
+            InService,
+            Standby,
+            Terminating,
+            TerminatingWait,
+            TerminatingProceed,
+            Terminated,
+        ] {
+            let mut inst = instance_in(Some(state));
+            trim_instance(&mut inst);
+            assert_eq!(inst.spec.pod_template, PodTemplate::default(), "{state:?}");
+            let mut whole = instance_in(Some(state));
+            whole.spec.pod_template = PodTemplate::default();
+            assert_eq!(
+                serde_json::to_value(&inst).unwrap(),
+                serde_json::to_value(&whole).unwrap(),
+                "{state:?}: only the template goes"
+            );
         }
     }
 }

@@ -420,7 +420,12 @@ async fn a_waiting_probe_task_holds_no_probe_future() {
             address: "127.0.0.1".parse().unwrap(),
             probe: http_probe(8080, "/healthz"),
         };
-        let task = run_target(cx, ("ns".into(), "i".into()), 1, TargetPlan::new(&target, None));
+        let task = run_target(
+            cx,
+            ("ns".into(), "i".into()),
+            1,
+            TargetPlan::new(&target, None),
+        );
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1536, "{client:?}: a probe task is {size} bytes");
     }
