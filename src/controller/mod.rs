@@ -37,7 +37,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::admin::{AdminServer, AdminState};
-use crate::api::{Instance, LABEL_GROUP, ScalingGroup};
+use crate::api::{HealthStatus, Instance, LABEL_GROUP, LifecycleState, ScalingGroup};
 use crate::clock::{Clock, SystemClock};
 use crate::health::ProbeEngine;
 use crate::telemetry::{GroupCondition, GroupGauges, Metrics};
@@ -460,22 +460,25 @@ async fn run_controllers(
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
             tick.tick().await;
-            let mut counts: HashMap<(String, String), i64> = HashMap::new();
+            // Counted by (state, health) without copying any status: this runs over every
+            // Instance every tick.
+            let mut counts: HashMap<(Option<LifecycleState>, Option<HealthStatus>), i64> =
+                HashMap::new();
             for i in instances.state() {
-                let status = i.status.clone().unwrap_or_default();
-                let state = status
-                    .lifecycle_state
-                    .map_or("Unknown".to_string(), |s| s.as_str().to_string());
-                let health = status
-                    .health_status
-                    .map_or("Unknown".to_string(), |h| format!("{h:?}"));
+                let status = i.status.as_ref();
+                let state = status.and_then(|s| s.lifecycle_state);
+                let health = status.and_then(|s| s.health_status);
                 *counts.entry((state, health)).or_default() += 1;
             }
-            gauge_metrics.set_instances(
-                counts
-                    .iter()
-                    .map(|((s, h), n)| ((s.as_str(), h.as_str()), *n)),
-            );
+            let labelled: Vec<((&str, String), i64)> = counts
+                .into_iter()
+                .map(|((s, h), n)| {
+                    let state = s.map_or("Unknown", LifecycleState::as_str);
+                    let health = h.map_or("Unknown".to_string(), |h| format!("{h:?}"));
+                    ((state, health), n)
+                })
+                .collect();
+            gauge_metrics.set_instances(labelled.iter().map(|((s, h), n)| ((*s, h.as_str()), *n)));
             gauge_metrics.set_groups(group_store.state().iter().map(|g| group_gauges(g)));
         }
     };
