@@ -5,7 +5,8 @@
 //!
 //! - probes per second at saturation (intervals far below what one core can serve), and
 //!   probes per CPU-second of the prober (= per core), for N = 1,000 and 10,000;
-//! - p50 / p99 lateness of probes against their schedule at 1,000 and 5,000 probes/s;
+//! - p50 / p99 lateness of probes after their wake-up time (the slot rounded up to 10 ms) at
+//!   1,000 and 5,000 probes/s;
 //! - the prober's RSS with 10,000 instances probed every second;
 //! - the throughput `wrk` gets from the same endpoints (the physical reference), when `wrk`
 //!   is installed.

@@ -521,14 +521,15 @@ impl Bench {
                     .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
                 children.push(child);
             }
-            // Aborting this task drops the children, which kills them.
+            // Ends at the first shard that exits. Aborting this task drops the children, which
+            // kills them.
             tokio::spawn(async move {
-                let exits = futures::future::join_all(children.iter_mut().map(|c| c.wait()));
-                for exit in exits.await {
-                    let exit = exit?;
-                    anyhow::ensure!(exit.success(), "a podsim shard ended: {exit}");
+                let mut exits: futures::stream::FuturesUnordered<_> =
+                    children.iter_mut().map(|c| c.wait()).collect();
+                match exits.next().await {
+                    Some(exit) => anyhow::bail!("a podsim shard ended: {}", exit?),
+                    None => Ok(()),
                 }
-                Ok(())
             })
         };
         let pods = Watched::start(

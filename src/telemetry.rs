@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `autoheal_probe_duration_seconds` | histogram | `kind` (`http`, `tcp`) |
 //! | `autoheal_probe_results_total` | counter | `kind`, `result` (`success`, `http_status`, `timeout`, `refused`, `reset`, `error`) |
-//! | `autoheal_probe_lateness_seconds` | histogram | — (how late probes start against their schedule) |
+//! | `autoheal_probe_lateness_seconds` | histogram | — (how late probes start after their wake-up: the slot rounded up to 10 ms) |
 //! | `autoheal_probe_targets` | gauge | — (instances being probed) |
 //! | `autoheal_probe_verdict_changes_total` | counter | — (notifications sent to the reconcile loop) |
 //! | `autoheal_instances` | gauge | `state`, `health` (set by the reconcilers via [`Metrics::set_instances`]) |
@@ -224,7 +224,7 @@ impl Metrics {
         );
         registry.register(
             "probe_lateness_seconds",
-            "How late probes start compared with their schedule",
+            "How late probes start after their wake-up time (the slot rounded up to 10 ms)",
             probe_lateness.clone(),
         );
         registry.register(
@@ -326,7 +326,7 @@ impl Metrics {
         self.inner.probe_duration[k].observe(duration.as_secs_f64());
     }
 
-    /// Records how late a probe started compared with its schedule.
+    /// Records how late a probe started after its wake-up time.
     pub fn observe_probe_lateness(&self, lateness: Duration) {
         self.inner.probe_lateness.observe(lateness.as_secs_f64());
     }

@@ -122,6 +122,58 @@ async fn a_restart_fixes_a_pod_that_crashed_once_without_a_replacement() {
     assert_eq!(env.group_instances("web").await.len(), 3);
 }
 
+/// The store holds an InService Instance without its Pod template (it is read only to create
+/// the Pod); a restart of one whose Pod is already gone creates the Pod in the same step, from
+/// the template read back from the API server: no failed create on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_an_instance_whose_pod_was_deleted_creates_it_from_its_template() {
+    let env = Env::new("repair-pod-gone").await;
+    let _op = env.operator();
+    let group = GroupBuilder::new("web")
+        .desired(3)
+        .max(3)
+        .with_spec(|s| s.repair.actions = restart_then_replace(30));
+    env.apply_group(&group.build()).await;
+    let before = wait_whole(&env, "web", 3).await;
+    let names: BTreeSet<String> = before.iter().map(|i| i.name_any()).collect();
+    let victim = before[0].name_any();
+    let old_pod_uid = env.pods().get(&victim).await.unwrap().uid();
+
+    env.pods()
+        .delete(
+            &victim,
+            &kube::api::DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "the instance whose Pod was deleted restarted and Healthy",
+        TIMEOUT,
+        || async {
+            let all = env.group_instances("web").await;
+            let now: BTreeSet<String> = all.iter().map(|i| i.name_any()).collect();
+            assert_eq!(now, names, "an instance was replaced or added");
+            let v = all.iter().find(|i| i.name_any() == victim)?;
+            let pod = env.pods().get(&victim).await.ok()?;
+            (restart_count(v) == 1 && in_service_healthy(v) && pod.uid() != old_pod_uid)
+                .then_some(())
+        },
+    )
+    .await;
+    let failed: Vec<_> = env
+        .events_about(&victim)
+        .await
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter_map(|e| Some((e.reason?, e.note.unwrap_or_default())))
+        .filter(|(reason, _)| reason.contains("Fail"))
+        .collect();
+    assert!(failed.is_empty(), "failed steps on the way: {failed:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_that_does_not_help_escalates_to_replace_even_across_a_sigkill() {
     let env = Env::new("repair-escalate").await;

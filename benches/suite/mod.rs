@@ -538,6 +538,19 @@ fn writes_summary<'a>(writes: impl Iterator<Item = &'a testkit::AuditWrite>) -> 
         .join(", ")
 }
 
+/// Groups whose Pods one podsim process of scenarios 5 and 6 runs.
+const GROUPS_PER_PODSIM: usize = 10;
+
+/// The name of group `g` of scenarios 5 and 6.
+fn group_name(g: usize) -> String {
+    format!("g{g:03}")
+}
+
+/// How many podsim processes scenarios 5 and 6 run.
+fn shards_of(s: &Sizes) -> usize {
+    s.groups.div_ceil(GROUPS_PER_PODSIM)
+}
+
 async fn big(b: &mut Bench, s: &Sizes) -> Big {
     let total = s.groups * s.group_size;
     let mut out = Big {
@@ -546,8 +559,11 @@ async fn big(b: &mut Bench, s: &Sizes) -> Big {
     };
     // One podsim per 10 groups (its own Node): one podsim would bind and start 10,000 Pods one
     // at a time.
-    let names: Vec<String> = (0..s.groups).map(|g| format!("g{g:03}")).collect();
-    let shards: Vec<Vec<String>> = names.chunks(10).map(<[String]>::to_vec).collect();
+    let names: Vec<String> = (0..s.groups).map(group_name).collect();
+    let shards: Vec<Vec<String>> = names
+        .chunks(GROUPS_PER_PODSIM)
+        .map(<[String]>::to_vec)
+        .collect();
     let w = b.world_sharded("bench-big", &shards).await;
     let mut op = Operator::launch(
         &b.operator_bin,
@@ -585,15 +601,9 @@ async fn big(b: &mut Bench, s: &Sizes) -> Big {
         for g in 0..s.groups {
             groups
                 .patch(
-                    &format!("g{g:03}"),
+                    &group_name(g),
                     &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(&probed_group(
-                        &format!("g{g:03}"),
-                        s.group_size,
-                        10,
-                        3,
-                        true,
-                    )),
+                    &Patch::Apply(&probed_group(&group_name(g), s.group_size, 10, 3, true)),
                 )
                 .await
                 .map_err(|e| e.to_string())?;
@@ -741,6 +751,10 @@ async fn big(b: &mut Bench, s: &Sizes) -> Big {
     for name in ["operator", "restarted"] {
         let log = b.dir.join(format!("{name}-{}.log", w.ns));
         let _ = std::fs::copy(&log, kept.join(format!("10k-{name}.log")));
+    }
+    for shard in 0..shards_of(s) {
+        let log = b.dir.join(format!("podsim-{}-{shard}.log", w.ns));
+        let _ = std::fs::copy(&log, kept.join(format!("10k-podsim-{shard}.log")));
     }
     drop(op);
     drop(insts);

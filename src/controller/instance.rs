@@ -452,6 +452,24 @@ async fn act(
     let reference = inst.object_ref(&());
     match action {
         PodAction::CreatePod => {
+            // The store drops the template of Instances past Pending (`trim_instance`); a
+            // restart takes such a copy back to Pending and creates the Pod in the same step.
+            let whole;
+            let inst = if inst.spec.pod_template.0.spec.is_some() {
+                inst
+            } else {
+                let instances: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
+                whole = instances
+                    .get(&name)
+                    .await
+                    .map_err(kube_err(format!("reading Instance {ns}/{name}")))?;
+                if whole.uid() != inst.uid() {
+                    // Deleted and re-created under the same name meanwhile: its own reconcile
+                    // launches it.
+                    return Ok(Some(Action::await_change()));
+                }
+                &whole
+            };
             let pod = build_pod(inst);
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(created) => {

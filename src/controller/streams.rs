@@ -103,7 +103,8 @@ pub fn keep_all<K>(_: &mut K) {}
 /// Instance past `Pending` (`Pending:Wait` included). The template is read only to create the
 /// Pod, which happens in `Pending` alone; after that it is most of an Instance's size (a
 /// container is 2 KB in memory before its strings). A copy that still says `Pending`, or has
-/// no state yet, keeps it whole, so a decision to create the Pod always has its template.
+/// no state yet, keeps it whole; the one step that creates a Pod from a later state (a restart
+/// whose Pod is already gone) reads the Instance from the API server first.
 pub fn trim_instance(inst: &mut Instance) {
     let launched = inst
         .status

@@ -212,7 +212,8 @@ pub struct EngineOptions {
     pub max_concurrency: usize,
     /// Replaces every target's `intervalSeconds` (benchmarks only; `None` in the operator).
     pub interval_override: Option<Duration>,
-    /// Called with the lateness of every probe against its schedule (benchmarks).
+    /// Called with the lateness of every probe after its wake-up time (its slot rounded up
+    /// to a 10 ms grid; benchmarks).
     pub lateness_observer: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
     /// The HTTP client of HTTP(S) probes (default [`HttpClient::Handwritten`]).
     pub http_client: HttpClient,

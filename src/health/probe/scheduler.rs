@@ -3,10 +3,12 @@
 //! - The first probe comes after a random phase in `[0, interval)` (so targets registered
 //!   together are spread over the interval), each later one on a fixed schedule with a ±2 %
 //!   jitter (at most 100 ms). A task that falls more than one interval behind (an overloaded
-//!   operator) skips the missed slots instead of bursting ([`Schedule`]).
+//!   operator) skips the missed slots instead of bursting ([`Schedule`]). The task wakes at
+//!   its slot rounded up to a 10 ms grid ([`WAKE_GRID`]), so that targets whose slots are
+//!   close share one wake-up of the runtime.
 //! - At most [`EngineOptions::max_concurrency`](super::EngineOptions) probes are in flight at
 //!   once (a semaphore permit is held for the probe only, not for the wait).
-//! - How late each probe starts is recorded in `autoheal_probe_lateness_seconds` (and given to
+//! - How late each probe starts after its wake-up time is recorded in `autoheal_probe_lateness_seconds` (and given to
 //!   the lateness observer of the options); each probe is bounded by the target's timeout
 //!   (connect + request + answer), after which it is a `Timeout` and its connection is
 //!   dropped; each result is recorded with [`Metrics::observe_probe`] and fed to the target's
@@ -48,7 +50,7 @@ static GRID_ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
 fn on_grid(t: Instant) -> Instant {
     let origin = *GRID_ORIGIN;
     if t <= origin {
-        return origin;
+        return t;
     }
     let grid = WAKE_GRID.as_nanos();
     let slots = (t - origin).as_nanos().div_ceil(grid);

@@ -404,7 +404,7 @@ async fn connection_close_and_chunked_answers_are_not_reused() {
 
 /// A probe task spends nearly all its life waiting for its next slot; the probe's own future
 /// (connection, TLS, answer) is allocated only while it runs. Held inline it made every task
-/// ≈ 3.6 KB (36 MB at 10,000 targets, measured with heaptrack).
+/// 3,384 bytes (34 MB at 10,000 targets; heaptrack showed it as the largest retained item).
 #[tokio::test]
 async fn a_waiting_probe_task_holds_no_probe_future() {
     for client in CLIENTS {
