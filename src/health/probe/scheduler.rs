@@ -8,10 +8,10 @@
 //!   close share one wake-up of the runtime.
 //! - At most [`EngineOptions::max_concurrency`](super::EngineOptions) probes are in flight at
 //!   once (a semaphore permit is held for the probe only, not for the wait).
-//! - How late each probe starts after its wake-up time is recorded in `autoheal_probe_lateness_seconds` (and given to
-//!   the lateness observer of the options); each probe is bounded by the target's timeout
-//!   (connect + request + answer), after which it is a `Timeout` and its connection is
-//!   dropped; each result is recorded with [`Metrics::observe_probe`] and fed to the target's
+//! - How late each probe starts after its wake-up time is recorded in
+//!   `autoheal_probe_lateness_seconds` (and given to the lateness observer of the options);
+//!   each probe is bounded by the target's timeout (connect + request + answer), after which
+//!   it is a `Timeout` and its connection is dropped; each result is recorded with [`Metrics::observe_probe`] and fed to the target's
 //!   [`ProbeCounter`], and a changed verdict is published to the engine.
 //! - The task ends when its target is replaced or removed (it is aborted, or its publish finds
 //!   a newer generation) or when the engine is dropped.
