@@ -307,7 +307,7 @@ fn scaling_group(name: &str, desired: i32, max: i32) -> ScalingGroup {
     spec.template = InstanceTemplate {
         metadata: None,
         spec: InstanceTemplateSpec {
-            pod_template: PodTemplate(pod_template(name)),
+            pod_template: PodTemplate::new(pod_template(name)),
         },
     };
     spec.health_check.grace_period_seconds = 0;

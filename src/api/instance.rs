@@ -83,9 +83,20 @@ pub struct InstanceSpec {
 
 /// A PodTemplateSpec (`metadata` and `spec`), stored as given and validated by the API server
 /// when the Pod is created.
+///
+/// Boxed: a PodTemplateSpec is 1.8 KB in memory before anything it points to, and the
+/// operator drops the template of every Instance whose Pod exists (see
+/// `controller::streams::trim_instance`); boxed, an Instance without one is 0.7 KB, not 2.5 KB.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(transparent)]
-pub struct PodTemplate(pub PodTemplateSpec);
+pub struct PodTemplate(pub Box<PodTemplateSpec>);
+
+impl PodTemplate {
+    /// Wraps a PodTemplateSpec.
+    pub fn new(template: PodTemplateSpec) -> Self {
+        Self(Box::new(template))
+    }
+}
 
 impl JsonSchema for PodTemplate {
     fn schema_name() -> Cow<'static, str> {

@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -61,6 +61,9 @@ pub const AGGREGATE_PREFIX: &str = "(combined from similar events): ";
 /// How long a series bump waits before it is written, to take the bumps that follow with it.
 pub const SERIES_PATCH_DELAY: Duration = Duration::from_millis(500);
 
+/// How often the Events past [`SERIES_TTL`] are dropped from memory.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// What makes two Events the same one, repeated.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SeriesKey {
@@ -88,19 +91,22 @@ impl Series {
     /// similar Events with other notes were published within [`SERIES_TTL`], the aggregate
     /// Event's (whose key has the note [`AGGREGATE_PREFIX`]).
     fn aggregate(&mut self, key: SeriesKey, now: Timestamp) -> (SeriesKey, String) {
-        if self.published.contains_key(&key) {
+        if self.published.get(&key).is_some_and(|e| is_live(e, now)) {
             // A repeat counts in its own series.
             let note = key.note.clone();
             return (key, note);
         }
         let mut similar = key.clone();
         similar.note = String::new();
-        self.similar
-            .retain(|_, (first, _)| *first + SERIES_TTL > now);
-        let (_, notes) = self
+        let (first, notes) = self
             .similar
             .entry(similar.clone())
             .or_insert_with(|| (now, Default::default()));
+        if *first + SERIES_TTL <= now {
+            // The earlier similar Events are past the TTL (not yet swept): start afresh.
+            *first = now;
+            notes.clear();
+        }
         if notes.len() < MAX_SIMILAR || notes.contains(&key.note) {
             notes.insert(key.note.clone());
             let note = key.note.clone();
@@ -113,17 +119,9 @@ impl Series {
     }
 
     /// The Event to write for `key` at `now`: the cached one with its series bumped, or
-    /// `fresh()`. Forgets Events last seen more than [`SERIES_TTL`] ago.
-    fn next(&mut self, key: &SeriesKey, now: Timestamp, fresh: impl FnOnce() -> Event) -> Event {
-        self.published.retain(|_, e| {
-            let last = e
-                .series
-                .as_ref()
-                .map(|s| s.last_observed_time.0)
-                .or_else(|| e.event_time.as_ref().map(|t| t.0));
-            last.is_some_and(|t| t + SERIES_TTL > now)
-        });
-        match self.published.get(key) {
+    /// `fresh()` when there is none seen within [`SERIES_TTL`].
+    fn next(&self, key: &SeriesKey, now: Timestamp, fresh: impl FnOnce() -> Event) -> Event {
+        match self.published.get(key).filter(|e| is_live(e, now)) {
             Some(e) => {
                 let mut e = e.clone();
                 e.series = Some(EventSeries {
@@ -133,6 +131,21 @@ impl Series {
                 e
             }
             None => fresh(),
+        }
+    }
+
+    /// Forgets the Events, and the similar-Event counts, past [`SERIES_TTL`] at `now`, and
+    /// gives their memory back when the maps are mostly empty (a scale-up of thousands
+    /// leaves thousands of Events here for [`SERIES_TTL`], none after).
+    fn sweep(&mut self, now: Timestamp) {
+        self.published.retain(|_, e| is_live(e, now));
+        self.similar
+            .retain(|_, (first, _)| *first + SERIES_TTL > now);
+        if self.published.len() < self.published.capacity() / 4 {
+            self.published.shrink_to_fit();
+        }
+        if self.similar.len() < self.similar.capacity() / 4 {
+            self.similar.shrink_to_fit();
         }
     }
 
@@ -192,6 +205,7 @@ impl EventSink {
             series.clone(),
             pending.clone(),
         ));
+        tokio::spawn(sweep_expired(Arc::downgrade(&series), clock.clone()));
         Self {
             clock,
             instance: instance.into(),
@@ -331,6 +345,31 @@ impl EventSink {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Series> {
         lock(&self.series)
+    }
+}
+
+/// Whether `event` was last seen within [`SERIES_TTL`] of `now` (a repeat then counts in its
+/// series).
+fn is_live(event: &Event, now: Timestamp) -> bool {
+    let last = event
+        .series
+        .as_ref()
+        .map(|s| s.last_observed_time.0)
+        .or_else(|| event.event_time.as_ref().map(|t| t.0));
+    last.is_some_and(|t| t + SERIES_TTL > now)
+}
+
+/// Sweeps `series` every [`SWEEP_EVERY`] until the sink is gone, so the Events of a burst do
+/// not stay in memory after their TTL when no other Event comes.
+async fn sweep_expired(series: Weak<Mutex<Series>>, clock: Arc<dyn Clock>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(series) = series.upgrade() else {
+            return;
+        };
+        lock(&series).sweep(clock.now());
     }
 }
 
@@ -491,6 +530,52 @@ mod tests {
         s.remember(a.clone(), e);
         s.forget(&a);
         assert_eq!(count(&s.next(&a, later, || fresh("x", later))), 1);
+    }
+
+    #[test]
+    fn similar_events_after_the_ttl_are_events_of_their_own_again() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let later = t0 + SERIES_TTL;
+        let mut s = Series::default();
+        for n in 0..MAX_SIMILAR {
+            s.aggregate(key("Launched", &format!("web-{n}")), t0);
+        }
+        let (k, _) = s.aggregate(key("Launched", "web-a"), t0);
+        assert_eq!(k.note, AGGREGATE_PREFIX, "within the TTL: aggregated");
+        let (k, note) = s.aggregate(key("Launched", "web-b"), later);
+        assert_eq!(
+            k.note, "web-b",
+            "past the TTL, unswept: an Event of its own"
+        );
+        assert_eq!(note, "web-b");
+    }
+
+    #[test]
+    fn a_sweep_forgets_what_is_past_the_ttl_and_keeps_the_rest() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t1 = t0 + SignedDuration::from_mins(3);
+        let mut s = Series::default();
+        for n in 0..1000 {
+            let k = key("Launched", &format!("old-{n}"));
+            let (k, note) = s.aggregate(k, t0);
+            let e = s.next(&k, t0, || fresh(&note, t0));
+            s.remember(k, e);
+        }
+        let recent = key("Unhealthy", "recent");
+        let (recent, note) = s.aggregate(recent, t1);
+        let e = s.next(&recent, t1, || fresh(&note, t1));
+        s.remember(recent.clone(), e);
+        let capacity = s.published.capacity();
+
+        s.sweep(t0 + SERIES_TTL);
+        assert_eq!(s.published.len(), 1, "only the Event seen within the TTL");
+        assert!(s.published.contains_key(&recent));
+        assert_eq!(s.similar.len(), 1, "only the recent reason's count");
+        assert!(s.published.capacity() < capacity, "memory given back");
+        let e = s.next(&recent, t1 + SignedDuration::from_secs(1), || {
+            fresh("recent", t1)
+        });
+        assert_eq!(count(&e), 2, "the kept one still counts repeats");
     }
 
     /// A client whose API server answers Event creates only once `gate` has a permit, and

@@ -450,7 +450,7 @@ mod tests {
             crate::api::InstanceSpec {
                 group_name: "web".into(),
                 protected_from_scale_in: false,
-                pod_template: PodTemplate(template),
+                pod_template: PodTemplate::new(template),
             },
         );
         inst.status = state.map(|s| crate::api::InstanceStatus {
@@ -491,5 +491,16 @@ mod tests {
                 "{state:?}: only the template goes"
             );
         }
+    }
+
+    #[test]
+    fn an_instance_without_its_template_is_small_in_memory() {
+        // The store holds one Instance per Pod; most of them have had their template dropped.
+        // Inline, a PodTemplateSpec alone is 1.8 KB (see `PodTemplate`).
+        assert!(
+            std::mem::size_of::<Instance>() <= 1024,
+            "an Instance is {} bytes inline",
+            std::mem::size_of::<Instance>()
+        );
     }
 }

@@ -1069,7 +1069,7 @@ impl GroupBuilder {
         spec.template = InstanceTemplate {
             metadata: None,
             spec: InstanceTemplateSpec {
-                pod_template: PodTemplate(pod),
+                pod_template: PodTemplate::new(pod),
             },
         };
         spec.health_check.grace_period_seconds = 0;
