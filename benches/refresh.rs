@@ -503,7 +503,6 @@ async fn group_run(b: &mut Bench) -> Result<Duration, String> {
             .template
             .spec
             .pod_template
-            .0
             .spec
             .as_mut()
             .unwrap()

@@ -426,7 +426,7 @@ fn refresh_group(image: &str) -> ScalingGroup {
             s.refresh.min_healthy_percentage = 75;
             s.refresh.max_healthy_percentage = 100;
             s.refresh.instance_warmup_seconds = Some(1);
-            if let Some(pod) = s.template.spec.pod_template.0.spec.as_mut() {
+            if let Some(pod) = s.template.spec.pod_template.spec.as_mut() {
                 pod.containers[0].image = Some(image.into());
             }
         })

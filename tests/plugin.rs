@@ -665,7 +665,6 @@ async fn refresh_waits_at_a_checkpoint() {
         s.template
             .spec
             .pod_template
-            .0
             .spec
             .as_mut()
             .unwrap()

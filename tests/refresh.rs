@@ -62,7 +62,6 @@ async fn set_image(env: &Env, name: &str, image: &str) -> ScalingGroup {
         .template
         .spec
         .pod_template
-        .0
         .spec
         .as_mut()
         .unwrap()
@@ -481,7 +480,6 @@ async fn a_template_whose_pods_crash_rolls_back_by_itself() {
         .template
         .spec
         .pod_template
-        .0
         .metadata
         .get_or_insert_with(Default::default)
         .annotations
@@ -604,7 +602,7 @@ async fn controller_revisions_keep_a_bounded_history() {
             let on = instances.len() == 1
                 && instances.iter().all(|i| {
                     serving(i)
-                        && i.spec.pod_template.0.spec.as_ref().unwrap().containers[0]
+                        && i.spec.pod_template.spec.as_ref().unwrap().containers[0]
                             .image
                             .as_deref()
                             == Some(image.as_str())
@@ -696,7 +694,6 @@ async fn a_template_whose_probe_fails_rolls_back_by_itself() {
         .template
         .spec
         .pod_template
-        .0
         .metadata
         .get_or_insert_with(Default::default)
         .annotations

@@ -82,19 +82,55 @@ pub struct InstanceSpec {
 }
 
 /// A PodTemplateSpec (`metadata` and `spec`), stored as given and validated by the API server
-/// when the Pod is created.
+/// when the Pod is created. Reads and writes go through `Deref`/`DerefMut` to the
+/// PodTemplateSpec.
 ///
-/// Boxed: a PodTemplateSpec is 1.8 KB in memory before anything it points to, and the
-/// operator drops the template of every Instance whose Pod exists (see
-/// `controller::streams::trim_instance`); boxed, an Instance without one is 0.7 KB, not 2.5 KB.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(transparent)]
-pub struct PodTemplate(pub Box<PodTemplateSpec>);
+/// In memory it is boxed, and may be left out: a PodTemplateSpec is 1.8 KB before anything it
+/// points to, and the operator drops the template of every Instance whose Pod exists (see
+/// `controller::streams::trim_instance`). A template left out ([`PodTemplate::default`],
+/// [`PodTemplate::is_left_out`]) reads as an empty PodTemplateSpec and takes no memory.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct PodTemplate(Option<Box<PodTemplateSpec>>);
 
 impl PodTemplate {
     /// Wraps a PodTemplateSpec.
     pub fn new(template: PodTemplateSpec) -> Self {
-        Self(Box::new(template))
+        Self(Some(Box::new(template)))
+    }
+
+    /// Whether the template was left out (dropped from memory), not given.
+    pub fn is_left_out(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl std::ops::Deref for PodTemplate {
+    type Target = PodTemplateSpec;
+
+    fn deref(&self) -> &PodTemplateSpec {
+        static LEFT_OUT: PodTemplateSpec = PodTemplateSpec {
+            metadata: None,
+            spec: None,
+        };
+        self.0.as_deref().unwrap_or(&LEFT_OUT)
+    }
+}
+
+impl std::ops::DerefMut for PodTemplate {
+    fn deref_mut(&mut self) -> &mut PodTemplateSpec {
+        self.0.get_or_insert_default()
+    }
+}
+
+impl Serialize for PodTemplate {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        PodTemplateSpec::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for PodTemplate {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        PodTemplateSpec::deserialize(deserializer).map(Self::new)
     }
 }
 

@@ -59,4 +59,22 @@ mod tests {
             assert!(rule.contains("self <= 10000"), "{field}: {rule}");
         }
     }
+
+    #[test]
+    fn a_pod_template_reads_and_writes_as_the_pod_template_spec_it_wraps() {
+        let json = serde_json::json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "nginx"}]}
+        });
+        let template: super::PodTemplate = serde_json::from_value(json.clone()).unwrap();
+        assert!(!template.is_left_out());
+        assert_eq!(template.spec.as_ref().unwrap().containers[0].name, "web");
+        assert_eq!(serde_json::to_value(&template).unwrap(), json);
+        let left_out = super::PodTemplate::default();
+        assert!(left_out.is_left_out() && left_out.spec.is_none());
+        assert_eq!(
+            serde_json::to_value(&left_out).unwrap(),
+            serde_json::json!({})
+        );
+    }
 }

@@ -455,7 +455,7 @@ async fn act(
             // The store drops the template of Instances past Pending (`trim_instance`); a
             // restart takes such a copy back to Pending and creates the Pod in the same step.
             let whole;
-            let inst = if inst.spec.pod_template.0.spec.is_some() {
+            let inst = if !inst.spec.pod_template.is_left_out() {
                 inst
             } else {
                 let instances: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
@@ -817,7 +817,7 @@ async fn report_notes(
 /// The Pod of an Instance: its template, named after the Instance, owned by it, labelled with
 /// the group and Instance labels (and the Instance's own labels).
 pub fn build_pod(inst: &Instance) -> Pod {
-    let template = (*inst.spec.pod_template.0).clone();
+    let template = (*inst.spec.pod_template).clone();
     let template_meta = template.metadata.unwrap_or_default();
     let mut labels: BTreeMap<String, String> = inst.labels().clone();
     labels.extend(template_meta.labels.unwrap_or_default());

@@ -496,11 +496,16 @@ mod tests {
     #[test]
     fn an_instance_without_its_template_is_small_in_memory() {
         // The store holds one Instance per Pod; most of them have had their template dropped.
-        // Inline, a PodTemplateSpec alone is 1.8 KB (see `PodTemplate`).
+        // Inline, a PodTemplateSpec alone is 1.8 KB (see `PodTemplate`); left out, it takes
+        // nothing besides a null pointer.
         assert!(
             std::mem::size_of::<Instance>() <= 1024,
             "an Instance is {} bytes inline",
             std::mem::size_of::<Instance>()
         );
+        let mut inst = instance_in(Some(LifecycleState::InService));
+        trim_instance(&mut inst);
+        assert!(inst.spec.pod_template.is_left_out());
+        assert!(inst.spec.pod_template.spec.is_none(), "reads as empty");
     }
 }

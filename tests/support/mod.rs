@@ -1107,7 +1107,7 @@ impl GroupBuilder {
 
     /// The Pods' `terminationGracePeriodSeconds`.
     pub fn termination_grace(mut self, seconds: i64) -> Self {
-        if let Some(spec) = self.spec.template.spec.pod_template.0.spec.as_mut() {
+        if let Some(spec) = self.spec.template.spec.pod_template.spec.as_mut() {
             spec.termination_grace_period_seconds = Some(seconds);
         }
         self
@@ -1164,7 +1164,6 @@ impl GroupBuilder {
             .template
             .spec
             .pod_template
-            .0
             .metadata
             .get_or_insert_with(Default::default);
         meta.annotations

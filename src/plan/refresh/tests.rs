@@ -562,7 +562,6 @@ mod world {
                 .template
                 .spec
                 .pod_template
-                .0
                 .spec
                 .as_mut()
                 .unwrap()
