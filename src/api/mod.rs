@@ -7,11 +7,13 @@ pub mod instance;
 pub mod names;
 pub mod scaling_group;
 pub mod types;
+pub mod watched_pod;
 
 pub use instance::*;
 pub use names::*;
 pub use scaling_group::*;
 pub use types::{HookResult, HookTransition};
+pub use watched_pod::{WatchedPod, WatchedPodSpec};
 
 use kube::CustomResourceExt;
 

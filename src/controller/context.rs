@@ -1,12 +1,13 @@
 //! What both reconcilers share: the client, the reflector stores, read-your-writes overlays,
 //! launch/terminate expectations, the probe engine, metrics and the Event sink.
 
+use crate::api::WatchedPod;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -69,7 +70,7 @@ pub struct Context {
     /// The watched Instances by (namespace, group name).
     pub instances_by_group: Index<Instance>,
     /// Every Pod labelled `autoheal.dev/group`.
-    pub pods: Store<Pod>,
+    pub pods: Store<WatchedPod>,
     /// Every Node.
     pub nodes: Store<Node>,
     /// ControllerRevisions labelled `autoheal.dev/group` (the groups' template revisions);
@@ -92,7 +93,7 @@ pub struct Context {
     /// Instances as last written by this process (read-your-writes).
     pub fresh_instances: Fresh<Instance>,
     /// Pods as last written by this process (read-your-writes).
-    pub fresh_pods: Fresh<Pod>,
+    pub fresh_pods: Fresh<WatchedPod>,
     /// Launches and terminations not yet seen in the Instance store, per group.
     pub expectations: Expectations,
     /// Warnings already reported, so each is reported once per process.
@@ -112,7 +113,7 @@ impl Context {
         groups: Store<ScalingGroup>,
         instances: Store<Instance>,
         instances_by_group: Index<Instance>,
-        pods: Store<Pod>,
+        pods: Store<WatchedPod>,
         nodes: Store<Node>,
         probes: ProbeEngine,
         metrics: Metrics,
@@ -255,7 +256,7 @@ impl Context {
     }
 
     /// The Pod from the store, or this process's newer write of it.
-    pub fn pod(&self, ns: &str, name: &str) -> Option<Arc<Pod>> {
+    pub fn pod(&self, ns: &str, name: &str) -> Option<Arc<WatchedPod>> {
         self.fresh_pods.get(ns, name)
     }
 

@@ -6,6 +6,7 @@
 //! (server-side apply), publishes the Events of the change ([`crate::health::events`], the
 //! lifecycle notes), and only then takes the step's action on the Pod or the Instance.
 
+use crate::api::WatchedPod;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -381,7 +382,7 @@ fn owner_uid(inst: &Instance) -> Option<&str> {
 }
 
 /// What the state machine needs to know of the Pod.
-pub fn pod_facts(pod: Option<&Pod>) -> PodFacts {
+pub fn pod_facts(pod: Option<&WatchedPod>) -> PodFacts {
     let Some(pod) = pod else {
         return PodFacts::default();
     };
@@ -441,7 +442,7 @@ pub fn finalizer_patch<K: Resource>(obj: &K, finalizers: &[String]) -> serde_jso
 async fn act(
     ctx: &Context,
     inst: &Instance,
-    pod: Option<&Pod>,
+    pod: Option<&WatchedPod>,
     action: PodAction,
     status: &InstanceStatus,
     announced: bool,
@@ -473,7 +474,7 @@ async fn act(
             let pod = build_pod(inst);
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(created) => {
-                    ctx.fresh_pods.remember_created(created);
+                    ctx.fresh_pods.remember_created(created.into());
                     if !announced {
                         ctx.events
                             .normal(
@@ -524,7 +525,7 @@ async fn act(
             {
                 Ok(written) => {
                     ctx.fresh_pods.remember(
-                        written,
+                        written.into(),
                         pod.and_then(|p| p.metadata.resource_version.as_deref()),
                     );
                     let (reason, note) = if add {
@@ -562,7 +563,7 @@ async fn act(
                     match outcome.left() {
                         Some(p) => ctx
                             .fresh_pods
-                            .remember(p, pod.metadata.resource_version.as_deref()),
+                            .remember(p.into(), pod.metadata.resource_version.as_deref()),
                         None => ctx.fresh_pods.deleted(&ns, &name, pod.uid()),
                     }
                     let grace = pod

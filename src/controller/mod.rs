@@ -22,6 +22,7 @@ pub use context::{FIELD_MANAGER, RESYNC};
 #[cfg(test)]
 mod tests;
 
+use crate::api::WatchedPod;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -323,11 +324,11 @@ async fn run_controllers(
         streams::trim_instance,
     );
     let (pods, mut pod_triggers, pod_watch) = streams::fan_out(
-        api::<Pod>(&client, ns),
+        api::<WatchedPod>(&client, ns),
         watcher::Config::default().labels(LABEL_GROUP),
         1,
         Vec::new(),
-        streams::trim_pod,
+        streams::keep_all,
     );
     let (nodes, mut node_triggers, node_watch) = streams::fan_out(
         Api::<Node>::all(client.clone()),

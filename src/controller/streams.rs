@@ -14,7 +14,6 @@ use std::sync::{Arc, RwLock};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -113,23 +112,6 @@ pub fn trim_instance(inst: &mut Instance) {
         .is_some_and(|s| !matches!(s, LifecycleState::Pending | LifecycleState::PendingWait));
     if launched {
         inst.spec.pod_template = PodTemplate::default();
-    }
-}
-
-/// What the operator keeps of a watched Pod's spec: the Node it runs on and its termination
-/// grace period. The rest of the spec (containers, volumes, tolerations: most of a Pod's
-/// size) is never read; metadata and status are kept whole. A Pod the operator creates is
-/// built from its Instance's template, never from a stored Pod. Code that comes to read
-/// another Pod spec field must keep it here (the read-your-writes copies of
-/// `Fresh` in the controller context are whole API answers, so a missing field may go unnoticed
-/// until the store's copy is the one read).
-pub fn trim_pod(pod: &mut Pod) {
-    if let Some(spec) = pod.spec.as_mut() {
-        *spec = PodSpec {
-            node_name: spec.node_name.take(),
-            termination_grace_period_seconds: spec.termination_grace_period_seconds,
-            ..PodSpec::default()
-        };
     }
 }
 
@@ -349,29 +331,6 @@ mod tests {
                 .filter(|o| group_label(o).as_ref() == Some(key))
                 .collect(),
         )
-    }
-
-    #[test]
-    fn a_trimmed_pod_keeps_what_the_operator_reads() {
-        let mut pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": { "name": "web-1", "namespace": "ns", "labels": { "autoheal.dev/group": "web" } },
-            "spec": {
-                "nodeName": "node-a",
-                "terminationGracePeriodSeconds": 7,
-                "containers": [ { "name": "app", "image": "nginx", "ports": [ { "containerPort": 80 } ] } ],
-                "volumes": [ { "name": "data", "emptyDir": {} } ]
-            },
-            "status": { "phase": "Running", "podIP": "10.0.0.1" }
-        }))
-        .unwrap();
-        let before = pod.clone();
-        trim_pod(&mut pod);
-        let spec = pod.spec.as_ref().unwrap();
-        assert_eq!(spec.node_name.as_deref(), Some("node-a"));
-        assert_eq!(spec.termination_grace_period_seconds, Some(7));
-        assert!(spec.containers.is_empty() && spec.volumes.is_none());
-        assert_eq!(pod.metadata, before.metadata);
-        assert_eq!(pod.status, before.status);
     }
 
     proptest! {

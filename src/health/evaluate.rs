@@ -53,7 +53,8 @@
 //! passage of time alone can change the verdict (end of the grace period, startup deadline, an
 //! `unhealthyConditions` rule reaching `forSeconds`).
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use crate::api::WatchedPod;
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::ProbeVerdict;
@@ -74,7 +75,7 @@ pub struct HealthInputs<'a> {
     /// The Instance (annotations, status: lifecycle state and its timestamps, conditions).
     pub instance: &'a Instance,
     /// Its Pod, if it exists.
-    pub pod: Option<&'a Pod>,
+    pub pod: Option<&'a WatchedPod>,
     /// The Pod's Node, if known.
     pub node: Option<&'a Node>,
     /// The probe engine's current verdict, when a probe is configured.
@@ -497,7 +498,7 @@ fn workload_signal(
 }
 
 /// The Pod's phase, when it reports one.
-fn pod_phase(pod: &Pod) -> Option<&str> {
+fn pod_phase(pod: &WatchedPod) -> Option<&str> {
     pod.status.as_ref().and_then(|s| s.phase.as_deref())
 }
 
@@ -505,7 +506,7 @@ fn pod_phase(pod: &Pod) -> Option<&str> {
 /// out of band ([`pod_deleted_finding`]), in a failing phase ([`pod_phase_finding`]), still
 /// starting ([`startup_finding`]).
 fn pod_findings(
-    pod: Option<&Pod>,
+    pod: Option<&WatchedPod>,
     name: &str,
     state: LifecycleState,
     startup: Startup,
@@ -562,7 +563,11 @@ fn missing_pod_finding(
 
 /// `PodDeleted` (acts at once) when the Pod is being deleted out of band; `PodRestarting` when
 /// it is the Pod a restart replaces (`restarting`: the restart's old Pod UID).
-fn pod_deleted_finding(pod: &Pod, pod_name: &str, restarting: Option<&str>) -> Option<Finding> {
+fn pod_deleted_finding(
+    pod: &WatchedPod,
+    pod_name: &str,
+    restarting: Option<&str>,
+) -> Option<Finding> {
     let deleting = pod.metadata.deletion_timestamp.is_some();
     let restarted = restarting.is_some() && pod.metadata.uid.as_deref() == restarting;
     if restarted {
@@ -582,7 +587,7 @@ fn pod_deleted_finding(pod: &Pod, pod_name: &str, restarting: Option<&str>) -> O
 
 /// The finding of a failing Pod phase: `Failed` and `Succeeded` (its containers exited, with
 /// their exit codes) act at once; `Unknown` (its Node lost contact) is impaired.
-fn pod_phase_finding(pod: &Pod, pod_name: &str) -> Option<Finding> {
+fn pod_phase_finding(pod: &WatchedPod, pod_name: &str) -> Option<Finding> {
     match pod_phase(pod) {
         Some("Failed") => Some(Finding {
             level: Level::ImpairedNow,
@@ -610,7 +615,7 @@ fn pod_phase_finding(pod: &Pod, pod_name: &str) -> Option<Finding> {
 /// running): `PodStarting` without data until the startup deadline, then `StartupTimeout`
 /// (acts at once), with what the Pod waits for.
 fn startup_finding(
-    pod: &Pod,
+    pod: &WatchedPod,
     pod_name: &str,
     state: LifecycleState,
     startup: Startup,
@@ -705,7 +710,7 @@ fn rule_findings(
 /// first of the most severe findings decides the level and reason; the message lists the
 /// findings at that level, then the other failing ones. Without any finding above Ok:
 /// `PodRunning`, naming the Pod's phase and Node.
-fn workload_summary(findings: &[Finding], pod: Option<&Pod>, name: &str) -> Signal {
+fn workload_summary(findings: &[Finding], pod: Option<&WatchedPod>, name: &str) -> Signal {
     let (level, reason, message) = match worst(findings) {
         Some(f) if f.level > Level::Ok => {
             let mut parts: Vec<&str> = findings
@@ -835,7 +840,7 @@ fn match_rule(
 }
 
 /// `: container app exited with code 1 (Error)` for the containers that terminated.
-fn exit_details(pod: &Pod) -> String {
+fn exit_details(pod: &WatchedPod) -> String {
     let statuses = pod
         .status
         .as_ref()
@@ -871,7 +876,7 @@ fn exit_details(pod: &Pod) -> String {
 }
 
 /// `: container app waiting (ImagePullBackOff)` / `: Unschedulable (0/3 nodes...)`.
-fn waiting_details(pod: &Pod) -> String {
+fn waiting_details(pod: &WatchedPod) -> String {
     let Some(status) = pod.status.as_ref() else {
         return String::new();
     };

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Node,
-    NodeCondition, NodeStatus, Pod, PodCondition, PodSpec, PodStatus,
+    NodeCondition, NodeStatus, PodCondition, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use proptest::prelude::*;
@@ -16,6 +16,7 @@ use crate::api::{
     ConditionStatus, HttpProbe, InstanceSpec, InstanceStatus, PodTemplate, Probe, Scheme,
     StateEntry,
 };
+use crate::api::{WatchedPod, WatchedPodSpec};
 
 fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + s).unwrap()
@@ -24,7 +25,7 @@ fn t(s: i64) -> Timestamp {
 /// An Instance created at t(0), Pending at t(0), InService at t(100) when `in_service`.
 struct Fixture {
     instance: Instance,
-    pod: Option<Pod>,
+    pod: Option<WatchedPod>,
     node: Option<Node>,
     probe: Option<ProbeVerdict>,
     config: HealthCheck,
@@ -76,14 +77,14 @@ fn fixture() -> Fixture {
     }
 }
 
-fn pod(phase: &str) -> Pod {
-    Pod {
+fn pod(phase: &str) -> WatchedPod {
+    WatchedPod {
         metadata: ObjectMeta {
             name: Some("web-abcde".into()),
             creation_timestamp: Some(Time(t(1))),
             ..Default::default()
         },
-        spec: Some(PodSpec {
+        spec: Some(WatchedPodSpec {
             node_name: Some("node-0".into()),
             ..Default::default()
         }),

@@ -113,7 +113,7 @@ fn failing_pod_phases() {
 fn startup_applies_while_pending_or_waiting_for_the_pod() {
     let s = startup(0, 300);
     let mut recheck = None;
-    let at = |p: &Pod, state, now, recheck: &mut Option<Timestamp>| {
+    let at = |p: &WatchedPod, state, now, recheck: &mut Option<Timestamp>| {
         startup_finding(p, "p", state, s, now, recheck).map(|f| (f.level, f.reason, f.message))
     };
     assert_eq!(
