@@ -1,8 +1,10 @@
 //! The scheduler: one tokio task per target, probing it on a fixed schedule.
 //!
 //! - The first probe comes after a random phase in `[0, interval)` (so targets registered
-//!   together are spread over the interval), each later one on a fixed schedule with a ±2 %
-//!   jitter (at most 100 ms). A task that falls more than one interval behind (an overloaded
+//!   together are spread over the interval), each later one exactly one interval after the
+//!   one before, as the kubelet's probes: a verdict after `unhealthyThreshold` failures comes
+//!   `unhealthyThreshold × intervalSeconds` after the first, with no jitter added up along
+//!   the way (a ±2 % jitter per slot once added up to 100 ms per slot). A task that falls more than one interval behind (an overloaded
 //!   operator) skips the missed slots instead of bursting ([`Schedule`]). The task wakes at
 //!   its slot rounded up to a 10 ms grid ([`WAKE_GRID`]), so that targets whose slots are
 //!   close share one wake-up of the runtime.
@@ -85,13 +87,11 @@ impl Schedule {
         on_grid(self.next)
     }
 
-    /// Moves to the slot after the current one, with a small jitter; slots missed by more
-    /// than one interval at `now` are skipped.
+    /// Moves to the slot one interval after the current one; slots missed by more than one
+    /// interval at `now` are skipped.
     pub(super) fn advance(&mut self, now: Instant) {
         let interval = self.interval;
-        let jitter_max = (interval / 50).min(Duration::from_millis(100));
-        let jitter = rand::random_range(0..=2 * jitter_max.as_nanos() as u64);
-        self.next = self.next + interval + Duration::from_nanos(jitter) - jitter_max;
+        self.next += interval;
         if self.next + interval < now {
             let behind = now - self.next;
             let slots = (behind.as_nanos() / interval.as_nanos().max(1)) as u32;
@@ -166,26 +166,13 @@ mod tests {
     }
 
     #[test]
-    fn slots_follow_the_interval_with_a_small_jitter() {
+    fn slots_follow_the_interval_exactly() {
         let start = Instant::now();
-        let mut s = Schedule {
-            interval: Duration::from_secs(10),
-            next: start,
-        };
+        let mut s = Schedule::new(Duration::from_secs(10), start);
+        let first = s.next();
         for k in 1..=50u32 {
             s.advance(start);
-            let ideal = start + Duration::from_secs(10) * k;
-            // ±2 % of 10 s is ±200 ms, capped at 100 ms; jitters do not accumulate beyond
-            // that per slot.
-            let drift = if s.next() > ideal {
-                s.next() - ideal
-            } else {
-                ideal - s.next()
-            };
-            assert!(
-                drift <= Duration::from_millis(100) * k,
-                "slot {k}: {drift:?}"
-            );
+            assert_eq!(s.next(), first + Duration::from_secs(10) * k, "slot {k}");
         }
     }
 
