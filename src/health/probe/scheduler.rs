@@ -2,12 +2,12 @@
 //!
 //! - The first probe comes after a random phase in `[0, interval)` (so targets registered
 //!   together are spread over the interval), each later one exactly one interval after the
-//!   one before, as the kubelet's probes: a verdict after `unhealthyThreshold` failures comes
-//!   `unhealthyThreshold × intervalSeconds` after the first, with no jitter added up along
-//!   the way (a ±2 % jitter per slot once added up to 100 ms per slot). A task that falls more than one interval behind (an overloaded
-//!   operator) skips the missed slots instead of bursting ([`Schedule`]). The task wakes at
-//!   its slot rounded up to a 10 ms grid ([`WAKE_GRID`]), so that targets whose slots are
-//!   close share one wake-up of the runtime.
+//!   one before, as the kubelet's probes: no jitter adds up over `unhealthyThreshold` slots,
+//!   so a verdict comes `unhealthyThreshold × intervalSeconds` after the first failure.
+//!   A task that falls more than one interval behind (an overloaded operator) skips the
+//!   missed slots instead of bursting ([`Schedule`]). The task wakes at its slot rounded up
+//!   to a 10 ms grid ([`WAKE_GRID`]), so that targets whose slots are close share one
+//!   wake-up of the runtime.
 //! - At most [`EngineOptions::max_concurrency`](super::EngineOptions) probes are in flight at
 //!   once (a semaphore permit is held for the probe only, not for the wait).
 //! - How late each probe starts after its wake-up time is recorded in
