@@ -3,7 +3,8 @@
 //! - The first probe comes after a random phase in `[0, interval)` (so targets registered
 //!   together are spread over the interval), each later one exactly one interval after the
 //!   one before, as the kubelet's probes: no jitter adds up over `unhealthyThreshold` slots,
-//!   so a verdict comes `unhealthyThreshold × intervalSeconds` after the first failure.
+//!   so a verdict comes at most `unhealthyThreshold × intervalSeconds` (plus the probes' own
+//!   time and the wake-up grid) after the target starts failing.
 //!   A task that falls more than one interval behind (an overloaded operator) skips the
 //!   missed slots instead of bursting ([`Schedule`]). The task wakes at its slot rounded up
 //!   to a 10 ms grid ([`WAKE_GRID`]), so that targets whose slots are close share one
