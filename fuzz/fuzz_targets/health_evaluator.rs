@@ -7,13 +7,13 @@ use arbitrary::Unstructured;
 use autoheal::api::types::ResultClass;
 use autoheal::api::{
     ConditionStatus, HealthCheck, HealthDetail, HealthStatus, Instance, InstanceSpec,
-    InstanceStatus, PodTemplate, StateEntry, UnhealthyCondition,
+    InstanceStatus, PodTemplate, StateEntry, UnhealthyCondition, WatchedPod, WatchedPodSpec,
 };
 use autoheal::health::{HealthInputs, ProbeVerdict, assess, events};
 use autoheal_fuzz as g;
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Node, NodeCondition, NodeStatus, Pod, PodCondition, PodSpec, PodStatus,
+    ContainerStatus, Node, NodeCondition, NodeStatus, PodCondition, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use libfuzzer_sys::fuzz_target;
@@ -72,7 +72,7 @@ fn container_state(u: &mut Unstructured<'_>) -> arbitrary::Result<Option<Contain
     })
 }
 
-fn pod(u: &mut Unstructured<'_>) -> arbitrary::Result<Pod> {
+fn pod(u: &mut Unstructured<'_>) -> arbitrary::Result<WatchedPod> {
     let conditions = (0..u.int_in_range(0..=4)?)
         .map(|_| {
             Ok(PodCondition {
@@ -99,7 +99,7 @@ fn pod(u: &mut Unstructured<'_>) -> arbitrary::Result<Pod> {
             })
         })
         .collect::<arbitrary::Result<Vec<_>>>()?;
-    Ok(Pod {
+    Ok(WatchedPod {
         metadata: ObjectMeta {
             name: opt_str(u, &["web-a"])?,
             uid: opt_str(u, &["u1", "u2"])?,
@@ -111,7 +111,7 @@ fn pod(u: &mut Unstructured<'_>) -> arbitrary::Result<Pod> {
             },
             ..Default::default()
         },
-        spec: Some(PodSpec {
+        spec: Some(WatchedPodSpec {
             node_name: opt_str(u, &["n1", "n2"])?,
             ..Default::default()
         }),

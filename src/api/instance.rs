@@ -87,8 +87,12 @@ pub struct InstanceSpec {
 ///
 /// In memory it is boxed, and may be left out: a PodTemplateSpec is 1.8 KB before anything it
 /// points to, and the operator drops the template of every Instance whose Pod exists (see
-/// `controller::streams::trim_instance`). A template left out ([`PodTemplate::default`],
-/// [`PodTemplate::is_left_out`]) reads as an empty PodTemplateSpec and takes no memory.
+/// `controller::streams::trim_instance`). A left-out template ([`PodTemplate::default`]; a
+/// template read from JSON never is one) takes no memory, reads as an empty PodTemplateSpec,
+/// serializes as `{}` (so a copy without its template must never be written back: the
+/// operator writes only status and metadata patches of stored Instances), and is not equal
+/// to a template given empty. Writing through `DerefMut` to a left-out template starts from
+/// an empty one.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct PodTemplate(Option<Box<PodTemplateSpec>>);
 
@@ -98,7 +102,8 @@ impl PodTemplate {
         Self(Some(Box::new(template)))
     }
 
-    /// Whether the template was left out (dropped from memory), not given.
+    /// Whether this copy's template was left out (dropped from memory by the operator), as
+    /// opposed to given, even empty.
     pub fn is_left_out(&self) -> bool {
         self.0.is_none()
     }

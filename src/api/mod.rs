@@ -1,5 +1,6 @@
 //! The user-facing API: the `ScalingGroup` and `Instance` custom resources, their labels and
-//! annotations, and helpers shared by every part of the operator.
+//! annotations, and helpers and types shared by every part of the operator (such as
+//! [`WatchedPod`], a Pod as the operator keeps it).
 
 pub mod annotations;
 pub mod conditions;

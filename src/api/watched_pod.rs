@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// A Pod as the operator keeps it: its metadata, its status, and the two fields of its spec
 /// the operator reads. Read from the API server as a Pod (same URL, kind and version); the
@@ -13,30 +13,30 @@ use serde::{Deserialize, Serialize};
 /// answer is parsed and never held in memory. A `k8s_openapi` Pod is 2.4 KB inline before
 /// anything it points to, 1.5 KB of it its spec; a `WatchedPod` is under 1 KB.
 ///
-/// The operator never writes a `WatchedPod` back (a Pod is created from its Instance's
-/// template, labelled and deleted with `Pod` requests). Code that comes to read another spec
+/// The operator never writes a `WatchedPod` back (it cannot be serialized): a Pod is created
+/// from its Instance's template, as a whole `Pod`. Code that comes to read another spec
 /// field must add it to [`WatchedPodSpec`].
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct WatchedPod {
     /// The Pod's metadata.
     pub metadata: ObjectMeta,
     /// The fields of the Pod's spec the operator reads.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub spec: Option<WatchedPodSpec>,
     /// The Pod's status, whole.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub status: Option<PodStatus>,
 }
 
 /// The fields of a Pod's spec the operator reads.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WatchedPodSpec {
     /// The Node the Pod is bound to (`spec.nodeName`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub node_name: Option<String>,
     /// `spec.terminationGracePeriodSeconds`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub termination_grace_period_seconds: Option<i64>,
 }
 
@@ -67,6 +67,10 @@ impl Resource for WatchedPod {
 
     fn version(dt: &()) -> Cow<'_, str> {
         <Pod as Resource>::version(dt)
+    }
+
+    fn api_version(dt: &()) -> Cow<'_, str> {
+        <Pod as Resource>::api_version(dt)
     }
 
     fn plural(dt: &()) -> Cow<'_, str> {

@@ -205,7 +205,11 @@ impl EventSink {
             series.clone(),
             pending.clone(),
         ));
-        tokio::spawn(sweep_expired(Arc::downgrade(&series), clock.clone()));
+        tokio::spawn(sweep_expired(
+            Arc::downgrade(&series),
+            clock.clone(),
+            SWEEP_EVERY,
+        ));
         Self {
             clock,
             instance: instance.into(),
@@ -359,10 +363,10 @@ fn is_live(event: &Event, now: Timestamp) -> bool {
     last.is_some_and(|t| t + SERIES_TTL > now)
 }
 
-/// Sweeps `series` every [`SWEEP_EVERY`] until the sink is gone, so the Events of a burst do
-/// not stay in memory after their TTL when no other Event comes.
-async fn sweep_expired(series: Weak<Mutex<Series>>, clock: Arc<dyn Clock>) {
-    let mut tick = tokio::time::interval(SWEEP_EVERY);
+/// Sweeps `series` every `every` ([`SWEEP_EVERY`]) until the sink is gone, so the Events of a
+/// burst do not stay in memory after their TTL when no other Event comes.
+async fn sweep_expired(series: Weak<Mutex<Series>>, clock: Arc<dyn Clock>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -555,27 +559,68 @@ mod tests {
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let t1 = t0 + SignedDuration::from_mins(3);
         let mut s = Series::default();
+        let mut publish = |s: &mut Series, object: &str, now: Timestamp| {
+            let mut k = key("Launched", "launched");
+            k.name = Some(object.into());
+            k.uid = Some(object.into());
+            let (k, note) = s.aggregate(k, now);
+            let e = s.next(&k, now, || fresh(&note, now));
+            s.remember(k.clone(), e);
+            k
+        };
+        // A burst: one Event on each of 1,000 objects.
         for n in 0..1000 {
-            let k = key("Launched", &format!("old-{n}"));
-            let (k, note) = s.aggregate(k, t0);
-            let e = s.next(&k, t0, || fresh(&note, t0));
-            s.remember(k, e);
+            publish(&mut s, &format!("web-{n}"), t0);
         }
-        let recent = key("Unhealthy", "recent");
-        let (recent, note) = s.aggregate(recent, t1);
-        let e = s.next(&recent, t1, || fresh(&note, t1));
-        s.remember(recent.clone(), e);
-        let capacity = s.published.capacity();
+        let recent = publish(&mut s, "recent", t1);
+        assert_eq!(s.published.len(), 1001);
+        let (published, similar) = (s.published.capacity(), s.similar.capacity());
 
         s.sweep(t0 + SERIES_TTL);
         assert_eq!(s.published.len(), 1, "only the Event seen within the TTL");
         assert!(s.published.contains_key(&recent));
-        assert_eq!(s.similar.len(), 1, "only the recent reason's count");
-        assert!(s.published.capacity() < capacity, "memory given back");
+        assert_eq!(s.similar.len(), 1, "only the recent object's count");
+        assert!(s.published.capacity() < published / 4, "memory given back");
+        assert!(s.similar.capacity() < similar / 4, "memory given back");
         let e = s.next(&recent, t1 + SignedDuration::from_secs(1), || {
-            fresh("recent", t1)
+            fresh("launched", t1)
         });
         assert_eq!(count(&e), 2, "the kept one still counts repeats");
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_forgets_what_is_past_the_ttl_without_another_event_and_ends_with_the_sink()
+    {
+        /// A clock that reads the time it was set to.
+        struct SetClock(Mutex<Timestamp>);
+        impl Clock for SetClock {
+            fn now(&self) -> Timestamp {
+                *self.0.lock().unwrap()
+            }
+        }
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let clock = Arc::new(SetClock(Mutex::new(t0)));
+        let series: Arc<Mutex<Series>> = Arc::default();
+        let a = key("Unhealthy", "x");
+        let e = lock(&series).next(&a, t0, || fresh("x", t0));
+        lock(&series).remember(a, e);
+        let every = Duration::from_millis(10);
+        let sweeper = tokio::spawn(sweep_expired(Arc::downgrade(&series), clock.clone(), every));
+        tokio::time::sleep(every * 5).await;
+        assert_eq!(lock(&series).published.len(), 1, "within the TTL: kept");
+        *clock.0.lock().unwrap() = t0 + SERIES_TTL;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !lock(&series).published.is_empty() {
+                tokio::time::sleep(every).await;
+            }
+        })
+        .await
+        .expect("swept");
+        drop(series);
+        tokio::time::timeout(Duration::from_secs(10), sweeper)
+            .await
+            .expect("the sweeper ends once the series is gone")
+            .unwrap();
     }
 
     /// A client whose API server answers Event creates only once `gate` has a permit, and

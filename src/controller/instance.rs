@@ -450,13 +450,15 @@ async fn act(
     let ns = inst.namespace().unwrap_or_default();
     let name = inst.name_any();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    // Labels and deletes answer with the Pod: read as the store keeps it.
+    let watched_pods: Api<WatchedPod> = Api::namespaced(ctx.client.clone(), &ns);
     let reference = inst.object_ref(&());
     match action {
         PodAction::CreatePod => {
             // The store drops the template of Instances past Pending (`trim_instance`); a
             // restart takes such a copy back to Pending and creates the Pod in the same step.
             let whole;
-            let inst = if !inst.spec.pod_template.is_left_out() {
+            let inst = if inst.spec.pod_template.spec.is_some() {
                 inst
             } else {
                 let instances: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
@@ -519,13 +521,13 @@ async fn act(
                 serde_json::Value::Null
             };
             let patch = json!({ "metadata": { "labels": { LABEL_IN_SERVICE: value } } });
-            match pods
+            match watched_pods
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(written) => {
                     ctx.fresh_pods.remember(
-                        written.into(),
+                        written,
                         pod.and_then(|p| p.metadata.resource_version.as_deref()),
                     );
                     let (reason, note) = if add {
@@ -558,12 +560,12 @@ async fn act(
                 }),
                 ..DeleteParams::default()
             };
-            match pods.delete(&name, &params).await {
+            match watched_pods.delete(&name, &params).await {
                 Ok(outcome) => {
                     match outcome.left() {
                         Some(p) => ctx
                             .fresh_pods
-                            .remember(p.into(), pod.metadata.resource_version.as_deref()),
+                            .remember(p, pod.metadata.resource_version.as_deref()),
                         None => ctx.fresh_pods.deleted(&ns, &name, pod.uid()),
                     }
                     let grace = pod

@@ -3,8 +3,9 @@
 //! - The first probe comes after a random phase in `[0, interval)` (so targets registered
 //!   together are spread over the interval), each later one exactly one interval after the
 //!   one before, as the kubelet's probes: no jitter adds up over `unhealthyThreshold` slots,
-//!   so a verdict comes at most `unhealthyThreshold × intervalSeconds` (plus the probes' own
-//!   time and the wake-up grid) after the target starts failing.
+//!   so a verdict comes at most `unhealthyThreshold × intervalSeconds` after the target
+//!   starts failing, plus the last probe's own time (up to `timeoutSeconds`), any wait for a
+//!   probe permit, and the wake-up grid.
 //!   A task that falls more than one interval behind (an overloaded operator) skips the
 //!   missed slots instead of bursting ([`Schedule`]). The task wakes at its slot rounded up
 //!   to a 10 ms grid ([`WAKE_GRID`]), so that targets whose slots are close share one
