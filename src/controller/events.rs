@@ -559,7 +559,7 @@ mod tests {
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let t1 = t0 + SignedDuration::from_mins(3);
         let mut s = Series::default();
-        let mut publish = |s: &mut Series, object: &str, now: Timestamp| {
+        let publish = |s: &mut Series, object: &str, now: Timestamp| {
             let mut k = key("Launched", "launched");
             k.name = Some(object.into());
             k.uid = Some(object.into());
