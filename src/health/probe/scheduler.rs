@@ -15,8 +15,9 @@
 //! - How late each probe starts after its wake-up time is recorded in
 //!   `autoheal_probe_lateness_seconds` (and given to the lateness observer of the options);
 //!   each probe is bounded by the target's timeout (connect + request + answer), after which
-//!   it is a `Timeout` and its connection is dropped; each result is recorded with [`Metrics::observe_probe`] and fed to the target's
-//!   [`ProbeCounter`], and a changed verdict is published to the engine.
+//!   it is a `Timeout` and its connection is dropped; each result is recorded with
+//!   [`Metrics::observe_probe`] and fed to the target's [`ProbeCounter`], and a changed
+//!   verdict is published to the engine.
 //! - The task ends when its target is replaced or removed (it is aborted, or its publish finds
 //!   a newer generation) or when the engine is dropped.
 
