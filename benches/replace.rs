@@ -447,6 +447,8 @@ struct World {
     ns: String,
     podsim: tokio::task::JoinHandle<anyhow::Result<()>>,
     pods: Watched<Pod>,
+    /// When each Pod's answers changed (an in-process podsim only; shards record nothing).
+    modes: podsim::ModeLog,
 }
 
 impl Bench {
@@ -487,12 +489,14 @@ impl Bench {
     /// operator's `/proc` and `/metrics`.
     async fn world_sharded(&mut self, prefix: &str, shards: &[Vec<String>]) -> World {
         let ns = test_namespace(&self.client, prefix).await;
+        let modes = podsim::ModeLog::new();
         let podsim = if shards.is_empty() {
             self.next_prefix = self.next_prefix.wrapping_add(1).max(100);
             let config = podsim::Config {
                 namespace: Some(ns.clone()),
                 node_prefix: format!("podsim-{ns}"),
                 ip_prefix: Some([127, self.next_prefix]),
+                mode_log: Some(modes.clone()),
                 ..Default::default()
             };
             tokio::spawn(podsim::run(self.client.clone(), config))
@@ -538,7 +542,12 @@ impl Bench {
             pod_summary,
         )
         .await;
-        World { ns, podsim, pods }
+        World {
+            ns,
+            podsim,
+            pods,
+            modes,
+        }
     }
 
     /// Stops podsim, force-deletes what is left (Pods with grace 0, finalizers removed), the

@@ -343,8 +343,16 @@ fn detail_summary(i: &Instance) -> String {
     )
 }
 
-/// Excess of each detection over `unhealthyThreshold × intervalSeconds`, in seconds.
-async fn detection(b: &mut Bench, s: &Sizes) -> Result<Vec<f64>, String> {
+/// Excess of each detection over `unhealthyThreshold × intervalSeconds`, in seconds, timed
+/// from two starts.
+struct Detection {
+    /// From the bench's `fail` annotation write (includes that write and podsim's watch).
+    from_patch: Vec<f64>,
+    /// From the moment podsim's listener started answering `503` (the failure itself).
+    from_failing: Vec<f64>,
+}
+
+async fn detection(b: &mut Bench, s: &Sizes) -> Result<Detection, String> {
     let d = s.detect_instances.min(s.detect_samples);
     let w = b.world("bench-detect").await;
     let op = b.operator(&w.ns);
@@ -386,6 +394,7 @@ async fn detection(b: &mut Bench, s: &Sizes) -> Result<Vec<f64>, String> {
             }
         };
         let mut excess = Vec::new();
+        let mut from_failing = Vec::new();
         let mut round = 0;
         while excess.len() < s.detect_samples {
             round += 1;
@@ -423,6 +432,7 @@ async fn detection(b: &mut Bench, s: &Sizes) -> Result<Vec<f64>, String> {
             })
             .await?;
             let seen = insts.seen();
+            let modes = w.modes.changes();
             for n in &names {
                 if let Some(at) = seen
                     .iter()
@@ -430,6 +440,20 @@ async fn detection(b: &mut Bench, s: &Sizes) -> Result<Vec<f64>, String> {
                     .map(|x| x.at)
                 {
                     excess.push((at - t0).as_secs_f64() - nominal);
+                    let pod = format!("{}/{n}", w.ns);
+                    let failing = modes
+                        .iter()
+                        .find(|m| m.pod == pod && m.at >= t0 && m.answers == podsim::Answers::Fail);
+                    match failing {
+                        Some(m) if m.at <= at => {
+                            from_failing.push((at - m.at).as_secs_f64() - nominal)
+                        }
+                        _ => {
+                            return Err(format!(
+                                "podsim recorded no failure of {pod} before it was seen Impaired"
+                            ));
+                        }
+                    }
                 }
             }
             for r in set("healthy").await {
@@ -437,7 +461,10 @@ async fn detection(b: &mut Bench, s: &Sizes) -> Result<Vec<f64>, String> {
             }
             eprintln!("detection round {round}: {} samples", excess.len());
         }
-        Ok(excess)
+        Ok(Detection {
+            from_patch: excess,
+            from_failing,
+        })
     }
     .await;
     drop(op);
@@ -937,23 +964,38 @@ pub(super) async fn run() {
         };
         details.push_str("\n## Scenario 4: detection\n\n");
         match d {
-            Ok(v) => {
-                let mut v = v.clone();
-                v.sort_by(f64::total_cmp);
-                let (p50, p99) = (percentile(&v, 50.0), percentile(&v, 99.0));
-                line.autoheal =
-                    format!("median {:.0} ms, p99 {:.0} ms", p50 * 1000.0, p99 * 1000.0);
+            Ok(d) => {
+                let sorted = |v: &[f64]| {
+                    let mut v = v.to_vec();
+                    v.sort_by(f64::total_cmp);
+                    v
+                };
+                let (failing, patch) = (sorted(&d.from_failing), sorted(&d.from_patch));
+                let (p50, p99) = (percentile(&failing, 50.0), percentile(&failing, 99.0));
+                line.autoheal = format!(
+                    "median {:.0} ms, p99 {:.0} ms (from the annotation write: p99 {:.0} ms)",
+                    p50 * 1000.0,
+                    p99 * 1000.0,
+                    percentile(&patch, 99.0) * 1000.0
+                );
                 line.met = if p99 < 0.1 { "yes" } else { "no" }.into();
+                let row = |label: &str, v: &[f64]| {
+                    format!(
+                        "| {label} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+                        v.len(),
+                        v[0] * 1000.0,
+                        percentile(v, 50.0) * 1000.0,
+                        percentile(v, 90.0) * 1000.0,
+                        percentile(v, 99.0) * 1000.0,
+                        v[v.len() - 1] * 1000.0
+                    )
+                };
                 let _ = writeln!(
                     details,
-                    "{} samples ({} Instances failed at once per round, HTTP probe every {DETECT_INTERVAL} s, timeout 1 s, unhealthyThreshold {DETECT_THRESHOLD}, healthyThreshold 1, ReplaceUnhealthy suspended so the same Instances recover and fail again). Timed from the Pod annotation `podsim.autoheal.dev/behavior=fail` being sent until the watch shows the Instance's `status.healthDetail: Impaired`; the figure is that time minus {DETECT_THRESHOLD} × {DETECT_INTERVAL} s. The failure starts at a random point of the probe schedule, so the first failing probe comes 0–{DETECT_INTERVAL} s after it and the excess lies between −{DETECT_INTERVAL} s and the operator's own latency (probe, verdict, status write, watch).\n\n| min | median | p90 | p99 | max |\n|---:|---:|---:|---:|---:|\n| {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
-                    v.len(),
+                    "{} Instances failed at once per round, HTTP probe every {DETECT_INTERVAL} s, timeout 1 s, unhealthyThreshold {DETECT_THRESHOLD}, healthyThreshold 1, ReplaceUnhealthy suspended so the same Instances recover and fail again. Each detection is timed until the bench's watch shows the Instance's `status.healthDetail: Impaired`, from two starts: the moment podsim's listener for the Pod started answering `503` (the failure itself, recorded by the in-process podsim; the goal is judged on this one), and the moment the bench sent the Pod annotation `podsim.autoheal.dev/behavior=fail` (which adds the annotation write and podsim's watch of it). The figure is that time minus {DETECT_THRESHOLD} × {DETECT_INTERVAL} s. The failure starts at a random point of the probe schedule, so the first failing probe comes 0–{DETECT_INTERVAL} s after it and the excess lies between −{DETECT_INTERVAL} s and the operator's own latency (probe, verdict, reconcile, status write, watch).\n\n| timed from | samples | min | median | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|\n{}\n{}",
                     s.detect_instances.min(s.detect_samples),
-                    v[0] * 1000.0,
-                    p50 * 1000.0,
-                    percentile(&v, 90.0) * 1000.0,
-                    p99 * 1000.0,
-                    v[v.len() - 1] * 1000.0
+                    row("podsim answering 503", &failing),
+                    row("the annotation write", &patch),
                 );
             }
             Err(e) => {

@@ -31,7 +31,7 @@ mod status;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -99,7 +99,72 @@ pub struct Config {
     /// Zones the Nodes are labelled with ([`ZONE_LABEL`]), round-robin: Node `i` is in
     /// `zones[i % zones.len()]` (see [`zone_of`]). Empty (the default): no zone label.
     pub zones: Vec<String>,
+    /// Where to record the moment each running Pod's answers change (e.g. from `200` to
+    /// `503` when it is annotated `fail`); `None` (the default) records nothing. A benchmark
+    /// times detection from these moments rather than from its own annotation write.
+    pub mode_log: Option<ModeLog>,
 }
+
+/// How a running Pod's listeners answer, as recorded in a [`ModeLog`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answers {
+    /// `200 OK`.
+    Ok,
+    /// `503 Service Unavailable`.
+    Fail,
+    /// Connections accepted, never answered.
+    Hang,
+    /// Not listening: connections refused.
+    Refused,
+}
+
+/// One change of a running Pod's answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModeChange {
+    /// The Pod, as `namespace/name`.
+    pub pod: String,
+    /// How it answers from `at` on.
+    pub answers: Answers,
+    /// When its listeners started answering so.
+    pub at: Instant,
+}
+
+/// A shared, append-only record of [`ModeChange`]s (cheap to clone; clones share it). Two
+/// logs are equal when they are the same log.
+#[derive(Clone, Debug, Default)]
+pub struct ModeLog(Arc<Mutex<Vec<ModeChange>>>);
+
+impl ModeLog {
+    /// A new, empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every change recorded so far, oldest first.
+    pub fn changes(&self) -> Vec<ModeChange> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn record(&self, pod: &str, answers: Answers) {
+        let at = Instant::now();
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ModeChange {
+                pod: pod.to_string(),
+                answers,
+                at,
+            });
+    }
+}
+
+impl PartialEq for ModeLog {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ModeLog {}
 
 /// The well-known label of a Node's zone.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
@@ -134,6 +199,7 @@ impl Default for Config {
             node_prefix: "podsim".to_string(),
             ip_prefix: None,
             zones: Vec::new(),
+            mode_log: None,
         }
     }
 }
@@ -265,6 +331,7 @@ struct Sim {
     retries: HashMap<String, Retry>,
     ips: IpAllocator,
     round_robin: usize,
+    mode_log: Option<ModeLog>,
 }
 
 fn key_of(pod: &Pod) -> String {
@@ -403,6 +470,7 @@ impl Sim {
             retries: HashMap::new(),
             ips: IpAllocator::new(ip_prefix),
             round_robin: 0,
+            mode_log: config.mode_log.clone(),
         }
     }
 
@@ -925,7 +993,13 @@ impl Sim {
             };
             let mode = Mode::of(behavior);
             match &rt.server {
-                Some(server) => server.set_mode(mode),
+                Some(server) => {
+                    if server.set_mode(mode)
+                        && let Some(log) = &self.mode_log
+                    {
+                        log.record(key, mode.answers());
+                    }
+                }
                 None => {
                     rt.server = Some(PodServer::start(ip.into(), &tcp_ports(pod), mode, key).await)
                 }

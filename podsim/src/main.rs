@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         node_prefix: args.node_prefix,
         ip_prefix: args.ip_prefix,
         zones,
+        mode_log: None,
     };
     tokio::select! {
         result = podsim::run(client, config) => result,

@@ -37,6 +37,16 @@ impl Mode {
         }
     }
 
+    /// How listeners in this mode answer.
+    pub(crate) fn answers(self) -> crate::Answers {
+        match self {
+            Mode::Ok => crate::Answers::Ok,
+            Mode::Fail => crate::Answers::Fail,
+            Mode::Hang => crate::Answers::Hang,
+            Mode::Closed => crate::Answers::Refused,
+        }
+    }
+
     fn listens(self) -> bool {
         self != Mode::Closed
     }
@@ -76,10 +86,11 @@ impl PodServer {
         PodServer { mode: tx, tasks }
     }
 
-    /// Changes how the listeners behave (takes effect immediately).
-    pub(crate) fn set_mode(&self, mode: Mode) {
+    /// Changes how the listeners behave (takes effect immediately); returns whether it
+    /// changed.
+    pub(crate) fn set_mode(&self, mode: Mode) -> bool {
         self.mode
-            .send_if_modified(|m| std::mem::replace(m, mode) != mode);
+            .send_if_modified(|m| std::mem::replace(m, mode) != mode)
     }
 }
 

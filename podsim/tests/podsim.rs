@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use podsim::{BEHAVIOR_ANNOTATION, Config, NOT_READY_REASON, SIMULATED_LABEL};
+use podsim::{Answers, BEHAVIOR_ANNOTATION, Config, ModeLog, NOT_READY_REASON, SIMULATED_LABEL};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -52,6 +52,7 @@ async fn env(test: &str, octet: u8, nodes: usize) -> Env {
         node_prefix: ns.clone(),
         ip_prefix: Some([127, octet]),
         zones: Vec::new(),
+        mode_log: Some(ModeLog::new()),
     };
     let sim = Podsim::start(client.clone(), config.clone());
     Env {
@@ -300,6 +301,17 @@ async fn behaviors_are_observable_over_the_network() {
     // removing the annotation means healthy
     env.set_behavior("web", None).await;
     wait_answer(ip, Answer::Status(200)).await;
+
+    // every change of the answers was recorded, in order, once each
+    let pod = format!("{}/web", env.config.namespace.as_deref().unwrap());
+    let changes: Vec<_> = (env.config.mode_log.as_ref().unwrap().changes())
+        .into_iter()
+        .filter(|c| c.pod == pod)
+        .collect();
+    let answers: Vec<Answers> = changes.iter().map(|c| c.answers).collect();
+    use Answers::{Fail, Hang, Ok, Refused};
+    assert_eq!(answers, [Fail, Hang, Refused, Ok, Fail, Ok, Fail, Ok]);
+    assert!(changes.windows(2).all(|w| w[0].at <= w[1].at));
 
     // through all of it the Pod stayed Running and Ready, with the same IP
     let pod = env.pods.get("web").await.unwrap();
@@ -575,6 +587,7 @@ async fn the_binary_runs_pods() {
             ip_prefix: Some([127, 9]),
             selector: None,
             zones: Vec::new(),
+            mode_log: None,
         },
         sim: None,
     };
