@@ -506,3 +506,50 @@ async fn garbage_annotation_warns_and_never_acts() {
         "the same single Instance"
     );
 }
+
+/// A repeated Event is one Event on the API server whose `series` counts the repeats: the
+/// series bumps (merge patches built from what the sink remembers of the first Event) are
+/// accepted by the real API server, one after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_events_count_in_the_series_of_one_event() {
+    use autoheal::controller::events::EventSink;
+    use k8s_openapi::api::core::v1::ObjectReference;
+    let cp = testkit::ControlPlane::shared().await;
+    let client = cp.client().await;
+    let ns = testkit::test_namespace(&client, "event-series").await;
+    let sink = EventSink::new(
+        client.clone(),
+        "test",
+        Arc::new(autoheal::clock::SystemClock),
+    );
+    let regarding = ObjectReference {
+        kind: Some("ConfigMap".into()),
+        namespace: Some(ns.clone()),
+        name: Some("repeated".into()),
+        uid: Some("0e7c1c1e-0000-4000-8000-000000000001".into()),
+        api_version: Some("v1".into()),
+        ..ObjectReference::default()
+    };
+    for _ in 0..3 {
+        sink.normal(&regarding, "Repeated", "Test", "the same note".into())
+            .await;
+        assert!(sink.flush(TIMEOUT).await, "the write went out");
+    }
+    let events: Api<Event> = Api::namespaced(client, &ns);
+    let repeated: Vec<Event> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Repeated"))
+        .collect();
+    assert_eq!(repeated.len(), 1, "one Event: {repeated:#?}");
+    let e = &repeated[0];
+    assert_eq!(e.series.as_ref().map(|s| s.count), Some(3), "{e:#?}");
+    assert_eq!(e.note.as_deref(), Some("the same note"));
+    assert_eq!(
+        e.regarding.as_ref().and_then(|r| r.name.as_deref()),
+        Some("repeated")
+    );
+}

@@ -21,6 +21,7 @@
 //! and the bumps that come meanwhile go with it (one patch, the latest count).
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -77,13 +78,75 @@ struct SeriesKey {
     note: String,
 }
 
-/// The Events published lately, by key, to count repeats in their series.
+impl SeriesKey {
+    fn digest(&self) -> Digest {
+        digest(self)
+    }
+}
+
+/// A 64-bit digest (SipHash with fixed keys) of a [`SeriesKey`] or a note: what the series
+/// maps hold instead of the strings, so that remembering an Event for [`SERIES_TTL`] costs a
+/// few dozen bytes (a scale-up of thousands remembers thousands). Two keys would share a
+/// series only if their digests collided (about 1 in 2^64 for a pair).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Digest(u64);
+
+fn digest(value: &impl Hash) -> Digest {
+    let mut hasher = std::hash::DefaultHasher::new();
+    value.hash(&mut hasher);
+    Digest(hasher.finish())
+}
+
+/// What is remembered of a published Event to count its repeats in its series.
+#[derive(Debug, Clone, PartialEq)]
+struct Published {
+    /// The Event's name: the object a series bump patches.
+    name: String,
+    /// Its `eventTime`.
+    first: Timestamp,
+    /// Its `series.count` (1 before any repeat).
+    count: i32,
+    /// When it was last seen: its `series.lastObservedTime`, or its `eventTime`.
+    last: Timestamp,
+}
+
+impl Published {
+    /// The record of `event`; `None` for an Event without a name or time (never published).
+    fn of(event: &Event) -> Option<Self> {
+        let first = event.event_time.as_ref()?.0;
+        Some(Self {
+            name: event.metadata.name.clone()?,
+            first,
+            count: event.series.as_ref().map_or(1, |s| s.count),
+            last: event
+                .series
+                .as_ref()
+                .map_or(first, |s| s.last_observed_time.0),
+        })
+    }
+
+    /// Whether it was last seen within [`SERIES_TTL`] of `now` (a repeat then counts in its
+    /// series).
+    fn is_live(&self, now: Timestamp) -> bool {
+        self.last + SERIES_TTL > now
+    }
+}
+
+/// Similar Events (same key but for the note) seen lately.
+#[derive(Debug, Default)]
+struct Similar {
+    /// When the first of them was published.
+    first: Timestamp,
+    /// The digests of their distinct notes (at most [`MAX_SIMILAR`]).
+    notes: Vec<Digest>,
+}
+
+/// The Events published lately, by key digest, to count repeats in their series.
 #[derive(Default)]
 struct Series {
-    published: HashMap<SeriesKey, Event>,
-    /// Similar Events (their key with an empty note): the distinct notes seen, and when the
-    /// first of them was.
-    similar: HashMap<SeriesKey, (Timestamp, std::collections::HashSet<String>)>,
+    published: HashMap<Digest, Published>,
+    /// Similar Events, by the digest of their key with an empty note.
+    similar: HashMap<Digest, Similar>,
 }
 
 impl Series {
@@ -91,24 +154,36 @@ impl Series {
     /// similar Events with other notes were published within [`SERIES_TTL`], the aggregate
     /// Event's (whose key has the note [`AGGREGATE_PREFIX`]).
     fn aggregate(&mut self, key: SeriesKey, now: Timestamp) -> (SeriesKey, String) {
-        if self.published.get(&key).is_some_and(|e| is_live(e, now)) {
+        if self
+            .published
+            .get(&key.digest())
+            .is_some_and(|p| p.is_live(now))
+        {
             // A repeat counts in its own series.
             let note = key.note.clone();
             return (key, note);
         }
         let mut similar = key.clone();
         similar.note = String::new();
-        let (first, notes) = self
+        let seen = self
             .similar
-            .entry(similar.clone())
-            .or_insert_with(|| (now, Default::default()));
-        if *first + SERIES_TTL <= now {
+            .entry(similar.digest())
+            .or_insert_with(|| Similar {
+                first: now,
+                notes: Vec::new(),
+            });
+        if seen.first + SERIES_TTL <= now {
             // The earlier similar Events are past the TTL (not yet swept): start afresh.
-            *first = now;
-            notes.clear();
+            seen.first = now;
+            seen.notes.clear();
         }
-        if notes.len() < MAX_SIMILAR || notes.contains(&key.note) {
-            notes.insert(key.note.clone());
+        let note_digest = digest(&key.note);
+        if seen.notes.contains(&note_digest) {
+            let note = key.note.clone();
+            return (key, note);
+        }
+        if seen.notes.len() < MAX_SIMILAR {
+            seen.notes.push(note_digest);
             let note = key.note.clone();
             return (key, note);
         }
@@ -118,18 +193,24 @@ impl Series {
         (aggregate, note)
     }
 
-    /// The Event to write for `key` at `now`: the cached one with its series bumped, or
-    /// `fresh()` when there is none seen within [`SERIES_TTL`].
+    /// The Event to write for `key` at `now`: `fresh()` when none was seen within
+    /// [`SERIES_TTL`], else the bump of the remembered one's series (its name, namespace, time
+    /// and series: what the merge patch of a bump changes).
     fn next(&self, key: &SeriesKey, now: Timestamp, fresh: impl FnOnce() -> Event) -> Event {
-        match self.published.get(key).filter(|e| is_live(e, now)) {
-            Some(e) => {
-                let mut e = e.clone();
-                e.series = Some(EventSeries {
-                    count: e.series.as_ref().map_or(2, |s| s.count + 1),
+        match self.published.get(&key.digest()).filter(|p| p.is_live(now)) {
+            Some(p) => Event {
+                metadata: ObjectMeta {
+                    name: Some(p.name.clone()),
+                    namespace: key.namespace.clone(),
+                    ..ObjectMeta::default()
+                },
+                event_time: Some(MicroTime(p.first)),
+                series: Some(EventSeries {
+                    count: p.count + 1,
                     last_observed_time: MicroTime(now),
-                });
-                e
-            }
+                }),
+                ..Event::default()
+            },
             None => fresh(),
         }
     }
@@ -138,9 +219,8 @@ impl Series {
     /// gives their memory back when the maps are mostly empty (a scale-up of thousands
     /// leaves thousands of Events here for [`SERIES_TTL`], none after).
     fn sweep(&mut self, now: Timestamp) {
-        self.published.retain(|_, e| is_live(e, now));
-        self.similar
-            .retain(|_, (first, _)| *first + SERIES_TTL > now);
+        self.published.retain(|_, p| p.is_live(now));
+        self.similar.retain(|_, s| s.first + SERIES_TTL > now);
         if self.published.len() < self.published.capacity() / 4 {
             self.published.shrink_to_fit();
         }
@@ -149,12 +229,15 @@ impl Series {
         }
     }
 
-    fn remember(&mut self, key: SeriesKey, event: Event) {
-        self.published.insert(key, event);
+    fn remember(&mut self, key: &SeriesKey, event: &Event) {
+        match Published::of(event) {
+            Some(p) => self.published.insert(key.digest(), p),
+            None => self.published.remove(&key.digest()),
+        };
     }
 
     fn forget(&mut self, key: &SeriesKey) {
-        self.published.remove(key);
+        self.published.remove(&key.digest());
     }
 }
 
@@ -305,7 +388,7 @@ impl EventSink {
             });
             // Remembered before it is written, so a repeat published meanwhile counts in its
             // series; a failed write forgets it again.
-            series.remember(key.clone(), event.clone());
+            series.remember(&key, &event);
             (key, event)
         };
         let (key, event) = event;
@@ -350,17 +433,6 @@ impl EventSink {
     fn lock(&self) -> std::sync::MutexGuard<'_, Series> {
         lock(&self.series)
     }
-}
-
-/// Whether `event` was last seen within [`SERIES_TTL`] of `now` (a repeat then counts in its
-/// series).
-fn is_live(event: &Event, now: Timestamp) -> bool {
-    let last = event
-        .series
-        .as_ref()
-        .map(|s| s.last_observed_time.0)
-        .or_else(|| event.event_time.as_ref().map(|t| t.0));
-    last.is_some_and(|t| t + SERIES_TTL > now)
 }
 
 /// Sweeps `series` every `every` ([`SWEEP_EVERY`]) until the sink is gone, so the Events of a
@@ -458,6 +530,10 @@ mod tests {
 
     fn fresh(note: &str, now: Timestamp) -> Event {
         Event {
+            metadata: ObjectMeta {
+                name: Some(format!("i.{:x}", now.as_nanosecond())),
+                ..ObjectMeta::default()
+            },
             note: Some(note.into()),
             event_time: Some(MicroTime(now)),
             ..Event::default()
@@ -476,10 +552,10 @@ mod tests {
         let a = key("HealthChanged", "Healthy/Initializing → Healthy/OK");
         let e = s.next(&a, t0, || fresh("a", t0));
         assert_eq!(count(&e), 1);
-        s.remember(a.clone(), e);
+        s.remember(&a, &e);
         let e = s.next(&a, t1, || fresh("a", t1));
         assert_eq!(count(&e), 2, "the same Event again: a repeat");
-        s.remember(a.clone(), e);
+        s.remember(&a, &e);
         let b = key("HealthChanged", "Healthy/OK → Healthy/Warning");
         let e = s.next(&b, t1, || fresh("b", t1));
         assert_eq!(count(&e), 1, "same reason, new note: a new Event");
@@ -493,7 +569,7 @@ mod tests {
         let mut publish = |note: &str| {
             let (k, note) = s.aggregate(key("Launched", note), t0);
             let e = s.next(&k, t0, || fresh(&note, t0));
-            s.remember(k.clone(), e.clone());
+            s.remember(&k, &e);
             (k, e)
         };
         for n in 0..MAX_SIMILAR {
@@ -527,11 +603,11 @@ mod tests {
         let mut s = Series::default();
         let a = key("Unhealthy", "x");
         let e = s.next(&a, t0, || fresh("x", t0));
-        s.remember(a.clone(), e);
+        s.remember(&a, &e);
         let later = t0 + SERIES_TTL + SignedDuration::from_secs(1);
         assert_eq!(count(&s.next(&a, later, || fresh("x", later))), 1);
         let e = s.next(&a, later, || fresh("x", later));
-        s.remember(a.clone(), e);
+        s.remember(&a, &e);
         s.forget(&a);
         assert_eq!(count(&s.next(&a, later, || fresh("x", later))), 1);
     }
@@ -565,7 +641,7 @@ mod tests {
             k.uid = Some(object.into());
             let (k, note) = s.aggregate(k, now);
             let e = s.next(&k, now, || fresh(&note, now));
-            s.remember(k.clone(), e);
+            s.remember(&k, &e);
             k
         };
         // A burst: one Event on each of 1,000 objects.
@@ -578,7 +654,7 @@ mod tests {
 
         s.sweep(t0 + SERIES_TTL);
         assert_eq!(s.published.len(), 1, "only the Event seen within the TTL");
-        assert!(s.published.contains_key(&recent));
+        assert!(s.published.contains_key(&recent.digest()));
         assert_eq!(s.similar.len(), 1, "only the recent object's count");
         assert!(s.published.capacity() < published / 4, "memory given back");
         assert!(s.similar.capacity() < similar / 4, "memory given back");
@@ -603,7 +679,7 @@ mod tests {
         let series: Arc<Mutex<Series>> = Arc::default();
         let a = key("Unhealthy", "x");
         let e = lock(&series).next(&a, t0, || fresh("x", t0));
-        lock(&series).remember(a, e);
+        lock(&series).remember(&a, &e);
         let every = Duration::from_millis(10);
         let sweeper = tokio::spawn(sweep_expired(Arc::downgrade(&series), clock.clone(), every));
         tokio::time::sleep(every * 5).await;
@@ -688,6 +764,28 @@ mod tests {
         gate.add_permits(10);
         assert!(sink.flush(Duration::from_secs(5)).await, "all ten written");
         assert_eq!(received.load(Ordering::SeqCst), 10);
+    }
+
+    #[test]
+    fn a_remembered_event_is_small_and_its_bump_names_the_first() {
+        // What a scale-up of thousands keeps for SERIES_TTL: a digest and a small record
+        // per Event (keys and notes are not held), not the Event.
+        let entry = std::mem::size_of::<(Digest, Published)>();
+        assert!(entry <= 80, "{entry} bytes");
+        assert!(entry * 10 < std::mem::size_of::<(SeriesKey, Event)>());
+
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t1 = t0 + SignedDuration::from_secs(10);
+        let mut s = Series::default();
+        let a = key("Unhealthy", "x");
+        let first = s.next(&a, t0, || fresh("x", t0));
+        s.remember(&a, &first);
+        let bump = s.next(&a, t1, || unreachable!("a repeat is a bump"));
+        assert_eq!(bump.metadata.name, first.metadata.name);
+        assert_eq!(bump.metadata.namespace.as_deref(), Some("ns"));
+        assert_eq!(bump.event_time, first.event_time);
+        let series = bump.series.as_ref().unwrap();
+        assert_eq!((series.count, series.last_observed_time.0), (2, t1));
     }
 
     #[test]
