@@ -99,9 +99,10 @@ pub struct Config {
     /// Zones the Nodes are labelled with ([`ZONE_LABEL`]), round-robin: Node `i` is in
     /// `zones[i % zones.len()]` (see [`zone_of`]). Empty (the default): no zone label.
     pub zones: Vec<String>,
-    /// Where to record the moment each running Pod's answers change (e.g. from `200` to
-    /// `503` when it is annotated `fail`); `None` (the default) records nothing. A benchmark
-    /// times detection from these moments rather than from its own annotation write.
+    /// Where to record the moment a running Pod's listeners change how they answer (e.g.
+    /// from `200` to `503` when it is annotated `fail`); a Pod starting, crashing or being
+    /// deleted is not recorded. `None` (the default) records nothing. A benchmark times
+    /// detection from these moments rather than from its own annotation write.
     pub mode_log: Option<ModeLog>,
 }
 

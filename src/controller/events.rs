@@ -21,7 +21,7 @@
 //! and the bumps that come meanwhile go with it (one patch, the latest count).
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -78,24 +78,13 @@ struct SeriesKey {
     note: String,
 }
 
-impl SeriesKey {
-    fn digest(&self) -> Digest {
-        digest(self)
-    }
-}
-
-/// A 64-bit digest (SipHash with fixed keys) of a [`SeriesKey`] or a note: what the series
-/// maps hold instead of the strings, so that remembering an Event for [`SERIES_TTL`] costs a
-/// few dozen bytes (a scale-up of thousands remembers thousands). Two keys would share a
-/// series only if their digests collided (about 1 in 2^64 for a pair).
+/// A 64-bit digest of a [`SeriesKey`] or a note, keyed with the process's own random keys
+/// ([`RandomState`]): what the series maps hold instead of the strings, so that remembering
+/// an Event for [`SERIES_TTL`] costs a few dozen bytes (a scale-up of thousands remembers
+/// thousands). Two keys would share a series only if their digests collided (about 1 in 2^64
+/// for a pair; the random keys keep notes from being crafted to collide).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Digest(u64);
-
-fn digest(value: &impl Hash) -> Digest {
-    let mut hasher = std::hash::DefaultHasher::new();
-    value.hash(&mut hasher);
-    Digest(hasher.finish())
-}
 
 /// What is remembered of a published Event to count its repeats in its series.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,16 +136,22 @@ struct Series {
     published: HashMap<Digest, Published>,
     /// Similar Events, by the digest of their key with an empty note.
     similar: HashMap<Digest, Similar>,
+    /// The keys of every [`Digest`].
+    digests: RandomState,
 }
 
 impl Series {
+    fn digest(&self, value: &impl Hash) -> Digest {
+        Digest(self.digests.hash_one(value))
+    }
+
     /// The key and note to publish `key`'s Event under: its own, or once [`MAX_SIMILAR`]
     /// similar Events with other notes were published within [`SERIES_TTL`], the aggregate
     /// Event's (whose key has the note [`AGGREGATE_PREFIX`]).
     fn aggregate(&mut self, key: SeriesKey, now: Timestamp) -> (SeriesKey, String) {
         if self
             .published
-            .get(&key.digest())
+            .get(&self.digest(&key))
             .is_some_and(|p| p.is_live(now))
         {
             // A repeat counts in its own series.
@@ -165,9 +160,10 @@ impl Series {
         }
         let mut similar = key.clone();
         similar.note = String::new();
+        let (similar_digest, note_digest) = (self.digest(&similar), self.digest(&key.note));
         let seen = self
             .similar
-            .entry(similar.digest())
+            .entry(similar_digest)
             .or_insert_with(|| Similar {
                 first: now,
                 notes: Vec::new(),
@@ -177,7 +173,6 @@ impl Series {
             seen.first = now;
             seen.notes.clear();
         }
-        let note_digest = digest(&key.note);
         if seen.notes.contains(&note_digest) {
             let note = key.note.clone();
             return (key, note);
@@ -197,7 +192,11 @@ impl Series {
     /// [`SERIES_TTL`], else the bump of the remembered one's series (its name, namespace, time
     /// and series: what the merge patch of a bump changes).
     fn next(&self, key: &SeriesKey, now: Timestamp, fresh: impl FnOnce() -> Event) -> Event {
-        match self.published.get(&key.digest()).filter(|p| p.is_live(now)) {
+        match self
+            .published
+            .get(&self.digest(key))
+            .filter(|p| p.is_live(now))
+        {
             Some(p) => Event {
                 metadata: ObjectMeta {
                     name: Some(p.name.clone()),
@@ -217,7 +216,7 @@ impl Series {
 
     /// Forgets the Events, and the similar-Event counts, past [`SERIES_TTL`] at `now`, and
     /// gives their memory back when the maps are mostly empty (a scale-up of thousands
-    /// leaves thousands of Events here for [`SERIES_TTL`], none after).
+    /// leaves thousands of records here for [`SERIES_TTL`], none after).
     fn sweep(&mut self, now: Timestamp) {
         self.published.retain(|_, p| p.is_live(now));
         self.similar.retain(|_, s| s.first + SERIES_TTL > now);
@@ -229,15 +228,20 @@ impl Series {
         }
     }
 
+    /// Remembers `event`, published under `key` (an Event without a name or time, never
+    /// published, is forgotten instead).
     fn remember(&mut self, key: &SeriesKey, event: &Event) {
-        match Published::of(event) {
-            Some(p) => self.published.insert(key.digest(), p),
-            None => self.published.remove(&key.digest()),
-        };
+        let digest = self.digest(key);
+        if let Some(p) = Published::of(event) {
+            self.published.insert(digest, p);
+        } else {
+            self.published.remove(&digest);
+        }
     }
 
     fn forget(&mut self, key: &SeriesKey) {
-        self.published.remove(&key.digest());
+        let digest = self.digest(key);
+        self.published.remove(&digest);
     }
 }
 
@@ -435,8 +439,9 @@ impl EventSink {
     }
 }
 
-/// Sweeps `series` every `every` ([`SWEEP_EVERY`]) until the sink is gone, so the Events of a
-/// burst do not stay in memory after their TTL when no other Event comes.
+/// Sweeps `series` every `every` ([`SWEEP_EVERY`]) until the sink is gone, so what is
+/// remembered of a burst's Events does not stay in memory after their TTL when no other Event
+/// comes.
 async fn sweep_expired(series: Weak<Mutex<Series>>, clock: Arc<dyn Clock>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -654,7 +659,7 @@ mod tests {
 
         s.sweep(t0 + SERIES_TTL);
         assert_eq!(s.published.len(), 1, "only the Event seen within the TTL");
-        assert!(s.published.contains_key(&recent.digest()));
+        assert!(s.published.contains_key(&s.digest(&recent)));
         assert_eq!(s.similar.len(), 1, "only the recent object's count");
         assert!(s.published.capacity() < published / 4, "memory given back");
         assert!(s.similar.capacity() < similar / 4, "memory given back");
