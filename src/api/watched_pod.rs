@@ -86,6 +86,41 @@ impl Resource for WatchedPod {
     }
 }
 
+impl WatchedPod {
+    /// Drops what the operator never reads of a watched Pod, before the store holds it: the
+    /// annotations (its own are on the Instance), and the parts of the status beyond the
+    /// phase, reason, Pod IP, conditions and each container's name, readiness, restarts and
+    /// states (the kubelet's image names and IDs, container IDs, host and Pod IP lists,
+    /// resources, volume mounts, init and ephemeral containers' statuses).
+    pub fn drop_unread(&mut self) {
+        self.metadata.annotations = None;
+        self.metadata.generate_name = None;
+        let Some(status) = self.status.as_mut() else {
+            return;
+        };
+        status.host_ip = None;
+        status.host_ips = None;
+        status.pod_ips = None;
+        status.qos_class = None;
+        status.nominated_node_name = None;
+        status.resize = None;
+        status.resource_claim_statuses = None;
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+        status.extended_resource_claim_status = None;
+        for c in status.container_statuses.iter_mut().flatten() {
+            c.image = String::new();
+            c.image_id = String::new();
+            c.container_id = None;
+            c.resources = None;
+            c.allocated_resources = None;
+            c.allocated_resources_status = None;
+            c.volume_mounts = None;
+            c.user = None;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +159,51 @@ mod tests {
             "{} bytes inline",
             std::mem::size_of::<WatchedPod>()
         );
+    }
+
+    #[test]
+    fn dropping_the_unread_parts_keeps_what_the_health_evaluator_reads() {
+        let json = serde_json::json!({
+            "metadata": {"name": "web-0", "uid": "u1", "generateName": "web-",
+                         "labels": {"autoheal.dev/group": "web"},
+                         "annotations": {"prometheus.io/scrape": "true"}},
+            "spec": {"nodeName": "node-1"},
+            "status": {"phase": "Running", "reason": "Evicted", "podIP": "10.0.0.1",
+                       "podIPs": [{"ip": "10.0.0.1"}], "hostIP": "192.168.0.1",
+                       "hostIPs": [{"ip": "192.168.0.1"}], "qosClass": "BestEffort",
+                       "conditions": [{"type": "Ready", "status": "False", "reason": "R"}],
+                       "initContainerStatuses": [{"name": "init", "image": "busybox",
+                           "imageID": "sha256:1", "ready": true, "restartCount": 0}],
+                       "containerStatuses": [{"name": "app", "image": "nginx",
+                           "imageID": "docker.io/nginx@sha256:2", "containerID": "containerd://3",
+                           "ready": false, "restartCount": 4, "started": false,
+                           "volumeMounts": [{"name": "v", "mountPath": "/v"}],
+                           "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                           "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}
+        });
+        let whole: WatchedPod = serde_json::from_value(json).unwrap();
+        let mut kept = whole.clone();
+        kept.drop_unread();
+        assert_eq!(kept.metadata.labels, whole.metadata.labels);
+        assert_eq!(kept.metadata.annotations, None);
+        assert_eq!(kept.spec, whole.spec);
+        let (k, w) = (kept.status.unwrap(), whole.status.unwrap());
+        assert_eq!(
+            (&k.phase, &k.reason, &k.pod_ip, &k.conditions),
+            (&w.phase, &w.reason, &w.pod_ip, &w.conditions)
+        );
+        assert_eq!((k.pod_ips, k.host_ip, k.qos_class), (None, None, None));
+        assert_eq!(k.init_container_statuses, None);
+        let (kc, wc) = (
+            &k.container_statuses.unwrap()[0],
+            &w.container_statuses.unwrap()[0],
+        );
+        assert_eq!(
+            (&kc.name, kc.ready, kc.restart_count, kc.started),
+            (&wc.name, wc.ready, wc.restart_count, wc.started)
+        );
+        assert_eq!((&kc.state, &kc.last_state), (&wc.state, &wc.last_state));
+        assert_eq!((kc.image.as_str(), &kc.container_id), ("", &None));
+        assert_eq!(kc.volume_mounts, None);
     }
 }

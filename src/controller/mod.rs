@@ -328,7 +328,7 @@ async fn run_controllers(
         watcher::Config::default().labels(LABEL_GROUP),
         1,
         Vec::new(),
-        streams::keep_all,
+        WatchedPod::drop_unread,
     );
     let (nodes, mut node_triggers, node_watch) = streams::fan_out(
         Api::<Node>::all(client.clone()),
