@@ -225,10 +225,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .block_on(autoheal::controller::run(config))
 }
 
-/// The size from which glibc allocates with `mmap` (its initial default, held fixed).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
-
 /// How often the allocator's free pages are given back to the system.
 const MEMORY_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -236,12 +232,6 @@ const MEMORY_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 /// 8 per core) and keeps what is freed in them: after the bursts of a relist or a scale-up
 /// the operator's RSS stayed far above what it held. Two arenas serve the runtime's workers
 /// (measured at 2,000 Instances on 2 cores: RSS 88 MB with glibc's default, 77 MB with two).
-///
-/// Allocations of [`MMAP_THRESHOLD`] and more get pages of their own, given back when freed.
-/// glibc's own threshold grows after each such free (up to 32 MiB), and then the large
-/// buffers of a relist or a burst (list pages, response bodies, map tables) come from the
-/// arenas, where what they leave when freed is kept among the objects allocated around them.
-///
 /// A `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` given to the process wins. Other C libraries
 /// (the container image is a static musl build) are left as they are.
 fn limit_allocator_arenas() {
@@ -252,7 +242,6 @@ fn limit_allocator_arenas() {
         // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 2);
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
         }
     }
 }
