@@ -15,7 +15,8 @@ use serde::Deserialize;
 ///
 /// The operator never writes a `WatchedPod` back (it cannot be serialized): a Pod is created
 /// from its Instance's template, as a whole `Pod`. Code that comes to read another spec
-/// field must add it to [`WatchedPodSpec`].
+/// field must add it to [`WatchedPodSpec`]; code that comes to read a field that
+/// [`WatchedPod::drop_unread`] clears must stop it clearing that field.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct WatchedPod {
     /// The Pod's metadata.
@@ -23,7 +24,7 @@ pub struct WatchedPod {
     /// The fields of the Pod's spec the operator reads.
     #[serde(default)]
     pub spec: Option<WatchedPodSpec>,
-    /// The Pod's status, whole.
+    /// The Pod's status (in the store, without what [`WatchedPod::drop_unread`] clears).
     #[serde(default)]
     pub status: Option<PodStatus>,
 }
@@ -88,10 +89,11 @@ impl Resource for WatchedPod {
 
 impl WatchedPod {
     /// Drops what the operator never reads of a watched Pod, before the store holds it: the
-    /// annotations (its own are on the Instance), and the parts of the status beyond the
-    /// phase, reason, Pod IP, conditions and each container's name, readiness, restarts and
-    /// states (the kubelet's image names and IDs, container IDs, host and Pod IP lists,
-    /// resources, volume mounts, init and ephemeral containers' statuses).
+    /// annotations (the operator reads the Instance's), `generateName`, and of the status
+    /// the host and Pod IP lists, the QoS class, the nominated Node, resize and resource
+    /// claim statuses, the init and ephemeral containers' statuses, and each container's
+    /// image name and ID, container ID, resources, volume mounts and user. The phase, reason,
+    /// Pod IP, conditions and each container's name, readiness, restarts and states stay.
     pub fn drop_unread(&mut self) {
         self.metadata.annotations = None;
         self.metadata.generate_name = None;
@@ -164,14 +166,22 @@ mod tests {
     #[test]
     fn dropping_the_unread_parts_keeps_what_the_health_evaluator_reads() {
         let json = serde_json::json!({
-            "metadata": {"name": "web-0", "uid": "u1", "generateName": "web-",
+            "metadata": {"name": "web-0", "namespace": "ns", "uid": "u1",
+                         "generateName": "web-", "resourceVersion": "42",
+                         "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "deletionTimestamp": "2026-01-01T00:01:00Z",
+                         "ownerReferences": [{"apiVersion": "autoheal.dev/v1alpha1",
+                             "kind": "Instance", "name": "web-0", "uid": "i1",
+                             "controller": true}],
                          "labels": {"autoheal.dev/group": "web"},
                          "annotations": {"prometheus.io/scrape": "true"}},
             "spec": {"nodeName": "node-1"},
             "status": {"phase": "Running", "reason": "Evicted", "podIP": "10.0.0.1",
                        "podIPs": [{"ip": "10.0.0.1"}], "hostIP": "192.168.0.1",
                        "hostIPs": [{"ip": "192.168.0.1"}], "qosClass": "BestEffort",
-                       "conditions": [{"type": "Ready", "status": "False", "reason": "R"}],
+                       "conditions": [{"type": "Ready", "status": "False", "reason": "R",
+                                       "message": "m",
+                                       "lastTransitionTime": "2026-01-01T00:00:30Z"}],
                        "initContainerStatuses": [{"name": "init", "image": "busybox",
                            "imageID": "sha256:1", "ready": true, "restartCount": 0}],
                        "containerStatuses": [{"name": "app", "image": "nginx",
@@ -179,13 +189,27 @@ mod tests {
                            "ready": false, "restartCount": 4, "started": false,
                            "volumeMounts": [{"name": "v", "mountPath": "/v"}],
                            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                           "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}
+                           "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}},
+                                             {"name": "side", "image": "envoy", "ready": false,
+                           "restartCount": 0,
+                           "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}
         });
         let whole: WatchedPod = serde_json::from_value(json).unwrap();
         let mut kept = whole.clone();
         kept.drop_unread();
-        assert_eq!(kept.metadata.labels, whole.metadata.labels);
-        assert_eq!(kept.metadata.annotations, None);
+        let metadata = ObjectMeta {
+            annotations: None,
+            generate_name: None,
+            ..whole.metadata.clone()
+        };
+        assert_eq!(
+            kept.metadata, metadata,
+            "only the annotations and generateName go"
+        );
+        assert_eq!(
+            crate::controller::instance::pod_facts(Some(&kept)),
+            crate::controller::instance::pod_facts(Some(&whole))
+        );
         assert_eq!(kept.spec, whole.spec);
         let (k, w) = (kept.status.unwrap(), whole.status.unwrap());
         assert_eq!(
@@ -194,16 +218,16 @@ mod tests {
         );
         assert_eq!((k.pod_ips, k.host_ip, k.qos_class), (None, None, None));
         assert_eq!(k.init_container_statuses, None);
-        let (kc, wc) = (
-            &k.container_statuses.unwrap()[0],
-            &w.container_statuses.unwrap()[0],
-        );
-        assert_eq!(
-            (&kc.name, kc.ready, kc.restart_count, kc.started),
-            (&wc.name, wc.ready, wc.restart_count, wc.started)
-        );
-        assert_eq!((&kc.state, &kc.last_state), (&wc.state, &wc.last_state));
-        assert_eq!((kc.image.as_str(), &kc.container_id), ("", &None));
-        assert_eq!(kc.volume_mounts, None);
+        let (kept, whole) = (k.container_statuses.unwrap(), w.container_statuses.unwrap());
+        assert_eq!(kept.len(), whole.len());
+        for (kc, wc) in kept.iter().zip(&whole) {
+            assert_eq!(
+                (&kc.name, kc.ready, kc.restart_count, kc.started),
+                (&wc.name, wc.ready, wc.restart_count, wc.started)
+            );
+            assert_eq!((&kc.state, &kc.last_state), (&wc.state, &wc.last_state));
+            assert_eq!((kc.image.as_str(), &kc.container_id), ("", &None));
+            assert_eq!(kc.volume_mounts, None);
+        }
     }
 }

@@ -95,8 +95,7 @@ where
     (reader, triggers, driver)
 }
 
-/// Keeps nothing out: for kinds whose whole object the operator reads, or whose type holds only
-/// what it reads (Pods are watched as [`crate::api::WatchedPod`]).
+/// Keeps nothing out: for kinds whose whole object the operator reads.
 pub fn keep_all<K>(_: &mut K) {}
 
 /// What the operator keeps of a watched Instance: all of it, except the Pod template of an
