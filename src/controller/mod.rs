@@ -402,9 +402,9 @@ async fn run_controllers(
     let controller_config = ControllerConfig::default().debounce(RECONCILE_DEBOUNCE);
     let groups_for_gauges = groups.clone();
 
-    let group_controller = Controller::for_stream(take(&mut group_triggers), groups)
+    let group_controller = Controller::for_shared_stream(take(&mut group_triggers), groups)
         .with_config(controller_config.clone())
-        .owns_stream(take(&mut instance_triggers))
+        .owns_shared_stream(take(&mut instance_triggers))
         .graceful_shutdown_on(stopped(stopping.clone()))
         .run(group::reconcile, group::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
@@ -412,42 +412,32 @@ async fn run_controllers(
     let group_ctx = ctx.clone();
     let node_ctx = ctx.clone();
     let mut node_ready_seen: HashMap<String, Option<String>> = HashMap::new();
-    let node_changes = take(&mut node_triggers).filter(move |n| {
+    let node_changes = take(&mut node_triggers).filter(move |node| {
         // Heartbeats update Nodes every few seconds: only a change of readiness matters.
-        let keep = match n {
-            Ok(node) => {
-                let ready = node_ready(node);
-                node_ready_seen.insert(node.name_any(), ready.clone()) != Some(ready)
-            }
-            Err(_) => false,
-        };
+        let ready = node_ready(node);
+        let keep = node_ready_seen.insert(node.name_any(), ready.clone()) != Some(ready);
         futures::future::ready(keep)
     });
     // The group writes its status on most Instance changes; Instances depend only on the
     // group's spec, annotations and deletion, so status-only changes are not passed on.
     let mut group_seen: HashMap<(String, String), GroupSignature> = HashMap::new();
-    let group_changes = take(&mut group_triggers).filter(move |g| {
-        let keep = match g {
-            Ok(group) => {
-                let key = (group.namespace().unwrap_or_default(), group.name_any());
-                let signature = GroupSignature::of(group);
-                group_seen.insert(key, signature.clone()) != Some(signature)
-            }
-            Err(_) => false,
-        };
+    let group_changes = take(&mut group_triggers).filter(move |group| {
+        let key = (group.namespace().unwrap_or_default(), group.name_any());
+        let signature = GroupSignature::of(group);
+        let keep = group_seen.insert(key, signature.clone()) != Some(signature);
         futures::future::ready(keep)
     });
     let probe_changes = probes
         .changes()
         .map(|(ns, name)| ObjectRef::<Instance>::new(&name).within(&ns));
     let instance_controller =
-        Controller::for_stream(take(&mut instance_triggers), instances.clone())
+        Controller::for_shared_stream(take(&mut instance_triggers), instances.clone())
             .with_config(controller_config.concurrency(INSTANCE_WORKERS))
-            .owns_stream(take(&mut pod_triggers))
-            .watches_stream(group_changes, move |g: ScalingGroup| {
+            .owns_shared_stream(take(&mut pod_triggers))
+            .watches_shared_stream(group_changes, move |g: Arc<ScalingGroup>| {
                 instance::instances_of_group(&group_ctx, &g)
             })
-            .watches_stream(node_changes, move |n: Node| {
+            .watches_shared_stream(node_changes, move |n: Arc<Node>| {
                 instance::instances_on_node(&node_ctx, &n)
             })
             .reconcile_on(probe_changes)

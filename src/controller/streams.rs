@@ -1,5 +1,6 @@
 //! One watch per kind, shared: a reflector store plus a fan-out of every changed object
-//! (applied or deleted) to several controllers' trigger streams.
+//! (applied or deleted) to several controllers' trigger streams. Each change is sent as one
+//! `Arc` that every subscriber shares: no subscriber gets a copy of its own.
 //!
 //! kube's shared streams (`reflect_shared`) do not pass deletions on; controllers here need
 //! them (an Instance deleted → its group reconciles; a Pod gone → its Instance proceeds), so
@@ -25,8 +26,8 @@ use crate::api::{Instance, LifecycleState, PodTemplate};
 /// The key an [`Index`] groups objects by: (namespace, a name derived from the object).
 pub type Key = (String, String);
 
-/// A trigger stream as the kube `Controller` takes it.
-pub type Trigger<K> = BoxStream<'static, Result<K, watcher::Error>>;
+/// A trigger stream as the kube `Controller` takes it (its `*_shared_stream` methods).
+pub type Trigger<K> = BoxStream<'static, Arc<K>>;
 
 /// Watches `api`: returns the store, `subscribers` trigger streams that each receive every
 /// applied or deleted object, and the future that drives the watch (spawn it). The watch
@@ -45,7 +46,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..subscribers)
-        .map(|_| futures::channel::mpsc::unbounded::<K>())
+        .map(|_| futures::channel::mpsc::unbounded::<Arc<K>>())
         .unzip();
     let kind = K::kind(&K::DynamicType::default()).to_string();
     let store = reader.clone();
@@ -80,6 +81,9 @@ where
                     | watcher::Event::InitApply(obj)
                     | watcher::Event::Delete(obj),
                 ) => {
+                    // Moved, not copied: the store keeps a copy of its own, and the
+                    // subscribers only read this one (mostly for its reference).
+                    let obj = Arc::new(obj);
                     for tx in &senders {
                         let _ = tx.unbounded_send(obj.clone());
                     }
@@ -91,7 +95,7 @@ where
         tracing::error!(kind = %kind, "watch ended");
     }
     .boxed();
-    let triggers = receivers.into_iter().map(|rx| rx.map(Ok).boxed()).collect();
+    let triggers = receivers.into_iter().map(StreamExt::boxed).collect();
     (reader, triggers, driver)
 }
 
@@ -233,7 +237,7 @@ where
         if let watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) = event {
             let key = (self.key_of)(obj);
             let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-            entries.insert(ObjectRef::from_obj(obj), key);
+            entries.insert(bare_ref(obj), key);
         }
     }
 
@@ -242,7 +246,7 @@ where
     fn after_store(&self, event: &watcher::Event<K>, store: &Store<K>) {
         match event {
             watcher::Event::Delete(obj) => {
-                let object = ObjectRef::from_obj(obj);
+                let object = bare_ref(obj);
                 if store.get(&object).is_none() {
                     let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
                     entries.remove(&object);
@@ -256,9 +260,25 @@ where
     fn rebuild(&self, store: &Store<K>) {
         let mut fresh = IndexEntries::default();
         for obj in store.state() {
-            fresh.insert(ObjectRef::from_obj(obj.as_ref()), (self.key_of)(&obj));
+            fresh.insert(bare_ref(obj.as_ref()), (self.key_of)(&obj));
         }
         *self.entries.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+    }
+}
+
+/// A reference by namespace and name alone. The index keeps two per object, and a reference
+/// made by `ObjectRef::from_obj` also holds the resourceVersion and UID, which neither the
+/// index nor the store's lookup compares (two more strings per reference, ≈ 160 bytes per
+/// indexed object).
+fn bare_ref<K>(obj: &K) -> ObjectRef<K>
+where
+    K: Resource,
+    K::DynamicType: Default,
+{
+    let object = ObjectRef::new(obj.meta().name.as_deref().unwrap_or_default());
+    match obj.meta().namespace.as_deref() {
+        Some(ns) => object.within(ns),
+        None => object,
     }
 }
 
@@ -283,6 +303,12 @@ mod tests {
                 name: Some(format!("cm-{name}")),
                 namespace: Some("ns".into()),
                 labels: group.map(|g| [("group".to_string(), format!("g{g}"))].into()),
+                // The store's references carry these; the index's do not.
+                uid: Some(format!("uid-{name}")),
+                resource_version: Some(format!(
+                    "{}",
+                    u16::from(name) * 10 + u16::from(group.unwrap_or(9))
+                )),
                 ..ObjectMeta::default()
             },
             ..ConfigMap::default()
@@ -394,6 +420,9 @@ mod tests {
             let indexed: usize = entries.by_key.values().map(HashSet::len).sum();
             prop_assert_eq!(indexed, truth.values().filter(|g| g.is_some()).count());
             prop_assert_eq!(entries.key_by_ref.len(), indexed);
+            for object in entries.key_by_ref.keys().chain(entries.by_key.values().flatten()) {
+                prop_assert!(object.extra.uid.is_none() && object.extra.resource_version.is_none());
+            }
         }
     }
 
