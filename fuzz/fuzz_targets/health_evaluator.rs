@@ -115,22 +115,25 @@ fn pod(u: &mut Unstructured<'_>) -> arbitrary::Result<WatchedPod> {
             node_name: opt_str(u, &["n1", "n2"])?,
             ..Default::default()
         }),
-        status: Some(PodStatus {
-            phase: opt_str(u, &["Pending", "Running", "Succeeded", "Failed", "Unknown"])?,
-            conditions: if u.arbitrary()? {
-                Some(conditions)
-            } else {
-                None
-            },
-            container_statuses: if u.arbitrary()? {
-                Some(containers)
-            } else {
-                None
-            },
-            reason: opt_str(u, &["Evicted"])?,
-            message: opt_str(u, &[])?,
-            ..Default::default()
-        }),
+        status: Some(
+            PodStatus {
+                phase: opt_str(u, &["Pending", "Running", "Succeeded", "Failed", "Unknown"])?,
+                conditions: if u.arbitrary()? {
+                    Some(conditions)
+                } else {
+                    None
+                },
+                container_statuses: if u.arbitrary()? {
+                    Some(containers)
+                } else {
+                    None
+                },
+                reason: opt_str(u, &["Evicted"])?,
+                message: opt_str(u, &[])?,
+                ..Default::default()
+            }
+            .into(),
+        ),
     })
 }
 

@@ -14,7 +14,7 @@ pub use instance::*;
 pub use names::*;
 pub use scaling_group::*;
 pub use types::{HookResult, HookTransition};
-pub use watched_pod::{WatchedPod, WatchedPodSpec};
+pub use watched_pod::{WatchedContainerStatus, WatchedPod, WatchedPodSpec, WatchedPodStatus};
 
 use kube::CustomResourceExt;
 

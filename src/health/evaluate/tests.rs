@@ -88,10 +88,13 @@ fn pod(phase: &str) -> WatchedPod {
             node_name: Some("node-0".into()),
             ..Default::default()
         }),
-        status: Some(PodStatus {
-            phase: Some(phase.into()),
-            ..Default::default()
-        }),
+        status: Some(
+            PodStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            }
+            .into(),
+        ),
     }
 }
 
@@ -535,21 +538,24 @@ fn startup_timeout_from_creation_without_history_and_with_details() {
     let mut f = fixture().pending();
     f.instance.status.as_mut().unwrap().state_history.clear();
     f.instance.metadata.creation_timestamp = Some(Time(t(50)));
-    f.pod.as_mut().unwrap().status = Some(PodStatus {
-        phase: Some("Pending".into()),
-        container_statuses: Some(vec![ContainerStatus {
-            name: "app".into(),
-            state: Some(ContainerState {
-                waiting: Some(ContainerStateWaiting {
-                    reason: Some("ImagePullBackOff".into()),
+    f.pod.as_mut().unwrap().status = Some(
+        PodStatus {
+            phase: Some("Pending".into()),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "app".into(),
+                state: Some(ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("ImagePullBackOff".into()),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
+            }]),
             ..Default::default()
-        }]),
-        ..Default::default()
-    });
+        }
+        .into(),
+    );
     is(
         &f.assess(t(349)),
         HealthStatus::Healthy,
@@ -593,18 +599,21 @@ fn terminal_pod_phases_act_at_once_even_in_grace() {
     for (phase, reason) in [("Failed", "PodFailed"), ("Succeeded", "PodSucceeded")] {
         let mut f = fixture();
         let mut p = pod(phase);
-        p.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
-            name: "app".into(),
-            state: Some(ContainerState {
-                terminated: Some(ContainerStateTerminated {
-                    exit_code: 1,
-                    reason: Some("Error".into()),
+        p.status.as_mut().unwrap().container_statuses = Some(vec![
+            ContainerStatus {
+                name: "app".into(),
+                state: Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: 1,
+                        reason: Some("Error".into()),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        }]);
+            }
+            .into(),
+        ]);
         f.pod = Some(p);
         let v = f.assess(t(110)); // inside the grace period
         is(&v, HealthStatus::Unhealthy, HealthDetail::Impaired);
