@@ -7,13 +7,14 @@ use arbitrary::Unstructured;
 use autoheal::api::types::ResultClass;
 use autoheal::api::{
     ConditionStatus, HealthCheck, HealthDetail, HealthStatus, Instance, InstanceSpec,
-    InstanceStatus, PodTemplate, StateEntry, UnhealthyCondition, WatchedPod, WatchedPodSpec,
+    InstanceStatus, PodTemplate, StateEntry, UnhealthyCondition, WatchedContainerStatus,
+    WatchedPod, WatchedPodSpec, WatchedPodStatus,
 };
 use autoheal::health::{HealthInputs, ProbeVerdict, assess, events};
 use autoheal_fuzz as g;
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Node, NodeCondition, NodeStatus, PodCondition, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, Node,
+    NodeCondition, NodeStatus, PodCondition,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use libfuzzer_sys::fuzz_target;
@@ -87,15 +88,10 @@ fn pod(u: &mut Unstructured<'_>) -> arbitrary::Result<WatchedPod> {
         .collect::<arbitrary::Result<Vec<_>>>()?;
     let containers = (0..u.int_in_range(0..=3)?)
         .map(|_| {
-            Ok(ContainerStatus {
+            Ok(WatchedContainerStatus {
                 name: g::string(u, &["app", "side"])?,
-                ready: u.arbitrary()?,
-                restart_count: g::int(u)?,
                 state: container_state(u)?,
-                last_state: container_state(u)?,
-                image: "img".into(),
-                image_id: String::new(),
-                ..Default::default()
+                last_state: container_state(u)?.map(Box::new),
             })
         })
         .collect::<arbitrary::Result<Vec<_>>>()?;
@@ -115,25 +111,21 @@ fn pod(u: &mut Unstructured<'_>) -> arbitrary::Result<WatchedPod> {
             node_name: opt_str(u, &["n1", "n2"])?,
             ..Default::default()
         }),
-        status: Some(
-            PodStatus {
-                phase: opt_str(u, &["Pending", "Running", "Succeeded", "Failed", "Unknown"])?,
-                conditions: if u.arbitrary()? {
-                    Some(conditions)
-                } else {
-                    None
-                },
-                container_statuses: if u.arbitrary()? {
-                    Some(containers)
-                } else {
-                    None
-                },
-                reason: opt_str(u, &["Evicted"])?,
-                message: opt_str(u, &[])?,
-                ..Default::default()
-            }
-            .into(),
-        ),
+        status: Some(WatchedPodStatus {
+            phase: opt_str(u, &["Pending", "Running", "Succeeded", "Failed", "Unknown"])?,
+            conditions: if u.arbitrary()? {
+                Some(conditions)
+            } else {
+                None
+            },
+            container_statuses: if u.arbitrary()? {
+                Some(containers)
+            } else {
+                None
+            },
+            reason: opt_str(u, &["Evicted"])?,
+            pod_ip: None,
+        }),
     })
 }
 
