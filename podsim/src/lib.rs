@@ -29,7 +29,8 @@ mod ip;
 mod server;
 mod status;
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -72,8 +73,8 @@ const LEASE_NAMESPACE: &str = "kube-node-lease";
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 /// `leaseDurationSeconds` of the Node Leases (the kubelet's default).
 const LEASE_DURATION_SECONDS: i32 = 40;
-/// How often every Pod is re-evaluated (time-driven transitions, retries).
-const RESYNC_INTERVAL: Duration = Duration::from_millis(500);
+/// How often every Pod is re-evaluated by default (see [`Config::resync_interval`]).
+pub const RESYNC_INTERVAL: Duration = Duration::from_millis(500);
 /// Upper bound for one API call.
 const API_TIMEOUT: Duration = Duration::from_secs(15);
 /// Retry backoff for failed API writes, per Pod.
@@ -104,6 +105,10 @@ pub struct Config {
     /// deleted is not recorded. `None` (the default) records nothing. A benchmark times
     /// detection from these moments rather than from its own annotation write.
     pub mode_log: Option<ModeLog>,
+    /// How often every Pod is re-evaluated (retries, annotation changes missed by the
+    /// watch). Moments podsim knows in advance — a grace period's end, a slow start's end —
+    /// do not wait for it: each wakes its Pod at that moment. Default [`RESYNC_INTERVAL`].
+    pub resync_interval: Duration,
 }
 
 /// How a running Pod's listeners answer, as recorded in a [`ModeLog`].
@@ -201,6 +206,7 @@ impl Default for Config {
             ip_prefix: None,
             zones: Vec::new(),
             mode_log: None,
+            resync_interval: RESYNC_INTERVAL,
         }
     }
 }
@@ -260,9 +266,10 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
 
     let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut resync = tokio::time::interval(RESYNC_INTERVAL);
+    let mut resync = tokio::time::interval(config.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let next_wakeup = sim.next_wakeup();
         tokio::select! {
             event = pod_events.next() => match event {
                 Some(Ok(event)) => sim.on_pod_event(event).await,
@@ -276,7 +283,16 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
             },
             _ = heartbeat.tick() => sim.heartbeat_all().await,
             _ = resync.tick() => sim.reconcile_all(false).await,
+            _ = sleep_until(next_wakeup) => sim.wake_due().await,
         }
+    }
+}
+
+/// Sleeps until `at`; forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -333,6 +349,11 @@ struct Sim {
     ips: IpAllocator,
     round_robin: usize,
     mode_log: Option<ModeLog>,
+    /// Pods to reconcile at a moment known in advance (a grace period's end, a slow
+    /// start's end), earliest first; an entry superseded in `scheduled` is skipped.
+    wakeups: BinaryHeap<Reverse<(Instant, String)>>,
+    /// The moment each Pod in `wakeups` is due.
+    scheduled: HashMap<String, Instant>,
 }
 
 fn key_of(pod: &Pod) -> String {
@@ -472,6 +493,39 @@ impl Sim {
             ips: IpAllocator::new(ip_prefix),
             round_robin: 0,
             mode_log: config.mode_log.clone(),
+            wakeups: BinaryHeap::new(),
+            scheduled: HashMap::new(),
+        }
+    }
+
+    /// Reconciles the Pod `key` again at `at` (besides watch events and the resync).
+    fn wake_at(&mut self, key: &str, at: Instant) {
+        if self.scheduled.get(key) == Some(&at) {
+            return;
+        }
+        self.scheduled.insert(key.to_string(), at);
+        self.wakeups.push(Reverse((at, key.to_string())));
+    }
+
+    /// The earliest moment a Pod is to be woken at.
+    fn next_wakeup(&self) -> Option<Instant> {
+        self.wakeups.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Reconciles every Pod whose wake-up moment has come.
+    async fn wake_due(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, _))) = self.wakeups.peek()
+            && *at <= now
+        {
+            let Some(Reverse((at, key))) = self.wakeups.pop() else {
+                break;
+            };
+            if self.scheduled.get(&key) != Some(&at) {
+                continue;
+            }
+            self.scheduled.remove(&key);
+            self.reconcile(&key, false).await;
         }
     }
 
@@ -734,6 +788,7 @@ impl Sim {
             debug!(pod = key, "stopped tracking Pod");
         }
         self.retries.remove(key);
+        self.scheduled.remove(key);
     }
 
     async fn reconcile_all(&mut self, force: bool) {
@@ -978,10 +1033,12 @@ impl Sim {
         }
         if rt.crashed_at.is_some() {
             rt.server = None;
-        } else if rt.running_since.is_none()
-            && matches!(behavior, Behavior::SlowStart(d) if rt.first_seen.elapsed() < d)
+        } else if let Behavior::SlowStart(d) = behavior
+            && rt.running_since.is_none()
+            && rt.first_seen.elapsed() < d
         {
-            // Still starting: Pending, no IP.
+            // Still starting: Pending, no IP, until then.
+            self.wake_at(key, rt.first_seen + d);
         } else {
             let ip = match rt.ip {
                 Some(ip) => ip,
@@ -1031,6 +1088,8 @@ impl Sim {
                 rt.finished = true;
                 return Ok(());
             }
+            // As the kubelet, stop it when the grace period ends, not at the next resync.
+            self.wake_at(key, seen + grace);
         }
 
         // The status.

@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         ip_prefix: args.ip_prefix,
         zones,
         mode_log: None,
+        resync_interval: podsim::RESYNC_INTERVAL,
     };
     tokio::select! {
         result = podsim::run(client, config) => result,

@@ -42,6 +42,11 @@ struct Env {
 /// A namespace of its own and a podsim for it. The second octets used by these tests
 /// (1..=9) are never picked at random by podsim (10..=250).
 async fn env(test: &str, octet: u8, nodes: usize) -> Env {
+    env_with_resync(test, octet, nodes, podsim::RESYNC_INTERVAL).await
+}
+
+/// [`env`] with podsim re-evaluating every Pod only every `resync`.
+async fn env_with_resync(test: &str, octet: u8, nodes: usize, resync: Duration) -> Env {
     let cp = testkit::ControlPlane::shared().await;
     let client = cp.client().await;
     let ns = testkit::test_namespace(&client, &format!("podsim-{test}")).await;
@@ -53,6 +58,7 @@ async fn env(test: &str, octet: u8, nodes: usize) -> Env {
         ip_prefix: Some([127, octet]),
         zones: Vec::new(),
         mode_log: Some(ModeLog::new()),
+        resync_interval: resync,
     };
     let sim = Podsim::start(client.clone(), config.clone());
     Env {
@@ -455,6 +461,37 @@ async fn deletion_honours_the_grace_period() {
     wait_answer(ip, Answer::Refused).await;
 }
 
+/// A grace period's end and a slow start's end are moments podsim knows in advance: it acts
+/// at them, not at its next resync (here an hour away, longer than the test's timeout).
+#[tokio::test]
+async fn known_moments_do_not_wait_for_the_resync() {
+    let env = env_with_resync("moments", 1, 1, Duration::from_secs(3600)).await;
+    let created = Instant::now();
+    env.create_pod("web", Some("slow-start=2"), Some(2)).await;
+    let (_, ip) = env.wait_running("web").await;
+    assert!(
+        created.elapsed() >= Duration::from_secs(2),
+        "Running after {:?}, before its slow start ended",
+        created.elapsed()
+    );
+    wait_answer(ip, Answer::Status(200)).await;
+
+    let deleted = Instant::now();
+    env.pods
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    testkit::wait_for("Pod web gone", TIMEOUT, || async {
+        env.pods.get_opt("web").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        deleted.elapsed() >= Duration::from_millis(1500),
+        "gone after {:?}, before the grace period",
+        deleted.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn node_notready_annotation() {
     let env = env("node", 7, 1).await;
@@ -598,6 +635,7 @@ async fn the_binary_runs_pods() {
             selector: None,
             zones: Vec::new(),
             mode_log: None,
+            resync_interval: podsim::RESYNC_INTERVAL,
         },
         sim: None,
     };
