@@ -230,6 +230,10 @@ pub fn parse_ip_prefix(s: &str) -> Result<[u8; 2], String> {
 /// retried with backoff.
 pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
     ensure!(config.nodes >= 1, "podsim needs at least one node");
+    ensure!(
+        !config.resync_interval.is_zero(),
+        "podsim needs a resync interval above zero"
+    );
     let ip_prefix = match config.ip_prefix {
         Some(p) => {
             ensure!(
@@ -340,7 +344,7 @@ struct Sim {
     client: Client,
     nodes: Vec<SimNode>,
     /// Pods seen by the watch, keyed `namespace/name` (shared: the resync every
-    /// [`RESYNC_INTERVAL`] takes each without copying it).
+    /// [`Config::resync_interval`] takes each without copying it).
     cache: HashMap<String, Arc<Pod>>,
     /// Pods listed since the watch (re)started, until the list is complete.
     relist: Option<HashMap<String, Pod>>,
@@ -498,9 +502,11 @@ impl Sim {
         }
     }
 
-    /// Reconciles the Pod `key` again at `at` (besides watch events and the resync).
+    /// Reconciles the Pod `key` again at `at` (besides watch events and the resync), or
+    /// earlier if an earlier wake-up is already due (each reconcile asks again for the
+    /// moments it still needs).
     fn wake_at(&mut self, key: &str, at: Instant) {
-        if self.scheduled.get(key) == Some(&at) {
+        if self.scheduled.get(key).is_some_and(|due| *due <= at) {
             return;
         }
         self.scheduled.insert(key.to_string(), at);
@@ -810,7 +816,11 @@ impl Sim {
 
     /// Reconciles one Pod, with backoff after failures (`force` skips the wait).
     async fn reconcile(&mut self, key: &str, force: bool) {
-        if !force && self.retries.get(key).is_some_and(|r| r.at > Instant::now()) {
+        if !force
+            && let Some(at) = self.retries.get(key).map(|r| r.at)
+            && at > Instant::now()
+        {
+            self.wake_at(key, at);
             return;
         }
         match self.reconcile_pod(key).await {
@@ -824,7 +834,9 @@ impl Sim {
                 });
                 retry.delay = (retry.delay * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
                 retry.at = Instant::now() + retry.delay;
-                warn!(pod = key, "{e:#} (retrying in {:?})", retry.delay);
+                let (at, delay) = (retry.at, retry.delay);
+                warn!(pod = key, "{e:#} (retrying in {delay:?})");
+                self.wake_at(key, at);
             }
         }
     }
@@ -1038,7 +1050,9 @@ impl Sim {
             && rt.first_seen.elapsed() < d
         {
             // Still starting: Pending, no IP, until then.
-            self.wake_at(key, rt.first_seen + d);
+            if let Some(at) = rt.first_seen.checked_add(d) {
+                self.wake_at(key, at);
+            }
         } else {
             let ip = match rt.ip {
                 Some(ip) => ip,
@@ -1089,7 +1103,9 @@ impl Sim {
                 return Ok(());
             }
             // As the kubelet, stop it when the grace period ends, not at the next resync.
-            self.wake_at(key, seen + grace);
+            if let Some(at) = seen.checked_add(grace) {
+                self.wake_at(key, at);
+            }
         }
 
         // The status.

@@ -86,9 +86,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// How long a reconcile waits for more changes of the same object before it starts
 /// (kube-runtime's trailing debounce): none. Every step of a replacement is one hop through
 /// a watch and a reconcile, and each hop paid it: with 20 ms, replacing 1 of 100 on a verdict
-/// took 1.26 s, without it 1.16 s (`make bench` scenario 2, medians of 5), with the same
-/// writes. Folding a burst of watch events is not needed for writes: a reconcile that finds
-/// nothing new writes nothing, and an observation alone waits for [`instance::OBSERVATION_DELAY`].
+/// took 1.26 s, without it 1.12 s (`make bench` scenario 2, medians of 5, `bench/RESULTS.md`),
+/// with the same writes within a few per run. Folding a burst of watch events is not needed
+/// for writes: a reconcile that finds nothing new writes nothing, and observations alone wait
+/// ([`instance::OBSERVATION_DELAY`], [`group::observation_interval`]).
 /// Requests for an object already queued are still merged, and one object is never
 /// reconciled twice at once.
 pub const RECONCILE_DEBOUNCE: Duration = Duration::ZERO;
