@@ -111,6 +111,15 @@ impl Env {
     }
 
     /// Waits until the Pod is Running with an IP; returns the Pod and its IP.
+    /// Waits until the Pod `name` is gone; returns how long since `deleted`.
+    async fn wait_gone(&self, name: &str, deleted: Instant) -> Duration {
+        testkit::wait_for(&format!("Pod {name} gone"), TIMEOUT, || async {
+            self.pods.get_opt(name).await.ok()?.is_none().then_some(())
+        })
+        .await;
+        deleted.elapsed()
+    }
+
     async fn wait_running(&self, name: &str) -> (Pod, Ipv4Addr) {
         testkit::wait_for(
             &format!("Pod {name} Running with an IP"),
@@ -449,14 +458,10 @@ async fn deletion_honours_the_grace_period() {
         "still serving while terminating"
     );
 
-    testkit::wait_for("Pod web gone", TIMEOUT, || async {
-        env.pods.get_opt("web").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    let took = env.wait_gone("web", deleted).await;
     assert!(
-        deleted.elapsed() >= Duration::from_millis(2500),
-        "gone after {:?}, before the grace period",
-        deleted.elapsed()
+        took >= Duration::from_millis(2500),
+        "gone after {took:?}, before the grace period"
     );
     wait_answer(ip, Answer::Refused).await;
 }
@@ -481,14 +486,10 @@ async fn known_moments_do_not_wait_for_the_resync() {
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
-    testkit::wait_for("Pod web gone", TIMEOUT, || async {
-        env.pods.get_opt("web").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    let took = env.wait_gone("web", deleted).await;
     assert!(
-        deleted.elapsed() >= Duration::from_millis(1500),
-        "gone after {:?}, before the grace period",
-        deleted.elapsed()
+        took >= Duration::from_millis(1500),
+        "gone after {took:?}, before the grace period"
     );
 }
 
