@@ -5,7 +5,8 @@
 //! 1. one Node goes NotReady in a group spread over several Ready Nodes, taking more Instances
 //!    down than `maxUnhealthy`: they are replaced onto Ready Nodes, within `maxInFlight`;
 //! 2. every Node goes NotReady at once (what a control-plane partition looks like): nothing is
-//!    replaced, even with `maxUnhealthy: 100%`, and `TooManyUnhealthy` says why;
+//!    replaced, even with `maxUnhealthy: 100%`, and `TooManyUnhealthy` says why; nor when the
+//!    Nodes come back one by one;
 //! 3. failures spread over Ready Nodes beyond `maxUnhealthy`: nothing is replaced;
 //! 4. a mass failure is seen as one: every Pod of a group of 4 with `maxUnhealthy: 1` fails
 //!    within the same second (as `kubectl annotate pods --all ...=fail` does it), with probes
@@ -366,8 +367,8 @@ async fn a_local_node_failure_is_replaced_onto_ready_nodes_within_max_in_flight(
 }
 
 /// (2) Every Node goes NotReady at once (a control-plane partition looks like this): nothing is
-/// replaced, even with `maxUnhealthy: 100%`, `TooManyUnhealthy` says why and where; once the
-/// Nodes are back, the same Instances serve again.
+/// replaced, even with `maxUnhealthy: 100%`, `TooManyUnhealthy` says why and where; when the
+/// Nodes come back one by one, nothing is replaced either, and the same Instances serve again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_not_ready_at_once_replaces_nothing() {
     let env = Env::with_nodes("brk-part", 2, &["a", "b"]).await;
@@ -410,8 +411,39 @@ async fn every_node_not_ready_at_once_replaces_nothing() {
         .assert_nothing_replaced(&names, Duration::from_secs(12))
         .await;
 
-    futures::future::join_all(nodes.iter().map(|n| env.set_node_not_ready(n, false))).await;
-    wait_condition(&env, "web", "True", |c| c.status == "True").await;
+    // The partition ends Node by Node (kubelets post their status again on their own
+    // schedules): the first Node back must not make the other, down for long, look like a
+    // local failure to replace. The second comes back once the first one's Instances serve.
+    env.set_node_not_ready(&nodes[0], false).await;
+    let on_first: Vec<String> = before
+        .iter()
+        .filter(|i| node_of(i).as_deref() == Some(nodes[0].as_str()))
+        .map(|i| i.name_any())
+        .collect();
+    assert!(!on_first.is_empty(), "{before:?}");
+    wait_for(
+        "the Instances on the first Node back to serve again",
+        TIMEOUT,
+        || async {
+            observer.assert_untouched(&names);
+            let all = env.group_instances("web").await;
+            on_first
+                .iter()
+                .all(|n| all.iter().any(|i| i.name_any() == *n && healthy_ok(i)))
+                .then_some(())
+        },
+    )
+    .await;
+    observer.assert_untouched(&names);
+    env.set_node_not_ready(&nodes[1], false).await;
+    wait_condition_while(
+        &env,
+        "web",
+        "True",
+        |c| c.status == "True",
+        || observer.assert_untouched(&names),
+    )
+    .await;
     let again = wait_all_ok(&env, "web", 4).await;
     assert_eq!(names_of(&again), names, "the same Instances serve again");
     assert!(observer.seen().left.is_empty());

@@ -33,6 +33,11 @@
 //!    yet (counted only when the Node failure is not local): by then the rest of a partition
 //!    has arrived and rule 2 holds. Nothing on a NotReady Node is urgent in comparison: the
 //!    node lifecycle controller itself waits 40 s before it calls a silent Node Unknown.
+//!    A partition *ends* Node by Node as well (each kubelet posts its status again on its own
+//!    schedule), and the first Node back makes the Nodes still down look like a local
+//!    failure, down for long. So while the breaker holds or let go less than [`NODE_SETTLE`]
+//!    ago, and some Node in view turned Ready less than [`NODE_SETTLE`] ago, the Instances on
+//!    Nodes still down settle the same way until then.
 //! 4. **A failure that is still spreading counts** (the contract's "never let one replacement
 //!    through while a mass failure is still arriving"). Probe verdicts arrive up to one probe
 //!    interval apart (each target has its own random phase), so when every Instance fails at
@@ -102,8 +107,9 @@ pub enum Gate {
 pub enum Standing {
     /// Unhealthy on a down Node while the Node failure is local: replaced, not counted.
     NodeDown,
-    /// Unhealthy on a Node down for less than [`NODE_SETTLE`] while the Node failure looks
-    /// local: not counted, not replaced yet (more Nodes may be going down).
+    /// Unhealthy on a Node down for less than [`NODE_SETTLE`] (or while a partition is ending)
+    /// while the Node failure looks local: not counted, not replaced yet (more Nodes may be
+    /// going down, or coming back).
     NodeSettling,
     /// Unhealthy: counted (on a down Node too, when the Node failure is not local).
     Unhealthy,
@@ -276,13 +282,7 @@ impl View {
                 // Only while the breaker holds, or within one window of its last change (it
                 // has just let go): in a group whose breaker is far from tripping, the
                 // recoveries of flaky members must not hold a dead Instance for ever.
-                let tripped_lately = inputs.previous_condition.is_some_and(|c| {
-                    (c.status == "False" && c.reason == reason::TOO_MANY_UNHEALTHY)
-                        || (c.status == "True"
-                            && add(c.last_transition_time.0, window)
-                                .is_some_and(|end| end > inputs.now))
-                });
-                if !tripped_lately {
+                if !tripped_within(inputs, window) {
                     return None;
                 }
                 index
@@ -295,6 +295,16 @@ impl View {
                     .and_then(|t| add(t, window))
             })
             .filter(|end| *end > inputs.now);
+        // A partition ends Node by Node too (kubelets post their status again up to one
+        // status interval apart): while another Node in view came back less than
+        // NODE_SETTLE ago, just after the breaker held, a Node still down may be the next to
+        // come back, and its failure, which the first Node back makes look local, settles.
+        let node_recovery_settles_at = in_view
+            .iter()
+            .filter(|n| n.ready)
+            .filter_map(|n| n.since.and_then(|t| add(t, NODE_SETTLE)))
+            .max()
+            .filter(|end| *end > inputs.now && tripped_within(inputs, NODE_SETTLE));
         let mut settle_until = None;
         let mut members = Vec::new();
         for i in index.values() {
@@ -317,7 +327,8 @@ impl View {
             let node_settles_at = down_node
                 .and_then(|n| n.since)
                 .and_then(|t| add(t, NODE_SETTLE))
-                .filter(|end| *end > inputs.now);
+                .filter(|end| *end > inputs.now)
+                .max(node_recovery_settles_at.filter(|_| node_down));
             let probe_failed = i.health_reason.as_deref() == Some(PROBE_FAILED);
             let settles_at = settle
                 .filter(|_| probe_failed)
@@ -380,6 +391,16 @@ impl View {
     pub fn partition(&self) -> bool {
         self.nodes.all_down() && !self.unhealthy.is_empty()
     }
+}
+
+/// Whether the breaker holds (`ReplacementAllowed` False with `TooManyUnhealthy`) or let go
+/// less than `window` ago, by the condition the group's status shows.
+fn tripped_within(inputs: &ReplacementInputs<'_>, window: SignedDuration) -> bool {
+    inputs.previous_condition.is_some_and(|c| {
+        (c.status == "False" && c.reason == reason::TOO_MANY_UNHEALTHY)
+            || (c.status == "True"
+                && add(c.last_transition_time.0, window).is_some_and(|end| end > inputs.now))
+    })
 }
 
 /// The `Healthy` condition reason of a verdict decided by the probe.

@@ -1204,10 +1204,21 @@ proptest! {
                 })
             })
         };
+        // Nor, just after the breaker held, an Instance on a down Node while another Node
+        // (in view: an Instance of the group runs there) came back moments ago.
+        let partition_ending = w.previous_false
+            && w.nodes.iter().any(|v| {
+                v.ready
+                    && v.since.and_then(|t| t.checked_add(breaker::NODE_SETTLE).ok()).is_some_and(|end| end > w.now)
+                    && w.instances.iter().any(|i| {
+                        i.counts_toward_capacity() && i.placement.node.as_deref() == Some(v.name.as_str())
+                    })
+            });
         for n in &acted {
             let i = index[n.as_str()];
             prop_assert!(!settling(i) || down(i), "{} acted on while its verdict settles", n);
             prop_assert!(!node_settling(i), "{} acted on while its Node's failure settles", n);
+            prop_assert!(!(partition_ending && down(i)), "{} acted on while a partition ends", n);
         }
 
         // What counts in any case — candidates on Ready or unknown Nodes (settling or not) and

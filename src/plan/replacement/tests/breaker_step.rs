@@ -561,6 +561,23 @@ fn a_fresh_probe_verdict_settles_for_one_probe_interval() {
     assert_eq!(case.plan().terminate, vec!["a0"]);
 }
 
+/// The `ReplacementAllowed` condition the group's status shows: `False`/`TooManyUnhealthy`
+/// (the breaker holds) or `True`, since `since`.
+fn tripped(status: &str, since: Timestamp) -> Condition {
+    Condition {
+        type_: crate::api::CONDITION_REPLACEMENT_ALLOWED.into(),
+        status: status.into(),
+        reason: if status == "False" {
+            reason::TOO_MANY_UNHEALTHY.into()
+        } else {
+            reason::ALLOWED.into()
+        },
+        message: String::new(),
+        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(since),
+        observed_generation: None,
+    }
+}
+
 #[test]
 fn a_recovery_still_arriving_settles_for_one_probe_interval_plus_timeout() {
     // Found by tests/chaos.rs (probe blackout): a mass failure ends, three of four targets
@@ -578,18 +595,6 @@ fn a_recovery_still_arriving_settles_for_one_probe_interval_plus_timeout() {
     let mut case = Case::new(probed(4, IntOrString::Int(1), 4, 1), instances);
     case.nodes = three_nodes([true, true, true]);
     // The breaker held until this step (the blackout).
-    let tripped = |status: &str, since: Timestamp| Condition {
-        type_: crate::api::CONDITION_REPLACEMENT_ALLOWED.into(),
-        status: status.into(),
-        reason: if status == "False" {
-            reason::TOO_MANY_UNHEALTHY.into()
-        } else {
-            reason::ALLOWED.into()
-        },
-        message: String::new(),
-        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(since),
-        observed_generation: None,
-    };
     case.previous = Some(tripped("False", t(900)));
     let plan = case.plan();
     assert!(plan.terminate.is_empty(), "a recovery may still arrive");
@@ -723,6 +728,55 @@ fn the_view_places_members_by_zone_and_node() {
         breaker::by_place(&view),
         "zone a: Node n1 (NotReady): a0; zone c: Node n3: c1 (failing below its threshold); no zone: no Node: z"
     );
+}
+
+#[test]
+fn a_partition_ending_node_by_node_settles_before_the_nodes_still_down_are_replaced() {
+    // Found by tests/breaker.rs without the reconcile debounce: every Node was NotReady (the
+    // breaker held), then they came back one by one. The first Node back made the Nodes still
+    // down, down for long, look like a local failure, and their Instances were replaced in
+    // the milliseconds before their Nodes came back too.
+    let instances: Vec<InstanceView> = spread().into_iter().map(node_down).collect();
+    let mut case = Case::new(
+        probed(6, IntOrString::String("100%".into()), 6, 1),
+        instances,
+    );
+    case.nodes = three_nodes([false, false, false]);
+    case.previous = Some(tripped("False", t(901)));
+    let plan = case.plan();
+    assert!(plan.terminate.is_empty(), "a partition");
+    assert_eq!(plan.condition.status, "False");
+
+    // n1 came back a second ago; n2 and n3 (two zones of three) are still down: not a local
+    // failure, counted, and not replaced while the rest may be coming back.
+    case.nodes[0].ready = true;
+    case.nodes[0].since = Some(t(999));
+    let plan = case.plan();
+    assert!(plan.terminate.is_empty(), "{plan:?}");
+    assert_eq!(plan.condition.status, "True", "{}", plan.condition.message);
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(9)));
+
+    // n2 back too: n3's failure looks local now, and still settles.
+    case.nodes[1].ready = true;
+    case.nodes[1].since = Some(t(1000));
+    let plan = case.plan();
+    assert!(plan.terminate.is_empty(), "{plan:?}");
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(10)));
+    // The breaker let go just now (its condition turned True): still settling.
+    case.previous = Some(tripped("True", t(1000)));
+    assert!(case.plan().terminate.is_empty());
+
+    // n3 stays down past the settle time: a local failure, replaced.
+    case.now = t(1010);
+    assert_eq!(case.plan().terminate, vec!["c0", "c1"]);
+
+    // Without a breaker that held lately, a Node back a moment ago (a flapping one) holds
+    // nothing: the Node down for long is replaced at once.
+    case.now = t(1000);
+    case.previous = Some(tripped("True", t(0)));
+    assert_eq!(case.plan().terminate, vec!["c0", "c1"]);
+    case.previous = None;
+    assert_eq!(case.plan().terminate, vec!["c0", "c1"]);
 }
 
 #[test]
