@@ -87,12 +87,16 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// (kube-runtime's trailing debounce): none. Every step of a replacement is one hop through
 /// a watch and a reconcile, and each hop paid it: with 20 ms, replacing 1 of 100 on a verdict
 /// took 1.26 s, without it 1.12 s (`make bench` scenario 2, medians of 5), with the same
-/// writes. Folding a burst of watch events is not needed for writes: a reconcile that finds
-/// nothing new writes nothing, and an observation alone waits for
-/// [`instance::OBSERVATION_DELAY`]. Requests for an object already queued are still merged,
-/// and one object is never reconciled twice at once. Nor is it needed to see a correlated
-/// failure whole: failures (and recoveries) that arrive one by one settle in the breaker
-/// (`plan::replacement::breaker`), by rule and not by timing.
+/// writes within a few. Folding a burst of watch events is not needed for writes: a reconcile
+/// that finds nothing new writes nothing, an Instance's observation alone waits for
+/// [`instance::OBSERVATION_DELAY`] and a group's for [`group::observation_interval`].
+/// Requests for an object already queued are still merged, and one object is never
+/// reconciled twice at once.
+/// Nor is it needed to see a correlated failure whole: probe verdicts and Node failures, and
+/// their recoveries, arrive one by one and settle in the breaker (`plan::replacement::breaker`)
+/// by rule, not by timing. Failures known the moment they happen (a Pod gone or exited, an
+/// `autoheal.dev/health` mark) are counted as they arrive, as before: a debounce only folded
+/// the ones that came within 20 ms of each other.
 pub const RECONCILE_DEBOUNCE: Duration = Duration::ZERO;
 
 /// How many Instance reconciles run at once (kube-controller-manager runs 5 ReplicaSet syncs

@@ -35,9 +35,11 @@
 //!    node lifecycle controller itself waits 40 s before it calls a silent Node Unknown.
 //!    A partition *ends* Node by Node as well (each kubelet posts its status again on its own
 //!    schedule), and the first Node back makes the Nodes still down look like a local
-//!    failure, down for long. So while the breaker holds or let go less than [`NODE_SETTLE`]
-//!    ago, and some Node in view turned Ready less than [`NODE_SETTLE`] ago, the Instances on
-//!    Nodes still down settle the same way until then.
+//!    failure, down for long. So when a Node in view turned Ready while the breaker held, or
+//!    less than [`NODE_SETTLE`] after it let go, the Instances on Nodes still down settle the
+//!    same way until [`NODE_SETTLE`] after the latest such return. Nodes that come back more
+//!    than [`NODE_SETTLE`] apart are not waited for, and a Node that keeps failing into a
+//!    partition and coming back keeps holding them (replacements would land on it).
 //! 4. **A failure that is still spreading counts** (the contract's "never let one replacement
 //!    through while a mass failure is still arriving"). Probe verdicts arrive up to one probe
 //!    interval apart (each target has its own random phase), so when every Instance fails at
@@ -55,8 +57,8 @@
 //!
 //!    * a **recovery still arriving settles** too: while another Instance's verdict turned
 //!      `Healthy` (after it went in service: a launch is no recovery) less than one probe
-//!      interval plus the probe timeout ago, and the breaker holds or let go less than that
-//!      long ago (so flaky members of a healthy group never hold a dead one), an Instance
+//!      interval plus the probe timeout ago, while the breaker held or less than that long
+//!      after it let go (so flaky members of a healthy group never hold a dead one), an Instance
 //!      Unhealthy by its probe counts but is not replaced yet: when a mass failure ends, the
 //!      last targets recover up to that long after the first (a probe that hung when the
 //!      endpoint came back still times out), and the breaker, no longer tripped by the first
@@ -113,9 +115,10 @@ pub enum Standing {
     NodeSettling,
     /// Unhealthy: counted (on a down Node too, when the Node failure is not local).
     Unhealthy,
-    /// Unhealthy by a probe verdict younger than one probe interval, or on a Node down for
-    /// less than [`NODE_SETTLE`] when the Node failure is not local: counted, not replaced
-    /// yet.
+    /// Unhealthy by a probe verdict younger than one probe interval (or while the recoveries
+    /// of a mass failure are still arriving), or on a Node down for less than [`NODE_SETTLE`]
+    /// (or while a partition is ending) when the Node failure is not local: counted, not
+    /// replaced yet.
     Settling,
     /// Healthy but failing below its threshold (healthDetail `Warning`): counted.
     Failing,
@@ -279,32 +282,33 @@ impl View {
                 // A recovery is a verdict turned Healthy after the Instance went in service; a
                 // launch (Healthy from its first status, before it is in service) is none, so
                 // a group that keeps launching does not hold its probe failures.
-                // Only while the breaker holds, or within one window of its last change (it
-                // has just let go): in a group whose breaker is far from tripping, the
-                // recoveries of flaky members must not hold a dead Instance for ever.
-                if !tripped_within(inputs, window) {
-                    return None;
-                }
+                // Only a recovery while the breaker holds, or within one window of its letting
+                // go: in a group whose breaker is far from tripping, the recoveries of flaky
+                // members must not hold a dead Instance for ever.
                 index
                     .values()
                     .filter(|i| {
                         i.counts_toward_capacity() && i.health == Some(HealthStatus::Healthy)
                     })
                     .filter_map(|i| i.health_since.filter(|t| Some(*t) > i.in_service_since))
+                    .filter(|t| recovery_while_tripped(inputs, *t, window))
                     .max()
                     .and_then(|t| add(t, window))
             })
             .filter(|end| *end > inputs.now);
         // A partition ends Node by Node too (kubelets post their status again up to one
         // status interval apart): while another Node in view came back less than
-        // NODE_SETTLE ago, just after the breaker held, a Node still down may be the next to
-        // come back, and its failure, which the first Node back makes look local, settles.
+        // NODE_SETTLE ago, while the breaker held or just after, a Node still down may be the
+        // next to come back, and its failure, which the first Node back makes look local,
+        // settles.
         let node_recovery_settles_at = in_view
             .iter()
             .filter(|n| n.ready)
-            .filter_map(|n| n.since.and_then(|t| add(t, NODE_SETTLE)))
+            .filter_map(|n| n.since)
+            .filter(|t| recovery_while_tripped(inputs, *t, NODE_SETTLE))
             .max()
-            .filter(|end| *end > inputs.now && tripped_within(inputs, NODE_SETTLE));
+            .and_then(|t| add(t, NODE_SETTLE))
+            .filter(|end| *end > inputs.now);
         let mut settle_until = None;
         let mut members = Vec::new();
         for i in index.values() {
@@ -393,13 +397,19 @@ impl View {
     }
 }
 
-/// Whether the breaker holds (`ReplacementAllowed` False with `TooManyUnhealthy`) or let go
-/// less than `window` ago, by the condition the group's status shows.
-fn tripped_within(inputs: &ReplacementInputs<'_>, window: SignedDuration) -> bool {
+/// Whether a recovery at `at` (a verdict turned Healthy, a Node turned Ready) came while the
+/// breaker holds (`ReplacementAllowed` False with `TooManyUnhealthy`, by the condition the
+/// group's status shows) or less than `window` after it let go (the condition turned True),
+/// so it may be one of a mass failure's recoveries, with more on their way.
+fn recovery_while_tripped(
+    inputs: &ReplacementInputs<'_>,
+    at: Timestamp,
+    window: SignedDuration,
+) -> bool {
     inputs.previous_condition.is_some_and(|c| {
         (c.status == "False" && c.reason == reason::TOO_MANY_UNHEALTHY)
             || (c.status == "True"
-                && add(c.last_transition_time.0, window).is_some_and(|end| end > inputs.now))
+                && add(c.last_transition_time.0, window).is_some_and(|end| at < end))
     })
 }
 

@@ -756,6 +756,14 @@ fn a_partition_ending_node_by_node_settles_before_the_nodes_still_down_are_repla
     assert_eq!(plan.condition.status, "True", "{}", plan.condition.message);
     assert_eq!(plan.requeue_after, Some(Duration::from_secs(9)));
 
+    // Counted meanwhile (two of three Nodes down is no local failure): with maxUnhealthy 1
+    // the breaker holds.
+    case.spec.replacement.max_unhealthy = IntOrString::Int(1);
+    let plan = case.plan();
+    assert!(plan.terminate.is_empty());
+    assert_eq!(plan.condition.status, "False", "{}", plan.condition.message);
+    case.spec.replacement.max_unhealthy = IntOrString::String("100%".into());
+
     // n2 back too: n3's failure looks local now, and still settles.
     case.nodes[1].ready = true;
     case.nodes[1].since = Some(t(1000));
@@ -769,6 +777,26 @@ fn a_partition_ending_node_by_node_settles_before_the_nodes_still_down_are_repla
     // n3 stays down past the settle time: a local failure, replaced.
     case.now = t(1010);
     assert_eq!(case.plan().terminate, vec!["c0", "c1"]);
+
+    // The breaker let go when n1 came back (999) and n2 came back 6 s later (1005), within
+    // NODE_SETTLE of that: n2's return holds n3 until 1015, whatever the time is now, and the
+    // requeue says so.
+    case.previous = Some(tripped("True", t(999)));
+    case.nodes[1].since = Some(t(1005));
+    case.now = t(1006);
+    let plan = case.plan();
+    assert!(plan.terminate.is_empty(), "{plan:?}");
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(9)));
+    case.now = t(1012);
+    assert!(case.plan().terminate.is_empty(), "held until 1015");
+    case.now = t(1015);
+    assert_eq!(case.plan().terminate, vec!["c0", "c1"]);
+    // n2 back only at 1010, more than NODE_SETTLE after the breaker let go: it holds nothing,
+    // and n1's return stopped holding at 1009.
+    case.nodes[1].since = Some(t(1010));
+    case.now = t(1011);
+    assert_eq!(case.plan().terminate, vec!["c0", "c1"]);
+    case.nodes[1].since = Some(t(1000));
 
     // Without a breaker that held lately, a Node back a moment ago (a flapping one) holds
     // nothing: the Node down for long is replaced at once.
