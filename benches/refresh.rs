@@ -20,7 +20,11 @@
 //! kube-controller-manager's own client limits (qps 20, burst 30), then with them raised to
 //! autoheal's, alternating with the ScalingGroup; the runs also go to
 //! `target/bench-refresh.json` for `bench/RESULTS.md`. With
-//! `REFRESH_BENCH_KEEP=1` the operator logs are kept (their directory is printed).
+//! `REFRESH_BENCH_KEEP=1` the operator logs are kept (their directory is printed);
+//! `REFRESH_BENCH_LOG` is the operator's `RUST_LOG` (default `info`) and
+//! `REFRESH_BENCH_PODSIM_LOG` a log filter for podsim, which then logs to stderr (e.g.
+//! `podsim=debug`). `hack/refresh-hops.py` reads both and prints where an Instance's and a
+//! Pod's time goes, hop by hop.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -585,6 +589,12 @@ fn secs(d: &Result<Duration, String>) -> String {
 }
 
 fn main() {
+    if let Ok(filter) = std::env::var("REFRESH_BENCH_PODSIM_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut runs = 3usize;
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--runs") {

@@ -22,10 +22,10 @@
 //! - A not-ready Node gets `Ready=False` once; if the node lifecycle controller later
 //!   marks it `Unknown` (no heartbeats), podsim leaves that alone.
 //! - Pods are worked on concurrently, as a cluster's scheduler and kubelets do: a Pod's
-//!   binding, status write or final delete runs in its own task (at most
-//!   [`MAX_CONCURRENT_POD_WRITES`] at once, one per Pod), while the event loop goes on
-//!   with the others. One at a time, podsim capped a ReplicaSet's scale-up at its own
-//!   pace (300 Pods: 3.5 s serial, 2.3 s concurrent) and flattered whoever it raced.
+//!   binding, status write or final delete runs in its own task (one per Pod at a time;
+//!   at most [`MAX_CONCURRENT_POD_WRITES`] API calls at once), while the event loop goes
+//!   on with the other Pods. Working on one Pod at a time, podsim itself was the limit
+//!   of a fast controller's scale-up (see `bench/RESULTS.md`).
 
 #![warn(missing_docs)]
 
@@ -87,9 +87,9 @@ const API_TIMEOUT: Duration = Duration::from_secs(15);
 /// Retry backoff for failed API writes, per Pod.
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How many Pod writes (bindings, status patches, final deletes) run at once. Each Pod
-/// has at most one in flight, and the event loop goes on while they run, as the kubelets
-/// and the scheduler of a real cluster work on many Pods at once.
+/// How many Pod writes (bindings, status patches, final deletes) talk to the API server at
+/// once. Each Pod has at most one write in flight, and the event loop goes on while they
+/// run, as the kubelets and the scheduler of a real cluster work on many Pods at once.
 pub const MAX_CONCURRENT_POD_WRITES: usize = 32;
 /// Field manager of podsim's writes.
 const FIELD_MANAGER: &str = "podsim";
@@ -299,10 +299,10 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
             _ = heartbeat.tick() => sim.heartbeat_all().await,
             _ = resync.tick() => sim.reconcile_all(false).await,
             _ = sleep_until(next_wakeup) => sim.wake_due().await,
-            Some(done) = sim.writes.join_next(), if !sim.writes.is_empty() => match done {
-                Ok(done) => sim.on_write_done(done).await,
-                Err(e) => warn!("a Pod write task failed: {e}"),
-            },
+            Some(done) = sim.writes.join_next_with_id(), if !sim.writes.is_empty() => {
+                let done = sim.write_ended(done);
+                sim.on_write_done(done).await
+            }
         }
     }
 }
@@ -377,6 +377,8 @@ struct Sim {
     in_flight: HashMap<String, InFlight>,
     /// The tasks of `in_flight`; each reports a [`WriteDone`].
     writes: JoinSet<WriteDone>,
+    /// The Pod (key, UID) of each task in `writes`, for a task that ends without a report.
+    write_tasks: HashMap<tokio::task::Id, (String, String)>,
     /// Bounds the writes that talk to the API server at once.
     write_slots: Arc<Semaphore>,
 }
@@ -385,6 +387,8 @@ struct Sim {
 struct InFlight {
     /// The Pod was to be reconciled again meanwhile: do so when the write is done.
     dirty: bool,
+    /// ...and that reconcile was to skip a failure's backoff (a watch event).
+    forced: bool,
     /// The Node a binding in flight goes to (counted as that Node's load).
     binding_to: Option<usize>,
 }
@@ -405,7 +409,7 @@ enum PodWrite {
 /// What a finished [`PodWrite`] reports to the event loop.
 struct WriteDone {
     key: String,
-    /// The Pod's UID when the write began.
+    /// The UID of the Pod the write was decided for.
     uid: String,
     result: anyhow::Result<WriteOutcome>,
 }
@@ -563,6 +567,7 @@ impl Sim {
             scheduled: HashMap::new(),
             in_flight: HashMap::new(),
             writes: JoinSet::new(),
+            write_tasks: HashMap::new(),
             write_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_POD_WRITES)),
         }
     }
@@ -880,10 +885,11 @@ impl Sim {
     }
 
     /// Reconciles one Pod, with backoff after failures (`force` skips the wait). A Pod
-    /// with a write in flight is reconciled again when the write is done.
+    /// with a write in flight is reconciled again when the write has ended.
     async fn reconcile(&mut self, key: &str, force: bool) {
         if let Some(write) = self.in_flight.get_mut(key) {
             write.dirty = true;
+            write.forced |= force;
             return;
         }
         if !force
@@ -1016,12 +1022,14 @@ impl Sim {
             key.to_string(),
             InFlight {
                 dirty: false,
+                forced: false,
                 binding_to,
             },
         );
         let slots = self.write_slots.clone();
         let (key, precondition) = (key.to_string(), uid.clone());
-        self.writes.spawn(async move {
+        let task_pod = (key.clone(), uid.clone());
+        let task = self.writes.spawn(async move {
             let _slot = slots.acquire_owned().await;
             let result = match write {
                 PodWrite::Bind { node, binding } => {
@@ -1030,7 +1038,9 @@ impl Sim {
                         false => WriteOutcome::NotBound,
                     })
                 }
-                PodWrite::Status { patch, phase } => {
+                PodWrite::Status { mut patch, phase } => {
+                    // Refused (the UID is immutable) if a namesake replaced the Pod meanwhile.
+                    patch["metadata"] = json!({ "uid": precondition });
                     call(api.patch_status(&name, &patch_params(), &Patch::Merge(patch)))
                         .await
                         .context("writing Pod status")
@@ -1045,13 +1055,39 @@ impl Sim {
             };
             WriteDone { key, uid, result }
         });
+        self.write_tasks.insert(task.id(), task_pod);
+    }
+
+    /// The report of a write task that ended; one that failed without a report (it
+    /// panicked) reports an error, so its Pod is retried rather than left waiting.
+    fn write_ended(
+        &mut self,
+        ended: Result<(tokio::task::Id, WriteDone), tokio::task::JoinError>,
+    ) -> WriteDone {
+        match ended {
+            Ok((id, done)) => {
+                self.write_tasks.remove(&id);
+                done
+            }
+            Err(e) => {
+                let (key, uid) = self.write_tasks.remove(&e.id()).unwrap_or_default();
+                WriteDone {
+                    key,
+                    uid,
+                    result: Err(anyhow::anyhow!("the Pod write task failed: {e}")),
+                }
+            }
+        }
     }
 
     /// Takes the result of a Pod write: records it, retries a failure with backoff, and
     /// reconciles the Pod again when it moved on or changed meanwhile.
     async fn on_write_done(&mut self, done: WriteDone) {
         let WriteDone { key, uid, result } = done;
-        let dirty = self.in_flight.remove(&key).is_some_and(|w| w.dirty);
+        let (dirty, forced) = self
+            .in_flight
+            .remove(&key)
+            .map_or((false, false), |w| (w.dirty, w.forced));
         // The Pod as cached now is the one the write was for (not deleted, not replaced
         // by a namesake).
         let same_pod = self
@@ -1079,7 +1115,7 @@ impl Sim {
                     WriteOutcome::NotBound => debug!(pod = key, "binding not possible"),
                     WriteOutcome::StatusWritten { pod, phase } => {
                         debug!(pod = key, ?phase, "wrote Pod status");
-                        if same_pod {
+                        if same_pod && pod.uid().unwrap_or_default() == uid {
                             self.store(*pod);
                         }
                     }
@@ -1095,6 +1131,10 @@ impl Sim {
             }
             Err(e) if same_pod => {
                 self.retry_later(&key, &e);
+                // A watch event meanwhile asked for a reconcile without waiting.
+                if forced {
+                    self.reconcile(&key, true).await;
+                }
                 return;
             }
             Err(e) => debug!(pod = key, "write for a Pod since gone failed: {e:#}"),
