@@ -23,7 +23,9 @@
 //! replacement it also prints where the time goes (watch-observed steps and the operator's
 //! log lines about the Instance and its replacement).
 //!
-//! `cargo bench --bench replace [-- --runs N]`; env `REPLACE_BENCH_GRACE` (seconds, default 1).
+//! `cargo bench --bench replace [-- --runs N] [-- --only lose|scale]`; env `REPLACE_BENCH_GRACE`
+//! (seconds, default 1); with `REPLACE_BENCH_KEEP=1` the operator logs (`autoheal=debug`) are
+//! kept (their directory is printed).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -1495,5 +1497,9 @@ async fn run(runs: usize, only: Option<&str>) {
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     std::fs::write(&out, &md).unwrap();
     eprintln!("written to {}", out.display());
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("REPLACE_BENCH_KEEP").is_some() {
+        eprintln!("operator logs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
