@@ -190,29 +190,10 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
                 .checked_sub(seen.elapsed())
                 .filter(|d| !d.is_zero());
         }
-    }
-    // A finishing Instance confirms with the API server that its Pod is gone (see [`finish`]);
-    // that read acts on nothing, so it goes out beside the write that records `Terminated`
-    // rather than after it: one round trip less between the Pod going and the Instance going.
-    let write = status != stored_own && paced.is_none();
-    let finishing = step.action == Some(PodAction::Finish);
-    let (written, pod_left) = tokio::join!(
-        async {
-            if write {
-                apply_status(&ctx.client, &ctx.fresh_instances, inst.as_ref(), &status).await
-            } else {
-                Ok(())
-            }
-        },
-        async {
-            if finishing {
-                Some(pod_still_there(ctx, &inst).await)
-            } else {
-                None
-            }
+        if paced.is_none() {
+            apply_status(&ctx.client, &ctx.fresh_instances, inst.as_ref(), &status).await?;
         }
-    );
-    written?;
+    }
     if paced.is_none() {
         ctx.instance_observations.forget(&key);
     }
@@ -261,7 +242,6 @@ async fn reconcile_inner(obj: &Instance, ctx: &Context, now: Timestamp) -> Resul
             action,
             &status,
             announced.is_some(),
-            pod_left,
         )
         .await?
     {
@@ -459,8 +439,6 @@ pub fn finalizer_patch<K: Resource>(obj: &K, finalizers: &[String]) -> serde_jso
 /// Carries out a step's action (idempotent). `Some(action)` ends the reconcile there: the
 /// Instance is finished, or the step waits for something. `announced`: the state-entry Event
 /// of this step already names the action, so its success is not published again.
-/// `pod_left`: for [`PodAction::Finish`], the answer of [`pod_still_there`] if it was asked
-/// already (it is asked here otherwise).
 async fn act(
     ctx: &Context,
     inst: &Instance,
@@ -468,7 +446,6 @@ async fn act(
     action: PodAction,
     status: &InstanceStatus,
     announced: bool,
-    pod_left: Option<Result<bool, Error>>,
 ) -> Result<Option<Action>, Error> {
     let ns = inst.namespace().unwrap_or_default();
     let name = inst.name_any();
@@ -611,44 +588,26 @@ async fn act(
                 Err(e) => return Err(kube_err(format!("deleting Pod {ns}/{name}"))(e)),
             }
         }
-        PodAction::Finish => {
-            let pod_left = match pod_left {
-                Some(answer) => answer?,
-                None => pod_still_there(ctx, inst).await?,
-            };
-            return finish(ctx, inst, status, pod_left).await.map(Some);
-        }
+        PodAction::Finish => return finish(ctx, inst, status).await.map(Some),
     }
     Ok(None)
 }
 
-/// Whether the API server still has a Pod of this Instance. The store said it is gone, but a
-/// Pod created moments ago may not have reached the store: this read is what an Instance
-/// checks before it lets go.
-async fn pod_still_there(ctx: &Context, inst: &Instance) -> Result<bool, Error> {
-    let ns = inst.namespace().unwrap_or_default();
-    let name = inst.name_any();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pod = pods
-        .get_opt(&name)
-        .await
-        .map_err(kube_err(format!("reading Pod {ns}/{name}")))?;
-    Ok(pod.is_some_and(|p| controlled_by(&p, inst.uid().as_deref())))
-}
-
 /// Terminated: makes sure the Pod is really gone, deletes the Instance if nobody did, and
 /// removes the finalizer. Waits (a requeue, not an error) while the Pod still exists.
-/// `pod_left`: what [`pod_still_there`] answered.
-async fn finish(
-    ctx: &Context,
-    inst: &Instance,
-    status: &InstanceStatus,
-    pod_left: bool,
-) -> Result<Action, Error> {
+async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Result<Action, Error> {
     let ns = inst.namespace().unwrap_or_default();
     let name = inst.name_any();
     let key: Key = (ns.clone(), name.clone());
-    if pod_left {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    // The store said the Pod is gone; confirm with the API server before letting go (a Pod
+    // created moments ago may not have reached the store).
+    if let Some(p) = pods
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("reading Pod {ns}/{name}")))?
+        && controlled_by(&p, inst.uid().as_deref())
+    {
         tracing::debug!(namespace = %ns, instance = %name, "waiting for the Pod to go");
         // Its deletion event wakes this reconcile; look again anyway.
         return Ok(Action::requeue(Duration::from_secs(5)));
