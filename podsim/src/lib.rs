@@ -23,9 +23,11 @@
 //!   marks it `Unknown` (no heartbeats), podsim leaves that alone.
 //! - Pods are worked on concurrently, as a cluster's scheduler and kubelets do: a Pod's
 //!   binding, status write or final delete runs in its own task (one per Pod at a time;
-//!   at most [`MAX_CONCURRENT_POD_WRITES`] API calls at once), while the event loop goes
-//!   on with the other Pods. Working on one Pod at a time, podsim itself was the limit
-//!   of a fast controller's scale-up (see `bench/RESULTS.md`).
+//!   at most [`MAX_CONCURRENT_POD_WRITES`] Pod writes at once, Node heartbeats and the
+//!   like besides), while the event loop goes on with the other Pods. A write's body (the
+//!   Node bound to, the status) is decided when it is queued, so behind a long queue it
+//!   may be a little old when it goes out, as a kubelet's. Working on one Pod at a time,
+//!   podsim itself was the limit of a fast controller's scale-up (see `bench/RESULTS.md`).
 
 #![warn(missing_docs)]
 
@@ -885,7 +887,8 @@ impl Sim {
     }
 
     /// Reconciles one Pod, with backoff after failures (`force` skips the wait). A Pod
-    /// with a write in flight is reconciled again when the write has ended.
+    /// with a write in flight is marked: it is reconciled again when the write has ended
+    /// (after the backoff if the write failed, at once if it was forced meanwhile).
     async fn reconcile(&mut self, key: &str, force: bool) {
         if let Some(write) = self.in_flight.get_mut(key) {
             write.dirty = true;
@@ -1070,7 +1073,15 @@ impl Sim {
                 done
             }
             Err(e) => {
-                let (key, uid) = self.write_tasks.remove(&e.id()).unwrap_or_default();
+                let Some((key, uid)) = self.write_tasks.remove(&e.id()) else {
+                    // Every task is recorded as it is spawned: this cannot happen.
+                    tracing::warn!(error = %e, "a Pod write task of no known Pod failed");
+                    return WriteDone {
+                        key: String::new(),
+                        uid: String::new(),
+                        result: Err(anyhow::anyhow!("the Pod write task failed: {e}")),
+                    };
+                };
                 WriteDone {
                     key,
                     uid,
