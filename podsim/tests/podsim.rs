@@ -40,7 +40,7 @@ struct Env {
 }
 
 /// A namespace of its own and a podsim for it. The second octets used by these tests
-/// (1..=9) are never picked at random by podsim (10..=250).
+/// (1..=9 and 251) are never picked at random by podsim (10..=250).
 async fn env(test: &str, octet: u8, nodes: usize) -> Env {
     env_with_resync(test, octet, nodes, podsim::RESYNC_INTERVAL).await
 }
@@ -648,4 +648,63 @@ async fn the_binary_runs_pods() {
             .contains(pod.spec.as_ref().unwrap().node_name.as_ref().unwrap())
     );
     wait_answer(ip, Answer::Status(503)).await;
+}
+
+/// Pods deleted and created again under the same names while podsim is still binding and
+/// starting them (its writes for the first Pods in flight or queued): none is left stuck;
+/// every Pod of the last round is bound, Running and Ready with an address of its own, and
+/// is not written again once it runs.
+#[tokio::test]
+async fn pods_recreated_under_their_names_mid_write_all_run() {
+    let env = env("recreate", 251, 2).await;
+    let names: Vec<String> = (0..20).map(|i| format!("p{i}")).collect();
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    for round in 0..3 {
+        // No wait between the rounds: the earlier Pods' bindings and status writes race
+        // with their deletion and their namesakes' creation.
+        for name in &names {
+            if round > 0 {
+                env.pods.delete(name, &now).await.unwrap();
+                testkit::wait_for(&format!("Pod {name} deleted"), TIMEOUT, || async {
+                    env.pods.get_opt(name).await.ok()?.is_none().then_some(())
+                })
+                .await;
+            }
+            env.create_pod(name, None, Some(0)).await;
+        }
+    }
+    let mut ips = std::collections::BTreeSet::new();
+    for name in &names {
+        let (pod, ip) = env.wait_running(name).await;
+        assert!(
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_some(),
+            "{name} bound"
+        );
+        assert_eq!(condition(&pod, "Ready"), Some("True"), "{name} Ready");
+        assert!(ips.insert(ip), "{name}: address {ip} given twice");
+    }
+    // The last round's Pods stay as they are: nothing written for an earlier namesake
+    // arrives later and changes them.
+    let settled: Vec<(String, Option<String>)> = {
+        let mut v = Vec::new();
+        for name in &names {
+            let pod = env.pods.get(name).await.unwrap();
+            v.push((name.clone(), pod.metadata.resource_version));
+        }
+        v
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (name, version) in settled {
+        let pod = env.pods.get(&name).await.unwrap();
+        assert_eq!(
+            pod.metadata.resource_version, version,
+            "{name} written again after it ran"
+        );
+    }
 }
