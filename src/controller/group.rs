@@ -866,7 +866,7 @@ mod tests {
         let g = group();
         let mut inst = build_instance(&g, &LaunchTemplate::of_spec(&g), "web-abcde", None);
         inst.metadata.uid = Some("i-uid".into());
-        let pod = super::super::instance::build_pod(&inst);
+        let pod = super::super::instance::build_pod(&inst, false);
         assert_eq!(pod.name_any(), "web-abcde");
         let labels = pod.labels();
         assert_eq!(labels.get(LABEL_GROUP).map(String::as_str), Some("web"));
@@ -875,6 +875,14 @@ mod tests {
             Some("web-abcde")
         );
         assert!(!labels.contains_key(crate::api::LABEL_IN_SERVICE));
+        let in_service = super::super::instance::build_pod(&inst, true);
+        assert_eq!(
+            in_service
+                .labels()
+                .get(crate::api::LABEL_IN_SERVICE)
+                .map(String::as_str),
+            Some("true")
+        );
         let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.uid.as_str()),

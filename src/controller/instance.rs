@@ -454,7 +454,7 @@ async fn act(
     let watched_pods: Api<WatchedPod> = Api::namespaced(ctx.client.clone(), &ns);
     let reference = inst.object_ref(&());
     match action {
-        PodAction::CreatePod => {
+        PodAction::CreatePod { in_service } => {
             // The store drops the template of Instances past Pending (`trim_instance`); a
             // restart takes such a copy back to Pending and creates the Pod in the same step.
             let whole;
@@ -473,7 +473,7 @@ async fn act(
                 }
                 &whole
             };
-            let pod = build_pod(inst);
+            let pod = build_pod(inst, in_service);
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(created) => {
                     ctx.fresh_pods.remember_created(created.into());
@@ -689,7 +689,10 @@ pub fn announced_by_the_group(state: LifecycleState, reason: &str) -> bool {
 /// What a state entry's Event says of the Pod action it brings.
 fn action_phrase(action: PodAction, pod: &str) -> Option<String> {
     match action {
-        PodAction::CreatePod => Some(format!("creating Pod {pod}")),
+        PodAction::CreatePod { in_service: false } => Some(format!("creating Pod {pod}")),
+        PodAction::CreatePod { in_service: true } => Some(format!(
+            "creating Pod {pod} (labelled {LABEL_IN_SERVICE}=true: in service once Ready)"
+        )),
         PodAction::AddToService => Some(format!(
             "adding Pod {pod} to service (label {LABEL_IN_SERVICE}=true)"
         )),
@@ -818,13 +821,17 @@ async fn report_notes(
 }
 
 /// The Pod of an Instance: its template, named after the Instance, owned by it, labelled with
-/// the group and Instance labels (and the Instance's own labels).
-pub fn build_pod(inst: &Instance) -> Pod {
+/// the group and Instance labels (and the Instance's own labels); with `in_service`, also
+/// `autoheal.dev/in-service: "true"` (the lifecycle decides: `PodAction::CreatePod`).
+pub fn build_pod(inst: &Instance, in_service: bool) -> Pod {
     let template = (*inst.spec.pod_template).clone();
     let template_meta = template.metadata.unwrap_or_default();
     let mut labels: BTreeMap<String, String> = inst.labels().clone();
     labels.extend(template_meta.labels.unwrap_or_default());
     labels.remove(LABEL_IN_SERVICE);
+    if in_service {
+        labels.insert(LABEL_IN_SERVICE.into(), "true".into());
+    }
     labels.insert(LABEL_GROUP.into(), inst.spec.group_name.clone());
     labels.insert(LABEL_INSTANCE.into(), inst.name_any());
     Pod {

@@ -222,8 +222,12 @@ pub struct Facts<'a> {
 /// What to do to the world once the step's record is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodAction {
-    /// Create the Pod from the Instance's template.
-    CreatePod,
+    /// Create the Pod from the Instance's template; with `in_service`, already labelled
+    /// `autoheal.dev/in-service: "true"` (see [`joins_service_at_creation`]).
+    CreatePod {
+        /// The Pod is created with the in-service label.
+        in_service: bool,
+    },
     /// Add `autoheal.dev/in-service: "true"` to the Pod.
     AddToService,
     /// Remove `autoheal.dev/in-service` from the Pod.
@@ -346,8 +350,11 @@ fn action_for(facts: &Facts<'_>, record: &Record) -> Option<PodAction> {
                 None
             }
         }
-        Pending => (!pod.exists).then_some(PodAction::CreatePod),
-        PendingWait => None,
+        Pending => (!pod.exists).then(|| PodAction::CreatePod {
+            in_service: joins_service_at_creation(facts),
+        }),
+        // Launch hooks added after the Pod was created in service: out until they complete.
+        PendingWait => (pod.exists && pod.in_service_label).then_some(PodAction::RemoveFromService),
         InService => (pod.exists
             && !pod.being_deleted
             && !pod.in_service_label
@@ -359,6 +366,21 @@ fn action_for(facts: &Facts<'_>, record: &Record) -> Option<PodAction> {
         TerminatingProceed => (pod.exists && !pod.being_deleted).then_some(PodAction::DeletePod),
         Terminated => Some(PodAction::Finish),
     }
+}
+
+/// Whether a Pod created now carries the in-service label from its creation: when nothing
+/// stands between its Instance's Pending and InService but the Pod running (no Launch hook,
+/// `AddToService` not suspended, no standby asked for). A Pod receives traffic only once it
+/// is Ready, which it is not before it runs, so the label is there when it matters, without
+/// a label write of its own after the Instance enters InService (a sixth of a launch's API
+/// writes).
+pub fn joins_service_at_creation(facts: &Facts<'_>) -> bool {
+    !facts.add_to_service_suspended
+        && !facts
+            .hooks
+            .iter()
+            .any(|h| h.transition == HookTransition::Launch)
+        && !standby_requested(facts.annotations)
 }
 
 fn standby_requested(annotations: &BTreeMap<String, String>) -> bool {
@@ -720,11 +742,12 @@ mod tests {
             let step = next(&self.facts(), now);
             self.record = step.record.clone();
             match step.action {
-                Some(PodAction::CreatePod) => {
+                Some(PodAction::CreatePod { in_service }) => {
                     self.pods_created += 1;
                     self.pod_uid = Some(format!("uid-{}", self.pods_created));
                     self.pod = PodFacts {
                         exists: true,
+                        in_service_label: in_service,
                         ..PodFacts::default()
                     }
                 }
@@ -788,7 +811,10 @@ mod tests {
         assert_eq!(w.step(t(102)).action, None);
         // Gone: a new Pod of the same Instance, which enters InService once it runs.
         w.pod_gone();
-        assert_eq!(w.step(t(110)).action, Some(PodAction::CreatePod));
+        assert_eq!(
+            w.step(t(110)).action,
+            Some(PodAction::CreatePod { in_service: true })
+        );
         assert_eq!(w.pod_uid.as_deref(), Some("uid-2"));
         assert_eq!(w.step(t(111)).action, None);
         w.run_pod();
@@ -802,7 +828,8 @@ mod tests {
             w.record.restart.as_ref().unwrap().pod_running_at,
             Some(Time(t(120)))
         );
-        assert_eq!(step.action, Some(PodAction::AddToService));
+        assert_eq!(step.action, None, "the new Pod was created in service");
+        assert!(w.pod.in_service_label);
         // The same request again (a re-sent annotation) restarts nothing.
         w.step(t(121));
         let again = w.step(t(130));
@@ -831,7 +858,7 @@ mod tests {
         w.pod_gone();
         w.restart = Some("8".into());
         let step = w.step(t(100));
-        assert_eq!(step.action, Some(PodAction::CreatePod));
+        assert_eq!(step.action, Some(PodAction::CreatePod { in_service: true }));
         assert_eq!(w.record.restart.as_ref().unwrap().old_pod_uid, None);
     }
 
@@ -856,7 +883,7 @@ mod tests {
         let mut w = World::new();
         let step = w.step(t(0));
         assert_eq!(step.record.state, Some(Pending));
-        assert_eq!(step.action, Some(PodAction::CreatePod));
+        assert_eq!(step.action, Some(PodAction::CreatePod { in_service: true }));
         assert_eq!(step.record.history[0].reason.as_deref(), Some("Launched"));
         assert_eq!(step.record.history[0].entered_at.0, t(0));
         // Until the Pod runs, nothing more happens and nothing changes.
@@ -873,18 +900,20 @@ mod tests {
         w.step(t(0));
         w.pod_gone();
         let step = w.step(t(3));
-        assert_eq!(step.action, Some(PodAction::CreatePod));
+        assert_eq!(step.action, Some(PodAction::CreatePod { in_service: true }));
         assert_eq!(w.states(), vec![Pending], "Pending is not recorded twice");
     }
 
     #[test]
-    fn running_pod_goes_in_service_and_gets_the_label() {
+    fn running_pod_goes_in_service_with_the_label_it_was_created_with() {
         let mut w = World::new();
         w.step(t(0));
+        assert!(w.pod.in_service_label, "no hook, nothing suspended");
         w.run_pod();
         let step = w.step(t(2));
         assert_eq!(step.record.state, Some(InService));
-        assert_eq!(step.action, Some(PodAction::AddToService));
+        assert_eq!(step.action, None, "the label is there already");
+        assert!(w.pod.in_service_label);
         assert_eq!(step.record.entered(InService), Some(t(2)));
         // Settled: no action, no change.
         let settled = w.step(t(3));
@@ -904,6 +933,60 @@ mod tests {
         assert!(!w.pod.in_service_label);
         w.add_suspended = false;
         assert_eq!(w.step(t(2)).action, Some(PodAction::AddToService));
+    }
+
+    #[test]
+    fn a_pod_joins_service_at_creation_only_when_nothing_else_stands_before_in_service() {
+        let launch = |w: &mut World| match w.step(t(0)).action {
+            Some(PodAction::CreatePod { in_service }) => in_service,
+            other => panic!("expected a Pod creation, got {other:?}"),
+        };
+        assert!(launch(&mut World::new()));
+        let mut w = World::new();
+        w.add_suspended = true;
+        assert!(!launch(&mut w), "AddToService suspended");
+        let mut w = World::new();
+        w.hooks = vec![hook(
+            "warm",
+            HookTransition::Launch,
+            60,
+            HookResult::Abandon,
+        )];
+        assert!(!launch(&mut w), "a Launch hook comes first");
+        let mut w = World::new();
+        w.hooks = vec![hook(
+            "drain",
+            HookTransition::Terminate,
+            60,
+            HookResult::Continue,
+        )];
+        assert!(
+            launch(&mut w),
+            "a Terminate hook does not stand before InService"
+        );
+        let mut w = World::new();
+        w.annotations
+            .insert(crate::api::names::ANNOTATION_STANDBY.into(), "true".into());
+        assert!(!launch(&mut w), "standby asked for");
+    }
+
+    #[test]
+    fn launch_hooks_added_after_the_pod_was_created_take_it_out_of_service() {
+        let mut w = World::new();
+        w.step(t(0));
+        assert!(w.pod.in_service_label);
+        w.hooks = vec![hook(
+            "warm",
+            HookTransition::Launch,
+            60,
+            HookResult::Abandon,
+        )];
+        w.run_pod();
+        let s = w.step(t(2));
+        assert_eq!(s.record.state, Some(PendingWait));
+        assert_eq!(s.action, Some(PodAction::RemoveFromService));
+        assert!(!w.pod.in_service_label);
+        assert_eq!(w.step(t(3)).action, None);
     }
 
     #[test]
@@ -989,9 +1072,14 @@ mod tests {
     fn no_delay_without_ever_being_in_service() {
         let mut w = World::new();
         w.delay = 30;
-        w.step(t(0)); // Pending, pod created, never running
+        w.step(t(0)); // Pending, Pod created (in service), never running
         w.requested = Some(TerminationReason::ScaleIn);
+        // Leaving service removes the label first, as always...
         let s = w.step(t(1));
+        assert_eq!(s.record.state, Some(Terminating));
+        assert_eq!(s.action, Some(PodAction::RemoveFromService));
+        // ...but there is nothing to drain: on to Proceed at once.
+        let s = w.step(t(2));
         assert_eq!(
             s.record.state,
             Some(TerminatingProceed),
@@ -999,6 +1087,15 @@ mod tests {
         );
         assert_eq!(s.action, Some(PodAction::DeletePod));
         assert_eq!(w.states(), vec![Pending, Terminating, TerminatingProceed]);
+        // Without the label (created while AddToService was suspended), one step.
+        let mut w = World::new();
+        w.delay = 30;
+        w.add_suspended = true;
+        w.step(t(0));
+        w.requested = Some(TerminationReason::ScaleIn);
+        let s = w.step(t(1));
+        assert_eq!(s.record.state, Some(TerminatingProceed));
+        assert_eq!(s.action, Some(PodAction::DeletePod));
     }
 
     #[test]

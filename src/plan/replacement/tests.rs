@@ -1221,9 +1221,14 @@ proptest! {
             prop_assert!(!(partition_ending && down(i)), "{} acted on while a partition ends", n);
         }
 
-        // What counts in any case — candidates on Ready or unknown Nodes (settling or not) and
-        // those failing below their threshold — over maxUnhealthy: nothing is acted on.
-        let counted = index.values().filter(|i| is_candidate(i) && !down(i)).count()
+        // What counts in any case — candidates on Ready or unknown Nodes (settling or not),
+        // except a Node verdict that Node's recovery has outdated (it waits for the
+        // Instance's re-evaluation, neither counted nor replaced), and those failing below
+        // their threshold — over maxUnhealthy: nothing is acted on.
+        let counted = index
+            .values()
+            .filter(|i| is_candidate(i) && !down(i) && !node_verdict_outdated(i, &w.nodes))
+            .count()
             + failing_below_threshold(&w.instances);
         if limits.max_unhealthy.is_some_and(|m| counted as i64 > i64::from(m)) {
             prop_assert!(acted.is_empty(), "{} count, maxUnhealthy {:?}, yet {:?}", counted, limits.max_unhealthy, acted);
