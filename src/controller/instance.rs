@@ -614,20 +614,23 @@ async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Resu
     }
     ctx.probes.set_target(&key, None);
     let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
+    // The copy the delete answers with: the Instance as the finalizer holds it.
+    let mut held = None;
     if inst.metadata.deletion_timestamp.is_none() {
         match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {}
+            Ok(answer) => held = answer.left(),
             Err(e) if is_status(&e, 404) => return Ok(Action::await_change()),
             Err(e) => return Err(kube_err(format!("deleting Instance {ns}/{name}"))(e)),
         }
     }
     if inst.finalizers().iter().any(|f| f == FINALIZER_INSTANCE) {
-        // The delete above may have changed the object: then patch the latest copy. Already
-        // deleted, the freshest copy this operator knows (its own status write included) is
-        // current enough: the patch is guarded by its resourceVersion, so a stale one gets
-        // 409 and the reconcile retries.
-        let known = ctx
-            .instance(&ns, &name)
+        // The delete above changed the object: patch the copy it answered with (no read).
+        // Already deleted, the freshest copy this operator knows (its own status write
+        // included) is current enough: the patch is guarded by its resourceVersion, so a
+        // stale one gets 409 and the reconcile retries.
+        let known = held
+            .map(Arc::new)
+            .or_else(|| ctx.instance(&ns, &name))
             .filter(|i| i.uid() == inst.uid() && i.metadata.deletion_timestamp.is_some());
         let latest = if let Some(known) = known {
             (*known).clone()
