@@ -25,7 +25,8 @@
 //!
 //! `cargo bench --bench replace [-- --runs N] [-- --only lose|scale]`; env `REPLACE_BENCH_GRACE`
 //! (seconds, default 1); with `REPLACE_BENCH_KEEP=1` the operator logs (`autoheal=debug`) are
-//! kept (their directory is printed).
+//! kept (their directory is printed); `REPLACE_BENCH_OPERATOR=/path/to/autoheal` runs another
+//! build of the operator (an A/B in one session: copy one build aside, then alternate).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -408,6 +409,14 @@ impl Operator {
 
 /// `target/release/podsim` beside this bench's own binary (`target/release/deps/…`): `make
 /// bench` builds it first (`cargo build --release -p podsim`).
+/// The operator the bench runs: `REPLACE_BENCH_OPERATOR` (another build, for an A/B in one
+/// session) or the one cargo built with this bench.
+fn operator_binary() -> PathBuf {
+    std::env::var_os("REPLACE_BENCH_OPERATOR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_autoheal")))
+}
+
 fn podsim_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the bench's own path");
     let bin = exe
@@ -466,7 +475,7 @@ impl Bench {
         Bench {
             cp,
             client,
-            operator_bin: PathBuf::from(env!("CARGO_BIN_EXE_autoheal")),
+            operator_bin: operator_binary(),
             dir,
             next_prefix: 99,
             windows: Mutex::new(Vec::new()),
@@ -1423,7 +1432,7 @@ fn main() {
 }
 
 async fn run(runs: usize, only: Option<&str>) {
-    eprintln!("bench-replace: operator {}", env!("CARGO_BIN_EXE_autoheal"));
+    eprintln!("bench-replace: operator {}", operator_binary().display());
     let mut b = Bench::start("autoheal-bench-replace").await;
     let dir = b.dir.clone();
     let mut lose = Row {
