@@ -304,7 +304,7 @@ impl Context {
             // store until the watch delivers its deletion: resolve() leaves it out.
             .filter_map(|i| self.fresh_instances.resolve(Some(i)))
             .collect();
-        members.sort_by_key(|i| i.name_any());
+        members.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         members
     }
 }

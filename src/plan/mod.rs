@@ -5,11 +5,13 @@ pub mod capacity;
 pub mod group;
 pub mod lifecycle;
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{
     ANNOTATION_REPLACES, ANNOTATION_TEMPLATE_HASH, HealthDetail, HealthStatus, Instance,
-    LifecycleState, annotations,
+    InstanceStatus, LifecycleState, annotations,
 };
 
 pub mod refresh;
@@ -127,10 +129,19 @@ pub struct Placement {
 impl InstanceView {
     /// Builds the view of an Instance object.
     pub fn from_instance(instance: &Instance) -> Self {
+        // Borrowed, never cloned whole: a group reconcile builds a view of every member.
+        static NO_ANNOTATIONS: BTreeMap<String, String> = BTreeMap::new();
         let meta = &instance.metadata;
-        let annotations = meta.annotations.clone().unwrap_or_default();
-        let status = instance.status.clone().unwrap_or_default();
-        let marks = annotations::HealthAnnotations::parse(&annotations);
+        let annotations = meta.annotations.as_ref().unwrap_or(&NO_ANNOTATIONS);
+        let no_status;
+        let status = match &instance.status {
+            Some(s) => s,
+            None => {
+                no_status = InstanceStatus::default();
+                &no_status
+            }
+        };
+        let marks = annotations::HealthAnnotations::parse(annotations);
         let healthy = status
             .conditions
             .iter()
@@ -170,7 +181,7 @@ impl InstanceView {
                     .map(|t| t.0),
                 restart_count: status.restart_count,
             },
-            termination_reason: status.termination_reason.or_else(|| {
+            termination_reason: status.termination_reason.clone().or_else(|| {
                 annotations
                     .get(crate::api::ANNOTATION_TERMINATION_REASON)
                     .cloned()
