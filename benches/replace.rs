@@ -407,8 +407,6 @@ impl Operator {
     }
 }
 
-/// `target/release/podsim` beside this bench's own binary (`target/release/deps/…`): `make
-/// bench` builds it first (`cargo build --release -p podsim`).
 /// The operator the bench runs: `REPLACE_BENCH_OPERATOR` (another build, for an A/B in one
 /// session) or the one cargo built with this bench.
 fn operator_binary() -> PathBuf {
@@ -417,6 +415,8 @@ fn operator_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_autoheal")))
 }
 
+/// `target/release/podsim` beside this bench's own binary (`target/release/deps/…`): `make
+/// bench` builds it first (`cargo build --release -p podsim`).
 fn podsim_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the bench's own path");
     let bin = exe
@@ -1485,9 +1485,10 @@ async fn run(runs: usize, only: Option<&str>) {
     );
     let _ = writeln!(
         md,
-        "- machine: {nproc} CPUs ({}), {}\n- date: {date}\n- commit: {commit}\n- Pods: terminationGracePeriodSeconds {} (both); ScalingGroup: healthCheck.gracePeriodSeconds 0, replacement.deregistrationDelaySeconds 0, replacement.maxInFlight 100%, no probe\n- lose 10 of 100: from the 10 concurrent Pod DELETEs until 100 Running+Ready Pods and nothing terminating (RS) / 100 Instances InService+Healthy with Running Pods and nothing else (SG)\n- scale 0 → 300: from the scale request until 300 Running+Ready Pods (RS) / 300 Instances InService (SG)\n",
+        "- machine: {nproc} CPUs ({}), {}\n- date: {date}\n- commit: {commit}\n- operator: {}\n- Pods: terminationGracePeriodSeconds {} (both); ScalingGroup: healthCheck.gracePeriodSeconds 0, replacement.deregistrationDelaySeconds 0, replacement.maxInFlight 100%, no probe\n- lose 10 of 100: from the 10 concurrent Pod DELETEs until 100 Running+Ready Pods and nothing terminating (RS) / 100 Instances InService+Healthy with Running Pods and nothing else (SG)\n- scale 0 → 300: from the scale request until 300 Running+Ready Pods (RS) / 300 Instances InService (SG)\n",
         cpu_model(),
         std::env::consts::ARCH,
+        operator_binary().display(),
         grace_seconds()
     );
     md.push_str(&table(&rows));

@@ -9,7 +9,8 @@ pub const GROUP: &str = "autoheal.dev";
 pub const LABEL_GROUP: &str = "autoheal.dev/group";
 /// Label on Instances and Pods naming their Instance.
 pub const LABEL_INSTANCE: &str = "autoheal.dev/instance";
-/// Label on Pods of Instances that are in service (point Services at it).
+/// Label on Pods of Instances that are in service (point Services at it); a Pod with nothing
+/// but running between its launch and InService carries it from its creation.
 pub const LABEL_IN_SERVICE: &str = "autoheal.dev/in-service";
 /// Label on Instances naming the revision (the group's `ControllerRevision`) they were
 /// launched from.

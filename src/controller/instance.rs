@@ -617,8 +617,17 @@ async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Resu
     // The copy the delete answers with: the Instance as the finalizer holds it.
     let mut held = None;
     if inst.metadata.deletion_timestamp.is_none() {
-        match api.delete(&name, &DeleteParams::default()).await {
+        // Only this Instance: not a namesake created since this reconcile read it.
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: inst.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&name, &params).await {
             Ok(answer) => held = answer.left(),
+            Err(e) if is_status(&e, 409) => return Ok(Action::await_change()),
             Err(e) if is_status(&e, 404) => return Ok(Action::await_change()),
             Err(e) => return Err(kube_err(format!("deleting Instance {ns}/{name}"))(e)),
         }
@@ -633,10 +642,11 @@ async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Resu
             .or_else(|| ctx.instance(&ns, &name))
             .filter(|i| i.uid() == inst.uid() && i.metadata.deletion_timestamp.is_some());
         let latest = if let Some(known) = known {
-            (*known).clone()
+            Arc::unwrap_or_clone(known)
         } else {
             match api.get_opt(&name).await {
-                Ok(Some(latest)) => latest,
+                Ok(Some(latest)) if latest.uid() == inst.uid() => latest,
+                Ok(Some(_)) => return Ok(Action::await_change()),
                 Ok(None) => return Ok(Action::await_change()),
                 Err(e) => return Err(kube_err(format!("reading Instance {ns}/{name}"))(e)),
             }

@@ -350,9 +350,15 @@ fn action_for(facts: &Facts<'_>, record: &Record) -> Option<PodAction> {
                 None
             }
         }
-        Pending => (!pod.exists).then(|| PodAction::CreatePod {
+        Pending if !pod.exists => Some(PodAction::CreatePod {
             in_service: joins_service_at_creation(facts),
         }),
+        // Created in service, then a Launch hook, AddToService's suspension or standby came
+        // while it starts: out of service until InService (or the hooks) say otherwise.
+        Pending => {
+            (pod.in_service_label && !pod.being_deleted && !joins_service_at_creation(facts))
+                .then_some(PodAction::RemoveFromService)
+        }
         // Launch hooks added after the Pod was created in service: out until they complete.
         PendingWait => (pod.exists && pod.in_service_label).then_some(PodAction::RemoveFromService),
         InService => (pod.exists
@@ -971,7 +977,40 @@ mod tests {
     }
 
     #[test]
+    fn what_keeps_a_launch_out_of_service_takes_a_starting_pod_out_too() {
+        // Each arrives after the Pod was created in service, while it is still starting.
+        type Change = (&'static str, fn(&mut World));
+        let changes: [Change; 3] = [
+            ("AddToService suspended", |w| w.add_suspended = true),
+            ("standby asked for", |w| {
+                w.annotations
+                    .insert(crate::api::names::ANNOTATION_STANDBY.into(), "true".into());
+            }),
+            ("a Launch hook added", |w| {
+                w.hooks = vec![hook(
+                    "warm",
+                    HookTransition::Launch,
+                    60,
+                    HookResult::Abandon,
+                )];
+            }),
+        ];
+        for (what, change) in changes {
+            let mut w = World::new();
+            w.step(t(0));
+            assert!(w.pod.in_service_label, "{what}");
+            change(&mut w);
+            let s = w.step(t(1));
+            assert_eq!(s.record.state, Some(Pending), "{what}");
+            assert_eq!(s.action, Some(PodAction::RemoveFromService), "{what}");
+            assert_eq!(w.step(t(2)).action, None, "{what}: settled");
+            assert!(!w.pod.in_service_label, "{what}");
+        }
+    }
+
+    #[test]
     fn launch_hooks_added_after_the_pod_was_created_take_it_out_of_service() {
+        // The hook and the Pod running seen in one step: Pending:Wait takes the label off.
         let mut w = World::new();
         w.step(t(0));
         assert!(w.pod.in_service_label);

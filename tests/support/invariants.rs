@@ -7,7 +7,8 @@
 //!   Terminating:Proceed → Terminated`);
 //! - an Instance or Pod name is created twice (a new uid under a name seen before);
 //! - more than one Instance replaces the same Instance (`autoheal.dev/replaces`);
-//! - a Pod gets its `autoheal.dev/in-service` label back after its Instance started leaving;
+//! - a Pod gets its `autoheal.dev/in-service` label back (off, then on) after its Instance
+//!   started leaving;
 //! - counts beyond the [`Limits`] (Instances in all, counting toward capacity, leaving; Pods).
 //!
 //! ```ignore
@@ -228,8 +229,11 @@ impl State {
             }
         }
         if seen.in_service.last() != Some(&labelled) {
+            // Off, then on again: a Pod first seen labelled may have been created in service
+            // before its Instance started leaving (the two watches are not ordered).
+            let back_on = seen.in_service.last() == Some(&false);
             seen.in_service.push(labelled);
-            if labelled && leaving {
+            if labelled && leaving && back_on {
                 problems.push(format!(
                     "Pod {name} labelled in service again after its Instance started leaving"
                 ));

@@ -782,7 +782,7 @@ impl Env {
     }
 
     /// Waits until the group has exactly `n` Pods, all labelled `autoheal.dev/in-service=true`
-    /// (the label follows the InService record by a moment).
+    /// (the label comes with the Pod's creation, or follows the InService record by a moment).
     pub async fn wait_pods_in_service(&self, group: &str, n: usize) -> Vec<Pod> {
         wait_for(
             &format!("{n} Pods of group {group} labelled in service"),
