@@ -553,14 +553,7 @@ async fn act(
         }
         PodAction::DeletePod => {
             let Some(pod) = pod else { return Ok(None) };
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: pod.uid(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match watched_pods.delete(&name, &params).await {
+            match watched_pods.delete(&name, &delete_only(pod.uid())).await {
                 Ok(outcome) => {
                     match outcome.left() {
                         Some(p) => ctx
@@ -593,6 +586,17 @@ async fn act(
     Ok(None)
 }
 
+/// A delete of the object with this uid only (a namesake created meanwhile answers 409).
+fn delete_only(uid: Option<String>) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    }
+}
+
 /// Terminated: makes sure the Pod is really gone, deletes the Instance if nobody did, and
 /// removes the finalizer. Waits (a requeue, not an error) while the Pod still exists.
 async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Result<Action, Error> {
@@ -618,14 +622,7 @@ async fn finish(ctx: &Context, inst: &Instance, status: &InstanceStatus) -> Resu
     let mut held = None;
     if inst.metadata.deletion_timestamp.is_none() {
         // Only this Instance: not a namesake created since this reconcile read it.
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: inst.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match api.delete(&name, &params).await {
+        match api.delete(&name, &delete_only(inst.uid())).await {
             Ok(answer) => held = answer.left(),
             Err(e) if is_status(&e, 409) => return Ok(Action::await_change()),
             Err(e) if is_status(&e, 404) => return Ok(Action::await_change()),

@@ -686,6 +686,11 @@ mod tests {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
     }
 
+    /// A Launch hook "warm" (60 s, Abandon on timeout).
+    fn warm_launch_hook() -> LifecycleHook {
+        hook("warm", HookTransition::Launch, 60, HookResult::Abandon)
+    }
+
     fn hook(
         name: &str,
         transition: HookTransition,
@@ -952,12 +957,7 @@ mod tests {
         w.add_suspended = true;
         assert!(!launch(&mut w), "AddToService suspended");
         let mut w = World::new();
-        w.hooks = vec![hook(
-            "warm",
-            HookTransition::Launch,
-            60,
-            HookResult::Abandon,
-        )];
+        w.hooks = vec![warm_launch_hook()];
         assert!(!launch(&mut w), "a Launch hook comes first");
         let mut w = World::new();
         w.hooks = vec![hook(
@@ -987,12 +987,7 @@ mod tests {
                     .insert(crate::api::names::ANNOTATION_STANDBY.into(), "true".into());
             }),
             ("a Launch hook added", |w| {
-                w.hooks = vec![hook(
-                    "warm",
-                    HookTransition::Launch,
-                    60,
-                    HookResult::Abandon,
-                )];
+                w.hooks = vec![warm_launch_hook()];
             }),
         ];
         for (what, change) in changes {
@@ -1014,12 +1009,7 @@ mod tests {
         let mut w = World::new();
         w.step(t(0));
         assert!(w.pod.in_service_label);
-        w.hooks = vec![hook(
-            "warm",
-            HookTransition::Launch,
-            60,
-            HookResult::Abandon,
-        )];
+        w.hooks = vec![warm_launch_hook()];
         w.run_pod();
         let s = w.step(t(2));
         assert_eq!(s.record.state, Some(PendingWait));
@@ -1165,12 +1155,7 @@ mod tests {
     #[test]
     fn launch_hook_completed_by_annotation() {
         let mut w = World::new();
-        w.hooks = vec![hook(
-            "warm",
-            HookTransition::Launch,
-            60,
-            HookResult::Abandon,
-        )];
+        w.hooks = vec![warm_launch_hook()];
         w.step(t(0));
         w.run_pod();
         let s = w.step(t(2));
