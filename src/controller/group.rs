@@ -237,7 +237,10 @@ async fn reconcile_inner(
     };
     // ...then act: terminations first, then launches (so the API server never shows a
     // launch before the termination it replaces: a refresh within maxHealthyPercentage stays
-    // within it at every moment); the requests of each kind are sent together.
+    // within it at every moment, and a replacement launched in the same pass as its old
+    // Instance's termination never adds to the group); the requests of each kind are sent
+    // together. A failed termination stops the pass before any launch: the planner counted
+    // the Instance as leaving, so launching anyway could overshoot; the retry plans again.
     let mut results = Vec::new();
     for terminations in [true, false] {
         let requests: Vec<_> = plan
@@ -252,6 +255,9 @@ async fn reconcile_inner(
                 .collect::<Vec<Result<(), Error>>>()
                 .await,
         );
+        if terminations && let Some(err) = results.iter().position(Result::is_err) {
+            return Err(results.swap_remove(err).unwrap_err());
+        }
     }
     let launched = plan
         .actions

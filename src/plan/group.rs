@@ -138,8 +138,11 @@ pub fn plan(inputs: &GroupInputs<'_>) -> GroupPlan {
     };
     let current = template_hash(group);
     let refresh = (!deleting).then(|| plan_refresh(inputs, paused, &current));
-    // The capacity step sees the refresh's terminations as leaving already, so their
-    // replacements are launched in the same pass.
+    let replacement = (!deleting).then(|| plan_replacement(inputs, paused));
+    // The capacity step sees the refresh's and the replacement's terminations as leaving
+    // already (an Instance stops counting toward capacity once its termination is requested,
+    // as AWS's TerminateThenLaunch), so their replacements are launched in the same pass, not
+    // one reconcile later.
     let refresh_terminations: Vec<(String, TerminationReason)> = refresh
         .iter()
         .flat_map(|r| {
@@ -154,18 +157,18 @@ pub fn plan(inputs: &GroupInputs<'_>) -> GroupPlan {
             refresh.chain(lifetime)
         })
         .collect();
-    let after_refresh: Vec<InstanceView> = inputs
-        .instances
+    // The replacement's first: an Instance both terminate goes for being Unhealthy (see
+    // `merge_actions`).
+    let leaving_now: Vec<(String, TerminationReason)> = replacement
         .iter()
-        .cloned()
-        .map(|mut i| {
-            if let Some((_, reason)) = refresh_terminations.iter().find(|(n, _)| *n == i.name) {
-                i.being_deleted = true;
-                i.termination_reason = Some(reason.as_str().into());
-            }
-            i
+        .flat_map(|r| {
+            r.terminate
+                .iter()
+                .map(|n| (n.clone(), TerminationReason::Unhealthy))
         })
+        .chain(refresh_terminations.iter().cloned())
         .collect();
+    let after_terminations = as_leaving(inputs.instances, &leaving_now);
     let capacity = capacity::plan(
         &GroupFacts {
             spec: &group.spec,
@@ -173,10 +176,9 @@ pub fn plan(inputs: &GroupInputs<'_>) -> GroupPlan {
             deleting,
             surge: refresh.as_ref().map_or(0, |r| r.surge),
         },
-        &after_refresh,
+        &after_terminations,
     );
-    let replacement = (!deleting).then(|| plan_replacement(inputs, paused));
-    let mut actions = merge_actions(&capacity.actions, replacement.as_ref(), inputs.instances);
+    let mut actions = merge_actions(&capacity.actions, replacement.as_ref(), &after_terminations);
     let terminated: Vec<String> = actions
         .iter()
         .filter_map(|a| match a {
@@ -253,6 +255,25 @@ pub fn plan(inputs: &GroupInputs<'_>) -> GroupPlan {
         desired: capacity.desired,
         deleting,
     }
+}
+
+/// The Instances as they are once `leaving` (name, reason) have been asked to terminate:
+/// each of those is being deleted, for its reason (the first one named wins).
+fn as_leaving(
+    instances: &[InstanceView],
+    leaving: &[(String, TerminationReason)],
+) -> Vec<InstanceView> {
+    instances
+        .iter()
+        .cloned()
+        .map(|mut i| {
+            if let Some((_, reason)) = leaving.iter().find(|(n, _)| *n == i.name) {
+                i.being_deleted = true;
+                i.termination_reason = Some(reason.as_str().into());
+            }
+            i
+        })
+        .collect()
 }
 
 /// The refresh step for a group that is not being deleted.
@@ -608,7 +629,9 @@ pub fn template_hash(group: &ScalingGroup) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{InstanceSummary, LifecycleState};
+    use crate::api::{
+        HealthDetail, HealthStatus, InstanceSummary, LifecycleState, ReplacementStrategy,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     use serde_json::json;
 
@@ -964,6 +987,125 @@ mod tests {
                     replaces: Some("c".into())
                 },
             ]
+        );
+    }
+
+    /// An InService member of `g` on its current template, in service for an hour, with
+    /// the given health.
+    fn member(g: &ScalingGroup, name: &str, health: HealthStatus) -> InstanceView {
+        let hour_ago = now() - k8s_openapi::jiff::SignedDuration::from_hours(1);
+        let healthy = health == HealthStatus::Healthy;
+        InstanceView {
+            name: name.into(),
+            created_at: hour_ago,
+            state: LifecycleState::InService,
+            health: Some(health),
+            detail: Some(if healthy {
+                HealthDetail::OK
+            } else {
+                HealthDetail::Impaired
+            }),
+            protected: false,
+            in_service_since: Some(hour_ago),
+            replaces: None,
+            template_hash: Some(template_hash(g)),
+            being_deleted: false,
+            maintenance: false,
+            standby: false,
+            evidence: None,
+            termination_reason: None,
+            placement: Default::default(),
+            repair: Default::default(),
+            health_reason: (!healthy).then(|| "MarkedUnhealthy".into()),
+            health_since: Some(hour_ago),
+        }
+    }
+
+    fn plan_with(g: &ScalingGroup, instances: &[InstanceView]) -> GroupPlan {
+        plan(&GroupInputs {
+            group: g,
+            instances,
+            revisions: &[],
+            nodes: &[],
+            replacement_backoff: Backoff::default(),
+            now: now(),
+        })
+    }
+
+    #[test]
+    fn terminate_then_launch_launches_the_replacement_in_the_pass_that_terminates() {
+        let g = group(3);
+        let members = [
+            member(&g, "web-a", HealthStatus::Healthy),
+            member(&g, "web-b", HealthStatus::Unhealthy),
+            member(&g, "web-c", HealthStatus::Healthy),
+        ];
+        let p = plan_with(&g, &members);
+        assert_eq!(
+            p.actions,
+            vec![
+                GroupAction::Terminate {
+                    name: "web-b".into(),
+                    reason: TerminationReason::Unhealthy
+                },
+                GroupAction::Launch {
+                    replaces: Some("web-b".into())
+                },
+            ],
+            "the old Instance stops counting once its termination is requested"
+        );
+        // The next pass, which sees both (web-b being deleted, its replacement starting),
+        // does neither again.
+        let mut next = members.to_vec();
+        next[1].being_deleted = true;
+        next[1].termination_reason = Some("Unhealthy".into());
+        let mut replacement = member(&g, "web-d", HealthStatus::Healthy);
+        replacement.state = LifecycleState::Pending;
+        replacement.health = None;
+        replacement.detail = None;
+        replacement.in_service_since = None;
+        replacement.replaces = Some("web-b".into());
+        next.push(replacement);
+        assert_eq!(plan_with(&g, &next).actions, vec![]);
+    }
+
+    #[test]
+    fn a_replacement_terminated_with_launches_held_launches_nothing() {
+        let mut g = group(2);
+        g.spec.suspended_processes = vec![crate::api::Process::Launch];
+        let members = [
+            member(&g, "web-a", HealthStatus::Healthy),
+            member(&g, "web-b", HealthStatus::Unhealthy),
+        ];
+        let p = plan_with(&g, &members);
+        assert!(
+            p.actions
+                .iter()
+                .all(|a| !matches!(a, GroupAction::Launch { .. })),
+            "{:?}",
+            p.actions
+        );
+    }
+
+    #[test]
+    fn launch_before_terminate_adds_no_launch_when_the_old_instance_leaves() {
+        let mut g = group(2);
+        g.spec.replacement.strategy = ReplacementStrategy::LaunchBeforeTerminate;
+        let mut surge = member(&g, "web-c", HealthStatus::Healthy);
+        surge.replaces = Some("web-b".into());
+        let members = [
+            member(&g, "web-a", HealthStatus::Healthy),
+            member(&g, "web-b", HealthStatus::Unhealthy),
+            surge,
+        ];
+        let p = plan_with(&g, &members);
+        assert_eq!(
+            p.actions,
+            vec![GroupAction::Terminate {
+                name: "web-b".into(),
+                reason: TerminationReason::Unhealthy
+            }],
+            "its surge replacement is InService: it takes the old one's place"
         );
     }
 }
