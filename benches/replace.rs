@@ -23,7 +23,8 @@
 //! replacement it also prints where the time goes (watch-observed steps and the operator's
 //! log lines about the Instance and its replacement).
 //!
-//! `cargo bench --bench replace [-- --runs N] [-- --only lose|scale]`; env `REPLACE_BENCH_GRACE`
+//! `cargo bench --bench replace [-- --runs N] [-- --only lose|scale|verdict]` (`verdict`:
+//! scenario 2 of `make bench`, replace 10 on an Unhealthy verdict, alone); env `REPLACE_BENCH_GRACE`
 //! (seconds, default 1); with `REPLACE_BENCH_KEEP=1` the operator logs (`autoheal=debug`) are
 //! kept (their directory is printed); `REPLACE_BENCH_OPERATOR=/path/to/autoheal` runs another
 //! build of the operator (an A/B in one session: copy one build aside, then alternate).
@@ -1410,7 +1411,7 @@ fn writes_table(b: &Bench) -> String {
 fn main() {
     let mut runs = 3usize;
     let args: Vec<String> = std::env::args().collect();
-    // `--only lose` / `--only scale`: one scenario (a quicker look; still writes the report).
+    // `--only lose|scale|verdict`: one scenario (a quicker look; still writes the report).
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -1460,6 +1461,24 @@ async fn run(runs: usize, only: Option<&str>) {
             trace = t.map(|t| step_trace(&t));
         }
     }
+    // `--only verdict`: scenario 2 of `make bench` on its own (the ScalingGroup replaces 10
+    // Instances annotated Unhealthy; the ReplicaSet's reference is losing 10 Pods).
+    let mut verdict = Row {
+        scenario: "replace 10 of 100 on a verdict (RS: lose 10)",
+        rs: vec![],
+        sg: vec![],
+    };
+    for run in (1..=runs).filter(|_| only == Some("verdict")) {
+        let r = rs_lose(&mut b, 100, 10).await;
+        eprintln!("verdict 10 of 100, run {run}: RS {}", secs(&r));
+        verdict.rs.push(r);
+        let (s, _) = sg_lose(&mut b, 100, 10, true).await;
+        eprintln!("verdict 10 of 100, run {run}: SG {}", secs(&s));
+        if let Err(e) = &s {
+            eprintln!("  {e}");
+        }
+        verdict.sg.push(s);
+    }
     for run in (1..=runs).filter(|_| only.is_none_or(|o| o == "scale")) {
         let r = rs_scale(&mut b, 300).await;
         eprintln!("scale 0 → 300, run {run}: RS {}", secs(&r));
@@ -1471,7 +1490,7 @@ async fn run(runs: usize, only: Option<&str>) {
         }
         scale.sg.push(s);
     }
-    let rows = [lose, scale];
+    let rows = [lose, verdict, scale];
     let (commit, nproc, date) = common::stamp();
     let mut md = String::new();
     md.push_str("# Replacement benchmark: ReplicaSet vs ScalingGroup\n\n");
