@@ -239,26 +239,42 @@ async fn reconcile_inner(
     // launch before the termination it replaces: a refresh within maxHealthyPercentage stays
     // within it at every moment, and a replacement launched in the same pass as its old
     // Instance's termination never adds to the group); the requests of each kind are sent
-    // together. A failed termination stops the pass before any launch: the planner counted
-    // the Instance as leaving, so launching anyway could overshoot; the retry plans again.
-    let mut results = Vec::new();
-    for terminations in [true, false] {
-        let requests: Vec<_> = plan
-            .actions
-            .iter()
-            .filter(|a| matches!(a, GroupAction::Terminate { .. }) == terminations)
-            .map(|action| apply_action(ctx, &group, &launch, &members, &group_uid, action))
-            .collect();
-        results.extend(
-            futures::stream::iter(requests)
-                .buffer_unordered(MAX_CONCURRENT_ACTIONS)
-                .collect::<Vec<Result<(), Error>>>()
-                .await,
-        );
-        if terminations && let Some(err) = results.iter().position(Result::is_err) {
-            return Err(results.swap_remove(err).unwrap_err());
-        }
-    }
+    // together. The planner counted every Instance it terminates as leaving: when a
+    // termination is refused, the launch that took its place is held back (the retry plans
+    // again), and the other launches and the restarts still go.
+    let (group_ref, launch_ref, members_ref, uid_ref) = (&group, &launch, &members, &group_uid);
+    let terminations: Vec<_> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            GroupAction::Terminate { name, .. } => Some(async move {
+                let result =
+                    apply_action(ctx, group_ref, launch_ref, members_ref, uid_ref, a).await;
+                (name.clone(), result)
+            }),
+            GroupAction::Launch { .. } => None,
+        })
+        .collect();
+    let terminated: Vec<(String, Result<(), Error>)> = futures::stream::iter(terminations)
+        .buffer_unordered(MAX_CONCURRENT_ACTIONS)
+        .collect()
+        .await;
+    let refused: Vec<String> = terminated
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(name, _)| name.clone())
+        .collect();
+    let mut results: Vec<Result<(), Error>> = terminated.into_iter().map(|(_, r)| r).collect();
+    let launches: Vec<_> = group_plan::launches_despite_refused(&plan.actions, &refused)
+        .into_iter()
+        .map(|action| apply_action(ctx, &group, &launch, &members, &group_uid, action))
+        .collect();
+    results.extend(
+        futures::stream::iter(launches)
+            .buffer_unordered(MAX_CONCURRENT_ACTIONS)
+            .collect::<Vec<Result<(), Error>>>()
+            .await,
+    );
     let launched = plan
         .actions
         .iter()

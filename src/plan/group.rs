@@ -7,11 +7,12 @@
 //! 2. **refresh** ([`refresh::plan`]): starts, rolls, checkpoints, finishes, fails and rolls
 //!    back instance refreshes; its surge raises the capacity step's target and its
 //!    terminations (reason `Refresh`) join the actions; skipped while the group is deleted;
-//! 3. **capacity** ([`capacity::plan`]): launches and scale-in terminations towards the
-//!    desired capacity;
-//! 4. **replacement** ([`replacement::plan_replacements`]): judge past replacements →
+//! 3. **replacement** ([`replacement::plan_replacements`]): judge past replacements →
 //!    breaker → budget → strategy; skipped while the group is being deleted;
-//! 5. **merge** ([`merge_actions`]): one ordered list of actions;
+//! 4. **capacity** ([`capacity::plan`]): launches and scale-in terminations towards the
+//!    desired capacity. It sees the Instances the refresh and the replacement terminate in
+//!    this pass as leaving already, so their replacements are launched in the same pass;
+//! 5. **merge** ([`merge_actions`]): one ordered list of actions, terminations first;
 //! 6. **revisions** ([`revision::plan`]): the current template's ControllerRevision exists
 //!    and is the newest; history beyond `revisionHistoryLimit` goes, never a revision in use;
 //! 7. **status** ([`status`]): counts, the bounded instance list, the replacement memory, the
@@ -157,8 +158,8 @@ pub fn plan(inputs: &GroupInputs<'_>) -> GroupPlan {
             refresh.chain(lifetime)
         })
         .collect();
-    // The replacement's first: an Instance both terminate goes for being Unhealthy (see
-    // `merge_actions`).
+    // The replacement's first: an Instance both terminate goes for being Unhealthy (the
+    // refresh's terminations join the actions below only for Instances not already in them).
     let leaving_now: Vec<(String, TerminationReason)> = replacement
         .iter()
         .flat_map(|r| {
@@ -257,6 +258,33 @@ pub fn plan(inputs: &GroupInputs<'_>) -> GroupPlan {
     }
 }
 
+/// The launches of `actions` to send when the terminations of `refused` were not accepted.
+/// [`plan`] counted each of those Instances as leaving, so one launch per refused termination
+/// is held back: the one annotated as its replacement, else a plain one, else the first.
+/// Capacity launches come before surge launches in `actions`, so a surge launch (its old
+/// Instance still counts) is held back only when nothing else took the refused one's place.
+pub fn launches_despite_refused<'a>(
+    actions: &'a [GroupAction],
+    refused: &[String],
+) -> Vec<&'a GroupAction> {
+    let mut launches: Vec<&GroupAction> = actions
+        .iter()
+        .filter(|a| matches!(a, GroupAction::Launch { .. }))
+        .collect();
+    for name in refused {
+        let replaces = |a: &&GroupAction, want: Option<&str>| matches!(a, GroupAction::Launch { replaces } if replaces.as_deref() == want);
+        let held = launches
+            .iter()
+            .position(|a| replaces(a, Some(name)))
+            .or_else(|| launches.iter().position(|a| replaces(a, None)))
+            .or((!launches.is_empty()).then_some(0));
+        if let Some(i) = held {
+            launches.remove(i);
+        }
+    }
+    launches
+}
+
 /// The Instances as they are once `leaving` (name, reason) have been asked to terminate:
 /// each of those is being deleted, for its reason (the first one named wins).
 fn as_leaving(
@@ -350,8 +378,10 @@ pub fn revision_status(
 
 /// The group's actions: the replacement's terminations first (reason Unhealthy), then the
 /// capacity planner's actions (an Instance both want to terminate is terminated once, for the
-/// capacity planner's reason), then surge launches. Capacity launches are annotated with the
-/// Instances leaving for health that no Instance replaces yet ([`replacement_targets`]).
+/// capacity planner's reason; [`plan`] shows the capacity planner the replacement's
+/// terminations as leaving, so it never picks one of them), then surge launches. Capacity
+/// launches are annotated with the Instances leaving for health that no Instance replaces yet
+/// ([`replacement_targets`]).
 pub fn merge_actions(
     capacity: &[GroupAction],
     plan: Option<&ReplacementPlan>,
@@ -1070,7 +1100,7 @@ mod tests {
     }
 
     #[test]
-    fn a_replacement_terminated_with_launches_held_launches_nothing() {
+    fn with_launches_suspended_an_unhealthy_instance_is_neither_terminated_nor_replaced() {
         let mut g = group(2);
         g.spec.suspended_processes = vec![crate::api::Process::Launch];
         let members = [
@@ -1078,13 +1108,69 @@ mod tests {
             member(&g, "web-b", HealthStatus::Unhealthy),
         ];
         let p = plan_with(&g, &members);
-        assert!(
-            p.actions
-                .iter()
-                .all(|a| !matches!(a, GroupAction::Launch { .. })),
-            "{:?}",
-            p.actions
+        assert_eq!(
+            p.actions,
+            vec![],
+            "nothing is marked leaving, nothing launches"
         );
+        let allowed = find(&p.status.conditions, CONDITION_REPLACEMENT_ALLOWED).unwrap();
+        assert_eq!(
+            (allowed.status.as_str(), allowed.reason.as_str()),
+            ("False", "Suspended")
+        );
+    }
+
+    #[test]
+    fn a_refused_termination_holds_back_the_launch_that_took_its_place_only() {
+        let launch = |replaces: Option<&str>| GroupAction::Launch {
+            replaces: replaces.map(Into::into),
+        };
+        let terminate = |name: &str| GroupAction::Terminate {
+            name: name.into(),
+            reason: TerminationReason::Unhealthy,
+        };
+        let actions = vec![
+            terminate("web-b"),
+            terminate("web-r"),
+            launch(Some("web-b")),
+            launch(None),
+            launch(None),
+            launch(Some("web-s")),
+        ];
+        let sent = |refused: &[&str]| -> Vec<GroupAction> {
+            let refused: Vec<String> = refused.iter().map(|n| n.to_string()).collect();
+            launches_despite_refused(&actions, &refused)
+                .into_iter()
+                .cloned()
+                .collect()
+        };
+        assert_eq!(
+            sent(&[]),
+            vec![
+                launch(Some("web-b")),
+                launch(None),
+                launch(None),
+                launch(Some("web-s"))
+            ],
+            "nothing refused: every launch"
+        );
+        assert_eq!(
+            sent(&["web-b"]),
+            vec![launch(None), launch(None), launch(Some("web-s"))],
+            "its own replacement is held back"
+        );
+        assert_eq!(
+            sent(&["web-r"]),
+            vec![launch(Some("web-b")), launch(None), launch(Some("web-s"))],
+            "no launch names it: a plain one is held back"
+        );
+        assert_eq!(
+            sent(&["web-b", "web-r", "web-x", "web-y"]),
+            vec![],
+            "one held back per refusal, surge launches last"
+        );
+        let only_terminations = [terminate("web-b")];
+        assert!(launches_despite_refused(&only_terminations, &["web-b".into()]).is_empty());
     }
 
     #[test]

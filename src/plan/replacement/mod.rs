@@ -449,20 +449,30 @@ pub fn surge_instances(instances: &[InstanceView]) -> Vec<String> {
 }
 
 /// Old Instances leaving for health that no present Instance claims yet with
-/// `autoheal.dev/replaces`, oldest first: when the capacity planner launches Instances, the
-/// n-th launch should be annotated `autoheal.dev/replaces=<n-th name>` so that replacements
-/// are tracked (in flight, judged) like surge ones.
+/// `autoheal.dev/replaces` (a replacement claims its old Instance even while it leaves itself:
+/// its own place is what is missing then), oldest first, leaving out surge Instances (their
+/// old Instance still counts, so no place of theirs is missing): when the capacity planner
+/// launches Instances, the n-th launch should be annotated `autoheal.dev/replaces=<n-th name>`
+/// so that replacements are tracked (in flight, judged) like surge ones.
 pub fn replacement_targets(instances: &[InstanceView]) -> Vec<String> {
     let index = by_name(instances);
     let claimed: BTreeSet<&str> = index
         .values()
-        .filter(|r| r.counts_toward_capacity())
+        .filter(|r| r.replaces.as_deref() != Some(r.name.as_str()))
         .filter_map(|r| r.replaces.as_deref())
         .collect();
+    let old_still_counts = |i: &InstanceView| {
+        i.replaces
+            .as_deref()
+            .and_then(|o| index.get(o))
+            .is_some_and(|o| o.name != i.name && o.counts_toward_capacity())
+    };
     let mut olds: Vec<&InstanceView> = index
         .values()
         .copied()
-        .filter(|i| leaving_for_health(i) && !claimed.contains(i.name.as_str()))
+        .filter(|i| {
+            leaving_for_health(i) && !claimed.contains(i.name.as_str()) && !old_still_counts(i)
+        })
         .collect();
     olds.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
     olds.into_iter().map(|i| i.name.clone()).collect()

@@ -656,6 +656,31 @@ fn group_scaled_to_zero_replaces_nothing() {
 }
 
 #[test]
+fn a_replacement_that_fails_while_its_old_instance_leaves_is_the_one_replaced() {
+    // web-u leaves for health; its replacement r failed and leaves too: one place is
+    // missing, r's, and the launch that fills it replaces r, not u a second time.
+    let instances = vec![
+        created(leaving(sick("u")), 1),
+        created(replacing(leaving(sick("r")), "u"), 2),
+        inst("a"),
+    ];
+    assert_eq!(replacement_targets(&instances), vec!["r"]);
+}
+
+#[test]
+fn a_failed_surge_is_no_target_while_its_old_instance_still_counts() {
+    // LaunchBeforeTerminate: surge s of b failed and leaves; b still serves, so no place of
+    // s's is missing. p (leaving for health, younger than s) is the only target.
+    let instances = vec![
+        sick("b"),
+        created(replacing(leaving(sick("s")), "b"), 1),
+        created(leaving(sick("p")), 2),
+        inst("a"),
+    ];
+    assert_eq!(replacement_targets(&instances), vec!["p"]);
+}
+
+#[test]
 fn replacement_targets_pair_launches_with_leaving_instances() {
     let instances = vec![
         created(leaving(sick("x2")), 2),
