@@ -1416,6 +1416,12 @@ fn main() {
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1).cloned());
+    if let Some(o) = only.as_deref()
+        && !["lose", "scale", "verdict"].contains(&o)
+    {
+        eprintln!("bench-replace: --only takes lose, scale or verdict, not {o:?}");
+        std::process::exit(2);
+    }
     if let Some(i) = args.iter().position(|a| a == "--runs") {
         runs = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(3);
     }
@@ -1504,7 +1510,7 @@ async fn run(runs: usize, only: Option<&str>) {
     );
     let _ = writeln!(
         md,
-        "- machine: {nproc} CPUs ({}), {}\n- date: {date}\n- commit: {commit}\n- operator: {}\n- Pods: terminationGracePeriodSeconds {} (both); ScalingGroup: healthCheck.gracePeriodSeconds 0, replacement.deregistrationDelaySeconds 0, replacement.maxInFlight 100%, no probe\n- lose 10 of 100: from the 10 concurrent Pod DELETEs until 100 Running+Ready Pods and nothing terminating (RS) / 100 Instances InService+Healthy with Running Pods and nothing else (SG)\n- scale 0 → 300: from the scale request until 300 Running+Ready Pods (RS) / 300 Instances InService (SG)\n",
+        "- machine: {nproc} CPUs ({}), {}\n- date: {date}\n- commit: {commit}\n- operator: {}\n- Pods: terminationGracePeriodSeconds {} (both); ScalingGroup: healthCheck.gracePeriodSeconds 0, replacement.deregistrationDelaySeconds 0, replacement.maxInFlight 100%, no probe\n- lose 10 of 100: from the 10 concurrent Pod DELETEs until 100 Running+Ready Pods and nothing terminating (RS) / 100 Instances InService+Healthy with Running Pods and nothing else (SG)\n- scale 0 → 300: from the scale request until 300 Running+Ready Pods (RS) / 300 Instances InService (SG)\n- replace 10 of 100 on a verdict (`--only verdict`): from the 10 concurrent `autoheal.dev/health=Unhealthy` annotations until the same end as lose 10 (SG); the RS column is its lose 10 of 100, the reference\n",
         cpu_model(),
         std::env::consts::ARCH,
         operator_binary().display(),
