@@ -1452,21 +1452,6 @@ async fn run(runs: usize, only: Option<&str>) {
         rs: vec![],
         sg: vec![],
     };
-    let mut trace = None;
-    for run in (1..=runs).filter(|_| only.is_none_or(|o| o == "lose")) {
-        let r = rs_lose(&mut b, 100, 10).await;
-        eprintln!("lose 10 of 100, run {run}: RS {}", secs(&r));
-        lose.rs.push(r);
-        let (s, t) = sg_lose(&mut b, 100, 10, false).await;
-        eprintln!("lose 10 of 100, run {run}: SG {}", secs(&s));
-        if let Err(e) = &s {
-            eprintln!("  {e}");
-        }
-        lose.sg.push(s);
-        if trace.is_none() {
-            trace = t.map(|t| step_trace(&t));
-        }
-    }
     // `--only verdict`: scenario 2 of `make bench` on its own (the ScalingGroup replaces 10
     // Instances annotated Unhealthy; the ReplicaSet's reference is losing 10 Pods).
     let mut verdict = Row {
@@ -1474,16 +1459,28 @@ async fn run(runs: usize, only: Option<&str>) {
         rs: vec![],
         sg: vec![],
     };
-    for run in (1..=runs).filter(|_| only == Some("verdict")) {
-        let r = rs_lose(&mut b, 100, 10).await;
-        eprintln!("verdict 10 of 100, run {run}: RS {}", secs(&r));
-        verdict.rs.push(r);
-        let (s, _) = sg_lose(&mut b, 100, 10, true).await;
-        eprintln!("verdict 10 of 100, run {run}: SG {}", secs(&s));
-        if let Err(e) = &s {
-            eprintln!("  {e}");
+    let mut trace = None;
+    for (row, by_verdict, label) in [(&mut lose, false, "lose"), (&mut verdict, true, "verdict")] {
+        // The verdict row runs only when asked for by name (`make bench` has scenario 2).
+        let wanted = if by_verdict {
+            only == Some(label)
+        } else {
+            only.is_none_or(|o| o == label)
+        };
+        for run in (1..=runs).filter(|_| wanted) {
+            let r = rs_lose(&mut b, 100, 10).await;
+            eprintln!("{label} 10 of 100, run {run}: RS {}", secs(&r));
+            row.rs.push(r);
+            let (s, t) = sg_lose(&mut b, 100, 10, by_verdict).await;
+            eprintln!("{label} 10 of 100, run {run}: SG {}", secs(&s));
+            if let Err(e) = &s {
+                eprintln!("  {e}");
+            }
+            row.sg.push(s);
+            if trace.is_none() && !by_verdict {
+                trace = t.map(|t| step_trace(&t));
+            }
         }
-        verdict.sg.push(s);
     }
     for run in (1..=runs).filter(|_| only.is_none_or(|o| o == "scale")) {
         let r = rs_scale(&mut b, 300).await;

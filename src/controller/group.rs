@@ -255,10 +255,7 @@ async fn reconcile_inner(
             GroupAction::Launch { .. } => None,
         })
         .collect();
-    let terminated: Vec<(String, Result<(), Error>)> = futures::stream::iter(terminations)
-        .buffer_unordered(MAX_CONCURRENT_ACTIONS)
-        .collect()
-        .await;
+    let terminated: Vec<(String, Result<(), Error>)> = concurrently(terminations).await;
     let refused: Vec<String> = terminated
         .iter()
         .filter(|(_, r)| r.is_err())
@@ -269,17 +266,8 @@ async fn reconcile_inner(
         .into_iter()
         .map(|action| apply_action(ctx, &group, &launch, &members, &group_uid, action))
         .collect();
-    results.extend(
-        futures::stream::iter(launches)
-            .buffer_unordered(MAX_CONCURRENT_ACTIONS)
-            .collect::<Vec<Result<(), Error>>>()
-            .await,
-    );
-    let launched = plan
-        .actions
-        .iter()
-        .filter(|a| matches!(a, GroupAction::Launch { .. }))
-        .count();
+    let launched = launches.len();
+    results.extend(concurrently(launches).await);
     if launched > 0 {
         tracing::info!(namespace = %ns, group = %name, launched, desired = plan.desired, "launched instances");
     }
@@ -290,12 +278,7 @@ async fn reconcile_inner(
             .iter()
             .map(|(instance, token)| request_restart(ctx, &ns, instance, token))
             .collect();
-        results.extend(
-            futures::stream::iter(requests)
-                .buffer_unordered(MAX_CONCURRENT_ACTIONS)
-                .collect::<Vec<Result<(), Error>>>()
-                .await,
-        );
+        results.extend(concurrently(requests).await);
     }
     if let Some(err) = results.into_iter().find_map(Result::err) {
         return Err(err);
@@ -426,6 +409,15 @@ async fn apply_action(
 
 /// How many launches and terminations of one reconcile are in flight at once.
 const MAX_CONCURRENT_ACTIONS: usize = 32;
+
+/// Runs `requests` with at most [`MAX_CONCURRENT_ACTIONS`] in flight; their outcomes, in the
+/// order they finish.
+async fn concurrently<F: std::future::Future>(requests: Vec<F>) -> Vec<F::Output> {
+    futures::stream::iter(requests)
+        .buffer_unordered(MAX_CONCURRENT_ACTIONS)
+        .collect()
+        .await
+}
 
 /// Publishes the replacement Events: on the group, and also on the Instance an Event is
 /// about.
